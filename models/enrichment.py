@@ -1,0 +1,204 @@
+"""Batch enrichment: schema-validated LLM calls, cached by (model, prompt version, input hash), within a call budget."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, Sequence
+
+from pydantic import BaseModel
+
+from models.llm import ChatModel, Generation, Messages, generate
+
+CacheKey = tuple[str, str, str]  # (model, prompt_version, input_hash)
+
+
+class EnrichmentCache(Protocol):
+    """Stored answers; rows are plain dicts with the keys of `cache_row`."""
+
+    def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, dict[str, Any]]: ...
+
+    def put_many(self, rows: Sequence[dict[str, Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class EnrichRequest:
+    entity_id: str
+    prompt_version: str
+    messages: Messages
+    output_type: type[BaseModel]
+    max_tokens: int
+    input_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # the rendered prompt, the schema and the length cap are all inputs: change any, and the answer is new
+        payload = json.dumps(
+            [self.messages, self.output_type.model_json_schema(), self.max_tokens], sort_keys=True, ensure_ascii=False
+        )
+        object.__setattr__(self, "input_hash", hashlib.sha256(payload.encode()).hexdigest()[:32])
+
+
+@dataclass(frozen=True)
+class EnrichResult:
+    entity_id: str
+    model: str
+    prompt_version: str
+    input_hash: str
+    status: str  # 'ok' | 'failed'
+    output: dict[str, Any] | None
+    raw_text: str
+    error: str | None
+    from_cache: bool
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    results: list[EnrichResult]  # request order; cache hits and this run's calls
+    deferred: list[EnrichRequest]  # left for the next run, which should put them first
+    calls: int  # distinct inputs sent to the model this run
+    attempts: int  # model calls including retries of invalid output
+    cache_hits: int
+    failures: int  # this run's calls that ended without valid output
+    backend_errors: int  # failures where the endpoint, not the model, failed; not cached
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float  # wall time of the run
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.calls if self.calls else 0.0
+
+    def metadata(self) -> dict[str, int | float]:
+        return {
+            "calls": self.calls,
+            "attempts": self.attempts,
+            "cache_hits": self.cache_hits,
+            "failures": self.failures,
+            "failure_rate": round(self.failure_rate, 4),
+            "backend_errors": self.backend_errors,
+            "deferred": len(self.deferred),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def cache_row(model: str, request: EnrichRequest, generation: Generation) -> dict[str, Any]:
+    return {
+        "model": model,
+        "prompt_version": request.prompt_version,
+        "input_hash": request.input_hash,
+        "status": generation.status,
+        "output_json": json.dumps(generation.output) if generation.output is not None else None,
+        "raw_text": generation.raw_text,
+        "error": generation.error,
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "seconds": generation.seconds,
+    }
+
+
+def run_batch(
+    llm: ChatModel,
+    requests: Sequence[EnrichRequest],
+    cache: EnrichmentCache,
+    budget: int,
+    *,
+    attempts: int = 3,
+    seed: int = 0,
+    max_backend_errors: int = 3,
+    flush_every: int = 16,
+) -> BatchResult:
+    """Answer every request from the cache or the model; at most `budget` distinct inputs reach the model.
+
+    Inputs beyond the budget, and those not started once `max_backend_errors` endpoint failures show the
+    endpoint is down, come back as `deferred`. Answers reach the cache as they arrive, so an interrupted
+    run keeps what it paid for.
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0 (got {budget})")
+    started = time.perf_counter()
+    by_key: dict[CacheKey, list[EnrichRequest]] = {}
+    for request in requests:
+        by_key.setdefault((llm.name, request.prompt_version, request.input_hash), []).append(request)
+    cached = cache.get_many(list(by_key)) if by_key else {}
+    answers: dict[CacheKey, EnrichResult] = {key: _from_cache(key, row) for key, row in cached.items()}
+    misses = [key for key in by_key if key not in cached]
+    queue, over_budget = misses[:budget], misses[budget:]
+
+    generations: dict[CacheKey, Generation] = {}
+    backend_errors = 0
+    unsent: list[CacheKey] = []
+    pending_rows: list[dict[str, Any]] = []
+    workers = max(1, llm.max_concurrency)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        in_flight: dict[Future[Generation], CacheKey] = {}
+        upcoming = iter(queue)
+        try:
+            while True:
+                while len(in_flight) < workers and backend_errors < max_backend_errors:
+                    key = next(upcoming, None)
+                    if key is None:
+                        break
+                    first = by_key[key][0]
+                    future = pool.submit(generate, llm, first.messages, first.output_type,
+                                         max_tokens=first.max_tokens, attempts=attempts, seed=seed)
+                    in_flight[future] = key
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    key = in_flight.pop(future)
+                    generation = future.result()
+                    generations[key] = generation
+                    if generation.is_backend_error:
+                        backend_errors += 1
+                    else:
+                        pending_rows.append(cache_row(llm.name, by_key[key][0], generation))
+                if len(pending_rows) >= flush_every:
+                    cache.put_many(pending_rows)
+                    pending_rows = []
+            unsent = list(upcoming)
+        finally:
+            if pending_rows:
+                cache.put_many(pending_rows)
+
+    for key, generation in generations.items():
+        answers[key] = _from_generation(key, generation)
+    results = [
+        replace(answers[(llm.name, request.prompt_version, request.input_hash)], entity_id=request.entity_id)
+        for request in requests
+        if (llm.name, request.prompt_version, request.input_hash) in answers
+    ]
+    deferred = [request for key in unsent + over_budget for request in by_key[key]]
+    return BatchResult(
+        results=results,
+        deferred=deferred,
+        calls=len(generations),
+        attempts=sum(g.attempts for g in generations.values()),
+        cache_hits=sum(len(by_key[key]) for key in cached),
+        failures=sum(g.status == "failed" for g in generations.values()),
+        backend_errors=backend_errors,
+        prompt_tokens=sum(g.prompt_tokens for g in generations.values()),
+        completion_tokens=sum(g.completion_tokens for g in generations.values()),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _from_cache(key: CacheKey, row: dict[str, Any]) -> EnrichResult:
+    output = json.loads(row["output_json"]) if row.get("output_json") else None
+    return EnrichResult("", *key, status=row["status"], output=output, raw_text=row.get("raw_text") or "",
+                        error=row.get("error"), from_cache=True, prompt_tokens=int(row.get("prompt_tokens") or 0),
+                        completion_tokens=int(row.get("completion_tokens") or 0), seconds=float(row.get("seconds") or 0.0))
+
+
+def _from_generation(key: CacheKey, generation: Generation) -> EnrichResult:
+    return EnrichResult("", *key, status=generation.status, output=generation.output, raw_text=generation.raw_text,
+                        error=generation.error, from_cache=False, prompt_tokens=generation.prompt_tokens,
+                        completion_tokens=generation.completion_tokens, seconds=generation.seconds)
+

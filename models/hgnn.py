@@ -1,0 +1,264 @@
+"""2T-HGNN item encoder: heterogeneous GraphSAGE (max-pool per relation) trained by link prediction."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
+
+from models.graph import ItemGraph
+from models.sampler import NeighbourSampler, epoch_edges, sample_hop, split_edges
+
+
+@dataclass
+class HGNNConfig:
+    hidden_dim: int = 128  # the paper gives no sizes; 128 is the two-tower output width
+    out_dim: int = 128
+    fanouts: tuple[int, ...] = (10, 10)  # f_r per hop for every relation; one hop per layer (paper: 2)
+    relation_fanouts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-relation overrides
+    per_relation_fanout: bool = True  # sampler (a); False: one shared fan-out of sum(f_r) over all relations
+    balanced: bool = True  # sampler (b); False: every training edge every epoch (paper's ablation A)
+    negatives: int = 5  # k uniform negatives per anchor; the paper does not say how many
+    margin: float = 0.5  # Δ of the hinge; scores are dot products of unit vectors, in [-1, 1]
+    lr: float = 1e-3  # paper
+    batch_size: int = 256  # supervision edges per step (paper)
+    max_epochs: int = 15  # paper: 50; capped so the demo trains in about a minute on 2 cores
+    patience: int = 3  # paper: 10; scaled down with max_epochs
+    valid_fraction: float = 0.1  # paper: 10% of the training edges, held out per relation
+    infer_fanouts: tuple[int, ...] | None = None  # None: every neighbour at inference (exact, no sampling noise)
+    infer_chunk: int = 8192  # target nodes per step at inference; bounds memory on large graphs
+    seed: int = 0
+
+
+class RelationMaxPool(MessagePassing):
+    """Elementwise max of the neighbours' messages; targets without neighbours get zeros."""
+
+    def __init__(self) -> None:
+        super().__init__(aggr="max")
+
+    def forward(self, messages: Tensor, edge_index: Tensor, num_targets: int) -> Tensor:
+        return self.propagate(edge_index, x=(messages, None), size=(messages.shape[0], num_targets))
+
+    def message(self, x_j: Tensor) -> Tensor:
+        return x_j
+
+
+class HeteroSAGELayer(nn.Module):
+    """h_c' = W_c h_c + sum_r max_{c' in N(c,r)} relu(W_r h_c' + b_r)  (paper Eqs. 1-3, before σ)."""
+
+    def __init__(self, in_dim: int, out_dim: int, relations: list[str]) -> None:
+        super().__init__()
+        self.neighbour = nn.ModuleDict({r: nn.Linear(in_dim, out_dim) for r in relations})  # W_r, b_r
+        self.root = nn.Linear(in_dim, out_dim)  # one self transform, shared by every node type
+        self.pool = RelationMaxPool()
+
+    def messages(self, x: Tensor, relations: list[str]) -> dict[str, Tensor]:
+        # The neighbour MLP reads only the neighbour, so it runs once per node, not once per edge.
+        return {r: F.relu(self.neighbour[r](x)) for r in relations if r in self.neighbour}  # r -> (N, out)
+
+    def combine(self, x_target: Tensor, messages: dict[str, Tensor], edge_index: dict[str, Tensor]) -> Tensor:
+        out = self.root(x_target)  # (T, out)
+        for r, m in messages.items():
+            out = out + self.pool(m, edge_index[r], x_target.shape[0])
+        return out
+
+    def forward(self, x: Tensor, edge_index: dict[str, Tensor]) -> Tensor:
+        return self.combine(x, self.messages(x, list(edge_index)), edge_index)
+
+
+class HGNN(nn.Module):
+    def __init__(self, in_dim: int, relations: list[str], config: HGNNConfig) -> None:
+        super().__init__()
+        self.in_dim, self.relations, self.config = in_dim, list(relations), config
+        dims = [in_dim] + [config.hidden_dim] * (len(config.fanouts) - 1) + [config.out_dim]
+        self.layers = nn.ModuleList(HeteroSAGELayer(a, b, self.relations) for a, b in zip(dims, dims[1:]))
+
+    def forward(self, x: Tensor, edge_index: dict[str, Tensor]) -> Tensor:
+        h = x  # (n, in_dim): every node of the sampled subgraph
+        for i, layer in enumerate(self.layers):
+            h = layer(h, edge_index)
+            # No ReLU after the last layer: it would confine the unit vectors to the positive orthant.
+            h = F.relu(h) if i < len(self.layers) - 1 else h
+        return F.normalize(h, dim=-1)  # (n, out_dim), unit length
+
+
+@dataclass
+class HGNNResult:
+    embeddings: Tensor  # (N, out_dim) unit vectors, row i = graph node i (every item, edges or not)
+    nodes: pl.DataFrame  # item_id, item_type, node_id
+    curve: list[dict[str, float]]  # per epoch: train_loss, valid_loss, valid_auc, train_edges, seconds
+    best_epoch: int
+    timings: dict[str, float]  # seconds: split, train, valid, embed, total
+    edge_counts: dict[str, int]
+    edge_counts_markdown: str
+    model_state: dict[str, Any]  # checkpoint: config, relations, in_dim, state_dict
+
+    def embeddings_frame(self) -> pl.DataFrame:
+        """item_id, item_type, embedding (list of float32): the rows of models.hgnn_item_embeddings."""
+        vectors = pl.Series("embedding", self.embeddings.numpy()).cast(pl.List(pl.Float32))
+        return self.nodes.select("item_id", "item_type").with_columns(vectors)
+
+
+def hinge_loss(z_anchor: Tensor, z_positive: Tensor, z_negative: Tensor, margin: float) -> Tensor:
+    """mean of max(0, z_a·z_n - z_a·z_p + Δ) over anchors and their negatives; z_negative is (B, k, d)."""
+    positive = (z_anchor * z_positive).sum(-1, keepdim=True)  # (B, 1)
+    negative = torch.einsum("bd,bkd->bk", z_anchor, z_negative)  # (B, k)
+    return F.relu(negative - positive + margin).mean()
+
+
+def train(graph: ItemGraph, features: Tensor, config: HGNNConfig | None = None) -> HGNNResult:
+    """Train on the graph's edges (10% held out per relation) and embed every node of the graph."""
+    config = config or HGNNConfig()
+    features = _check_features(graph, features)
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(config.seed)
+    train_edges, valid_edges = split_edges(graph, config.valid_fraction, generator)
+    if not any(e.shape[1] for e in train_edges.values()):
+        raise ValueError(f"no training edges (edge counts {graph.edge_counts()}); lower min_co_listeners, "
+                         "widen the window or keep more relations")
+    train_graph = graph.with_edges(train_edges)  # validation edges stay out of message passing
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(config.seed)
+        model = HGNN(features.shape[1], list(graph.relations), config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sampler = NeighbourSampler(train_graph, config.fanouts, generator, config.per_relation_fanout,
+                               config.relation_fanouts)
+    valid_pairs = torch.cat([e.T for e in valid_edges.values()])  # (V, 2)
+    valid_negatives = torch.randint(graph.num_nodes, (valid_pairs.shape[0], config.negatives), generator=generator)
+    timings = {"split": time.perf_counter() - started, "train": 0.0, "valid": 0.0}
+
+    curve: list[dict[str, float]] = []
+    best_score, best_epoch, best_state, stale = float("inf"), 0, copy.deepcopy(model.state_dict()), 0
+    for epoch in range(1, config.max_epochs + 1):
+        tick = time.perf_counter()
+        pairs, _ = epoch_edges(train_edges, config.balanced, generator)
+        model.train()
+        total, steps = 0.0, 0
+        for start in range(0, pairs.shape[0], config.batch_size):
+            batch = pairs[start:start + config.batch_size]  # (B, 2) anchor, positive
+            b = batch.shape[0]
+            negatives = torch.randint(graph.num_nodes, (b * config.negatives,), generator=generator)
+            # Every anchor, positive and negative is embedded with its own sampled neighbourhood.
+            sub = sampler.sample(torch.cat([batch[:, 0], batch[:, 1], negatives]))
+            z = model(features[sub.node_ids], sub.edge_index)[sub.seed_index]  # (B * (2 + k), d)
+            loss = hinge_loss(z[:b], z[b:2 * b], z[2 * b:].view(b, config.negatives, -1), config.margin)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        train_seconds = time.perf_counter() - tick
+        timings["train"] += train_seconds
+
+        tick = time.perf_counter()
+        z_all = embed(model, train_graph, features)
+        valid_loss, valid_auc = _link_scores(z_all, valid_pairs, valid_negatives, config.margin)
+        timings["valid"] += time.perf_counter() - tick
+        train_loss = total / max(steps, 1)
+        curve.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_auc": valid_auc,
+                      "train_edges": int(pairs.shape[0]), "seconds": train_seconds})
+        # A graph too small to hold out any edge stops on the training loss instead.
+        score = valid_loss if valid_pairs.shape[0] else train_loss
+        if score < best_score:
+            best_score, best_epoch, best_state, stale = score, epoch, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+
+    model.load_state_dict(best_state)
+    tick = time.perf_counter()
+    embeddings = embed(model, graph, features)  # the full graph: validation edges inform inference
+    timings["embed"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - started
+    return HGNNResult(embeddings, graph.nodes, curve, best_epoch, timings, graph.edge_counts(),
+                      graph.edge_counts_markdown(), checkpoint(model))
+
+
+@torch.no_grad()
+def embed(model: HGNN | dict[str, Any], graph: ItemGraph, features: Tensor) -> Tensor:
+    """Unit vectors for every node of `graph` (N, out_dim), layer by layer over all nodes.
+
+    Inductive: the graph and features may hold items never seen in training; an item without edges
+    embeds from its own features. Graph relations the model was not trained on are ignored.
+    """
+    model = model_from_checkpoint(model) if isinstance(model, dict) else model
+    features = _check_features(graph, features)
+    if features.shape[1] != model.in_dim:
+        raise ValueError(f"features have {features.shape[1]} columns, the model was trained on {model.in_dim}; "
+                         "embed with the same text-embedding model")
+    config = model.config
+    fanouts = config.infer_fanouts or (-1,) * len(model.layers)
+    relations = [r for r in model.relations if r in graph.relations]
+    generator = torch.Generator().manual_seed(config.seed)
+    was_training = model.training
+    model.eval()
+    every = torch.arange(graph.num_nodes)
+    h = features
+    for i, layer in enumerate(model.layers):
+        hop_fanouts = {r: fanouts[i] for r in relations}
+        hop = sample_hop(graph, every, hop_fanouts, config.per_relation_fanout, generator)
+        hop = {r: e[:, torch.argsort(e[1], stable=True)] for r, e in hop.items()}  # by target, for chunking
+        messages = layer.messages(h, relations)  # r -> (N, d)
+        out = torch.empty((graph.num_nodes, layer.root.out_features))
+        for start in range(0, graph.num_nodes, config.infer_chunk):
+            stop = min(start + config.infer_chunk, graph.num_nodes)
+            chunk_edges = {}
+            for r, e in hop.items():
+                lo, hi = torch.searchsorted(e[1], torch.tensor([start, stop])).tolist()
+                chunk_edges[r] = torch.stack([e[0, lo:hi], e[1, lo:hi] - start])
+            out[start:stop] = layer.combine(h[start:stop], messages, chunk_edges)
+        h = F.relu(out) if i < len(model.layers) - 1 else out
+    model.train(was_training)
+    return F.normalize(h, dim=-1)
+
+
+def checkpoint(model: HGNN) -> dict[str, Any]:
+    """Everything needed to rebuild the model: plain types only, so torch.load(weights_only=True) reads it."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {"config": asdict(model.config), "relations": list(model.relations), "in_dim": model.in_dim,
+            "state_dict": state}
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> HGNN:
+    config = HGNNConfig(**state["config"])
+    model = HGNN(state["in_dim"], state["relations"], config)
+    model.load_state_dict(state["state_dict"])
+    return model
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    torch.save(state, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, weights_only=True)
+
+
+def _link_scores(z: Tensor, pairs: Tensor, negatives: Tensor, margin: float) -> tuple[float, float]:
+    """Hinge loss and AUC (share of negatives scored below the positive) of held-out edges."""
+    if pairs.shape[0] == 0:
+        return float("nan"), float("nan")
+    anchor, positive = z[pairs[:, 0]], z[pairs[:, 1]]  # (V, d)
+    pos = (anchor * positive).sum(-1, keepdim=True)  # (V, 1)
+    neg = torch.einsum("vd,vkd->vk", anchor, z[negatives])  # (V, k)
+    loss = F.relu(neg - pos + margin).mean().item()
+    auc = ((pos > neg).float() + 0.5 * (pos == neg).float()).mean().item()
+    return loss, auc
+
+
+def _check_features(graph: ItemGraph, features: Tensor) -> Tensor:
+    if features.dim() != 2 or features.shape[0] != graph.num_nodes:
+        raise ValueError(f"features must be (num_nodes={graph.num_nodes}, dim), one row per node frame row "
+                         f"(got {tuple(features.shape)})")
+    features = features.float()
+    if not torch.isfinite(features).all():
+        raise ValueError(f"features hold {int((~torch.isfinite(features)).sum())} non-finite values; "
+                         "re-embed the items' text")
+    return features

