@@ -138,8 +138,13 @@ class TwoTowerModel:
     def _tables(self, text_embeddings: pl.DataFrame, hgnn_embeddings: pl.DataFrame | None,
                 profile_embeddings: pl.DataFrame | None) -> tuple[Table, Table, Table | None, Table | None]:
         """Text, user-side graph table (HGNN, or text without HGNN), item-side HGNN table, profile table."""
-        return _tables(self.config, text_embeddings, hgnn_embeddings,
-                       profile_embeddings if self.dims["profile"] else None)
+        tables = _tables(self.config, text_embeddings, hgnn_embeddings,
+                         profile_embeddings if self.dims["profile"] else None)
+        for name, table in (("text", tables[0]), ("hgnn", tables[2])):
+            if table is not None and table[1].shape[1] != self.dims[name]:
+                raise ValueError(f"{name} embeddings have dimension {table[1].shape[1]}, the model was trained on "
+                                 f"{self.dims[name]}; pass the embeddings it was trained on or retrain it")
+        return tables
 
     @torch.no_grad()
     def _encode(self, tower: nn.Module, inputs: TowerInputs, chunk: int = 8192) -> torch.Tensor:

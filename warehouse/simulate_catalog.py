@@ -44,15 +44,17 @@ class Catalog:
     segment_bounds: np.ndarray  # (types*topics*CLUSTERS + 1,) start offsets of the segments
 
 
-def default_items_per_type(users: int) -> dict[str, int]:
+def default_items_per_type(users: int, topics: int) -> dict[str, int]:
     """Catalogue sizes growing with the square root of users: 3000/1500/800 at 2000 users."""
     scale = np.sqrt(users / 2000)
-    return {t: int(round(base * scale)) for t, base in zip(ITEM_TYPES, (3000, 1500, 800))}
+    floor = 2 * topics * CLUSTERS  # every (topic, cluster) segment gets an item released before day 0
+    return {t: max(floor, int(round(base * scale))) for t, base in zip(ITEM_TYPES, (3000, 1500, 800))}
 
 
 def build_catalog(
     items_per_type: dict[str, int],
     themes: np.ndarray,
+    topic_share: np.ndarray,
     start: datetime.date,
     days: int,
     new_release_days: int,
@@ -61,7 +63,7 @@ def build_catalog(
     """Draw every item's topic, cluster, text, popularity and release day."""
     topics = len(themes)
     counts = [items_per_type[t] for t in ITEM_TYPES]
-    parts = [_draw_type(code, n, topics, days, new_release_days, rng) for code, n in enumerate(counts)]
+    parts = [_draw_type(code, n, topic_share, days, new_release_days, rng) for code, n in enumerate(counts)]
     raw = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((raw["serial"], raw["cluster"], raw["topic"], raw["item_type"]))
     raw = {k: v[order] for k, v in raw.items()}
@@ -83,11 +85,11 @@ def build_catalog(
 
 
 def _draw_type(
-    code: int, n: int, topics: int, days: int, new_release_days: int, rng: np.random.Generator
+    code: int, n: int, topic_share: np.ndarray, days: int, new_release_days: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Latent and numeric attributes of the n items of one type."""
+    topics = len(topic_share)
     segments = topics * CLUSTERS
-    topic_share = rng.dirichlet(np.full(topics, 4.0))
     topic = rng.choice(topics, size=n, p=topic_share)
     cluster = rng.integers(0, CLUSTERS, size=n)
     # the first items cover every segment, so every (topic, cluster) has a released item from day 0
@@ -162,15 +164,14 @@ def _item_frame(
     })
     title = (
         pl.when(pl.col("code") == 0)
-        .then(pl.format("{} {}", pl.when("noisy_title").then("n1").otherwise("w2"), "w1"))
+        .then(pl.format("{} {}", pl.when(pl.col("noisy_title")).then("n1").otherwise("w2"), "w1"))
         .when(pl.col("code") == 1)
         .then(pl.format("the {} {}", "w1", "show"))
-        .otherwise(pl.format("the {} of {}", "w1", pl.when("noisy_title").then("n1").otherwise("w2")))
+        .otherwise(pl.format("the {} of {}", "w1", pl.when(pl.col("noisy_title")).then("n1").otherwise("w2")))
         .str.to_titlecase()
     )
-    description = pl.format("{} {}, {} and {}. {} {} {} {}.", "phrase", "w1", "w3", "w4", "n1", "w5", "n2", "w2")
-    texts = cols.select(title=title, description=description.str.slice(0, 1).str.to_uppercase()
-                        + description.str.slice(1))
+    description = pl.format("{} {}, {} and {}, with {} {} and {} {}.", "phrase", "w1", "w3", "w4", "n1", "w5", "n2", "w2")
+    texts = cols.select(title=title, description=description)
     return pl.DataFrame({
         "item_id": _item_ids(code, raw["serial"]),
         "item_type": pl.Series(ITEM_TYPES).gather(code),
@@ -180,10 +181,9 @@ def _item_frame(
         "language": pl.Series([lang for lang, _ in LANGUAGES]).gather(raw["language"]),
         "genres": _genres(themes, topic, rng),
         "duration_ms": raw["duration_ms"],
-        "release_date": pl.Series(raw["release_day"]).cast(pl.Duration("ms")) * 86_400_000
-        + pl.lit(start),
+        "release_date": np.datetime64(start, "D") + raw["release_day"],
         "is_paid": raw["is_paid"],
-    }).with_columns(pl.col("release_date").cast(pl.Date))
+    })
 
 
 def _item_ids(code: np.ndarray, serial: np.ndarray) -> pl.Series:
@@ -215,11 +215,15 @@ def _genres(themes: np.ndarray, topic: np.ndarray, rng: np.random.Generator) -> 
     other = other + rng.integers(0, per_theme, size=n)
     frame = pl.DataFrame({
         "g1": _GENRES.gather(first),
-        "g2": _GENRES.gather(second).set(pl.Series(rng.random(n) < 0.4), None),
-        "g3": _GENRES.gather(other).set(pl.Series(rng.random(n) >= OFF_TOPIC_GENRE), None),
+        "g2": _GENRES.gather(second),
+        "g3": _GENRES.gather(other),
+        "has_g2": rng.random(n) < 0.6,
+        "has_g3": rng.random(n) < OFF_TOPIC_GENRE,
     })
-    return frame.select(pl.concat_list("g1", "g2", "g3").list.drop_nulls().list.unique(maintain_order=True)
-                        .alias("genres"))["genres"]
+    genres = pl.concat_list(
+        "g1", pl.when(pl.col("has_g2")).then("g2"), pl.when(pl.col("has_g3")).then("g3")
+    )
+    return frame.select(genres.list.drop_nulls().list.unique(maintain_order=True).alias("genres"))["genres"]
 
 
 _VOCAB = pl.Series([w for words, _ in THEMES for w in words])

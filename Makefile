@@ -1,0 +1,49 @@
+# crossfade: `make demo` and `make test` do all set-up on a fresh clone (a .venv, torch first, then the project).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.crossfade-installed
+export CROSSFADE_HOME ?= $(CURDIR)/.crossfade
+export DAGSTER_HOME ?= $(CROSSFADE_HOME)/dagster
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+DEMO_USERS ?= 2000
+DEMO_DAYS ?= 120
+DEMO_SEED ?= 7
+
+.PHONY: install demo test test-fast ui bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: a CPU build of exactly this version lies on disk; any other pulls a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@if [ ! -d "$(CROSSFADE_HOME)/landing/events" ]; then \
+		$(VENV)/bin/crossfade simulate --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --out "$(CROSSFADE_HOME)/landing"; \
+	fi
+	$(VENV)/bin/crossfade run
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+ui: $(STAMP)
+	mkdir -p "$(DAGSTER_HOME)"
+	$(VENV)/bin/crossfade dagster-home >/dev/null
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+bench: $(STAMP)
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf "$(CROSSFADE_HOME)"

@@ -1,0 +1,136 @@
+"""Offline evaluation: every model trained on the train period and scored side by side on the same holdout.
+
+Catalogue: target-type items released before the cut (features.splits' holdout start; an unknown
+release date counts as released). Items released during the holdout could not be known at the cut,
+so no model may recommend them, and holdout interactions with them are dropped from the targets
+rather than counted as misses no model could avoid; coverage is over the same catalogue.
+Targets: (user, item) of the target type with any interaction in the holdout (weak signals
+included) and none in the train period. Every list leaves out the target-type items the user
+touched in the train period. Models read only the 'train' period, whatever their config says.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from models import baselines, two_tower
+from models.baselines import AlsConfig
+from models.metrics import SLICES, offline_metrics
+from models.recommender import FeatureFrames, VectorRecommender
+from models.two_tower import TwoTowerConfig
+
+MODELS = ("popularity", "als", "llm_knn", "hgnn", "two_tower", "two_tower_hgnn")
+# The paper's ablations that are two-tower flags; add their names to EvaluateConfig.models to run them.
+ABLATIONS = {
+    "two_tower_hgnn_no_weak_signals": {"use_weak_signals": False},
+    "two_tower_hgnn_no_profile": {"use_profile": False},
+}
+COLUMNS = ("model", "slice", "metric", "value", "std_error", "users")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    target_type: str = "audiobook"
+    graph_types: tuple[str, ...] = ("podcast", "audiobook")
+    k: int = 100  # the configured K of Recall@K and NDCG@K (10 and 20 are always reported)
+    list_length: int = 100  # the paper computes MRR and coverage on the top 100
+    models: tuple[str, ...] = MODELS
+    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    als: AlsConfig = field(default_factory=AlsConfig)
+
+
+def holdout_targets(frames: FeatureFrames, target_type: str, catalogue: pl.Series) -> pl.DataFrame:
+    """(user_id, item_id): catalogue items of the target type first touched by the user in the holdout."""
+    train = frames.history(["train"]).select("user_id", "item_id")
+    return (frames.history(["holdout"]).filter(pl.col("item_type") == target_type)
+            .filter(pl.col("item_id").is_in(catalogue.implode()))
+            .select("user_id", "item_id").unique()
+            .join(train, on=["user_id", "item_id"], how="anti")
+            .sort("user_id", "item_id"))
+
+
+def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_embeddings: pl.DataFrame,
+             profile_embeddings: pl.DataFrame | None, config: EvaluateConfig = EvaluateConfig()) -> pl.DataFrame:
+    """(model, slice, metric, value, std_error, users), one block per model in `config.models`."""
+    catalogue = frames.released(config.target_type, frames.cut())
+    if catalogue.len() == 0:
+        raise ValueError(f"no {config.target_type!r} item was released before the cut {frames.cut()}; "
+                         "check raw.items release dates or the target type")
+    targets = holdout_targets(frames, config.target_type, catalogue)
+    users = targets["user_id"].unique().sort()
+    builders = _builders(frames, hgnn_embeddings, text_embeddings, profile_embeddings, catalogue, config)
+    unknown = [name for name in config.models if name not in builders]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {sorted(builders)}")
+    blocks = []
+    for name in config.models:
+        recommendations = builders[name]().recommend(users, config.list_length)
+        scores = offline_metrics(recommendations, targets, frames.user_stats, frames.item_stats, catalogue.len(),
+                                 config.k, config.list_length)
+        blocks.append(scores.with_columns(model=pl.lit(name)).select(COLUMNS))
+    return pl.concat(blocks)
+
+
+def _builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
+              catalogue: pl.Series, config: EvaluateConfig) -> dict[str, Callable[[], VectorRecommender]]:
+    """One recommender factory per model name; each is built only when asked for."""
+    target = config.target_type
+    tt = replace(config.two_tower, target_type=target, graph_types=config.graph_types, periods=("train",))
+
+    def two_tower_variant(**flags: bool) -> Callable[[], VectorRecommender]:
+        def build() -> VectorRecommender:
+            variant = replace(tt, **flags)
+            graph = hgnn if variant.use_hgnn else None
+            model = two_tower.fit(frames, variant, text_embeddings=text, hgnn_embeddings=graph,
+                                  profile_embeddings=profile)
+            return model.recommender(frames, catalogue, text, graph, profile)
+        return build
+
+    def hgnn_alone() -> VectorRecommender:
+        if hgnn is None:
+            raise ValueError("model 'hgnn' needs hgnn_embeddings; pass them or drop 'hgnn' from config.models")
+        return baselines.mean_embedding_knn(frames, hgnn, catalogue, target)
+
+    return {
+        "popularity": lambda: baselines.popularity(frames, catalogue, target),
+        "als": lambda: baselines.als(frames, catalogue, target, config.als),
+        "llm_knn": lambda: baselines.mean_embedding_knn(frames, text, catalogue, target),
+        "hgnn": hgnn_alone,
+        "two_tower": two_tower_variant(use_hgnn=False),
+        "two_tower_hgnn": two_tower_variant(),
+        **{name: two_tower_variant(**flags) for name, flags in ABLATIONS.items()},
+    }
+
+
+def plot_metrics(frame: pl.DataFrame) -> bytes:
+    """PNG: one panel per metric, bars per slice grouped by model, whiskers of one standard error."""
+    metrics = frame["metric"].unique(maintain_order=True).to_list()
+    models = frame["model"].unique(maintain_order=True).to_list()
+    slices = [s for s in SLICES if s in set(frame["slice"].to_list())]
+    cols = min(3, max(1, len(metrics)))
+    rows = max(1, math.ceil(len(metrics) / cols))
+    figure = Figure(figsize=(5 * cols, 3.2 * rows), layout="constrained")
+    axes = figure.subplots(rows, cols, squeeze=False).ravel()
+    width = 0.8 / max(1, len(models))
+    for ax, metric in zip(axes, metrics):
+        for m, model in enumerate(models):
+            rows_m = (pl.DataFrame({"slice": slices})
+                      .join(frame.filter((pl.col("metric") == metric) & (pl.col("model") == model)),
+                            on="slice", how="left", maintain_order="left"))
+            ax.bar([s + m * width for s in range(len(slices))], rows_m["value"].fill_null(0.0).to_list(), width,
+                   yerr=rows_m["std_error"].fill_null(0.0).to_list(), label=model, capsize=2)
+        ax.set_title(metric)
+        ax.set_xticks([s + 0.4 - width / 2 for s in range(len(slices))], slices)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    if metrics:
+        axes[0].legend(fontsize="small")
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()

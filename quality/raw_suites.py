@@ -1,0 +1,91 @@
+"""Suites for raw.events (per arrival partition), raw.items and raw.users."""
+from __future__ import annotations
+
+import duckdb
+import great_expectations.expectations as gxe
+
+from quality.thresholds import EVENT_TYPES, Thresholds
+from quality.validate import Report, validate_frame
+
+EVENTS_VERSION = "raw.events/v1"
+ITEMS_VERSION = "raw.items/v1"
+USERS_VERSION = "raw.users/v1"
+
+
+def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
+    """One arrival partition: contract of every stored row, reject rate, and volume against history."""
+    if limits.partition is None:
+        raise ValueError("raw.events is checked per arrival partition: set Thresholds.partition")
+    params = {"partition": limits.partition}
+    rows = con.execute(
+        "select event_id, user_id, item_id, ts, event_type, ms_played, event_date <= arrival_date as is_not_after_arrival "
+        "from raw.events where arrival_date = $partition",
+        params,
+    ).pl()
+    report = validate_frame("raw.events", rows, [
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(rows.columns), exact_match=True),
+        *[gxe.ExpectColumnValuesToNotBeNull(column=column) for column in ("event_id", "user_id", "item_id", "ts", "event_type", "ms_played")],
+        gxe.ExpectColumnValuesToBeUnique(column="event_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
+        gxe.ExpectColumnValuesToBeBetween(column="ms_played", min_value=0),
+        gxe.ExpectColumnValuesToBeInSet(column="is_not_after_arrival", value_set=[True]),
+    ], EVENTS_VERSION)
+    accounting = con.execute(
+        """
+        with history as (
+            select arrival_date, count_accepted,
+                   row_number() over (partition by arrival_date order by ingested_at desc) as newest
+            from raw.ingest_log
+        ),
+        latest as (select * from history where newest = 1),
+        this as (
+            select l.count_read, l.count_accepted, l.count_rejected, l.count_duplicates
+            from raw.ingest_log as l where l.arrival_date = $partition
+            order by l.ingested_at desc limit 1
+        ),
+        recent as (
+            select median(count_accepted) as median_accepted, count(*) as partitions
+            from (select count_accepted from latest where arrival_date < $partition order by arrival_date desc limit 14)
+        )
+        select
+            t.count_read, t.count_accepted, t.count_rejected, t.count_duplicates,
+            t.count_rejected / greatest(t.count_read, 1) as reject_rate,
+            t.count_read = t.count_accepted + t.count_rejected + t.count_duplicates as accounting_balances,
+            case when tr.partitions >= $min_history
+                 then t.count_accepted / nullif(tr.median_accepted, 0) end as volume_vs_median
+        from this as t cross join recent as tr
+        """,
+        {**params, "min_history": limits.min_volume_history},
+    ).pl()
+    if accounting.height == 0:
+        report.failed.append({"expectation": "ingest_log has this partition", "column": None, "unexpected_count": 1})
+        return report
+    report.merge(validate_frame("raw.events", accounting, [
+        gxe.ExpectColumnValuesToBeBetween(column="reject_rate", max_value=limits.max_reject_rate),
+        gxe.ExpectColumnValuesToBeInSet(column="accounting_balances", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="volume_vs_median", min_value=1 - limits.volume_tolerance, max_value=1 + limits.volume_tolerance,
+        ),
+    ], EVENTS_VERSION, batch="accounting"))
+    return report
+
+
+def items_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
+    rows = con.execute("select item_id, item_type, title, duration_ms, release_date, language from raw.items").pl()
+    return validate_frame("raw.items", rows, [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="item_type", value_set=list(limits.item_types)),
+        gxe.ExpectColumnValuesToBeBetween(column="duration_ms", min_value=0),
+        gxe.ExpectColumnValuesToNotBeNull(column="title", mostly=0.95),
+    ], ITEMS_VERSION)
+
+
+def users_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
+    rows = con.execute("select user_id, country, age_bucket, signup_date from raw.users").pl()
+    return validate_frame("raw.users", rows, [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+    ], USERS_VERSION)

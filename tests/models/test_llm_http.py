@@ -1,0 +1,166 @@
+"""The HTTP backend against a stub (garbage, slow, 401) and against a real llama-cpp-python server on localhost."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from models.enrichment import run_batch
+from models.item_topics import ItemTopics, item_request
+from models.llm import LLMError, OpenAICompatible, bundled_gguf_path
+from warehouse.llm_cache import LLMCache
+
+GARBAGE = "Sure! Here are the topics: science, space {"
+SECRET = "sk-test-never-shown"
+
+
+class Stub:
+    """A chat-completions endpoint that misbehaves on purpose; `mode` picks how, `posts` counts requests."""
+
+    def __init__(self) -> None:
+        self.mode = "garbage"
+        self.posts = 0
+        self.authorizations: list[str] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                stub.posts += 1
+                stub.authorizations.append(self.headers.get("Authorization", ""))
+                self.rfile.read(int(self.headers["Content-Length"]))
+                if stub.mode == "slow":
+                    time.sleep(1.0)
+                status, body = (401, {"error": "bad key"}) if stub.mode == "unauthorized" else (200, {
+                    "choices": [{"message": {"role": "assistant", "content": GARBAGE}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 30, "completion_tokens": 12},
+                })
+                payload = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting, as the timeout test intends
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+@pytest.fixture()
+def stub() -> Iterator[Stub]:
+    server = Stub()
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture()
+def cache(tmp_path: Path) -> LLMCache:
+    return LLMCache(duckdb.connect(str(tmp_path / "w.duckdb")))
+
+
+def requests(count: int) -> list:
+    return [item_request({"item_id": f"i{n}", "item_type": "podcast", "title": f"Show {n}"}) for n in range(count)]
+
+
+def test_garbage_is_retried_then_recorded_with_raw_text(stub: Stub, cache: LLMCache) -> None:
+    with OpenAICompatible(stub.base_url, "stub", SECRET, max_retries=1, backoff_s=0.01, max_concurrency=2) as llm:
+        result = run_batch(llm, requests(3), cache, budget=10, attempts=2)
+    assert stub.posts == 3 * 2  # every request asked twice, none given up on the transport side
+    assert [r.status for r in result.results] == ["failed"] * 3
+    assert {r.raw_text for r in result.results} == {GARBAGE}
+    assert (result.failures, result.backend_errors, result.prompt_tokens) == (3, 0, 3 * 2 * 30)
+    stored = cache.con.execute("select distinct status, raw_text from enrich.llm_cache").fetchall()
+    assert stored == [("failed", GARBAGE)]
+    assert set(stub.authorizations) == {f"Bearer {SECRET}"}
+
+
+def test_timeouts_are_retried_then_the_batch_ends_with_work_deferred(stub: Stub, cache: LLMCache) -> None:
+    stub.mode = "slow"
+    with OpenAICompatible(stub.base_url, "stub", timeout_s=0.2, max_retries=2, backoff_s=0.01, max_concurrency=1) as llm:
+        result = run_batch(llm, requests(4), cache, budget=10, max_backend_errors=2)
+    assert stub.posts == 2 * 3  # two requests, each tried 1 + max_retries times
+    assert result.backend_errors == 2 and len(result.deferred) == 2
+    assert all("timed out" in (r.error or "") for r in result.results)
+    assert cache.con.execute("select count(*) from enrich.llm_cache").fetchone() == (0,)
+
+
+def test_api_key_stays_out_of_errors_and_repr(stub: Stub) -> None:
+    stub.mode = "unauthorized"
+    with OpenAICompatible(stub.base_url, "stub", SECRET, max_retries=3, backoff_s=0.01) as llm:
+        with pytest.raises(LLMError, match="answered 401") as failure:
+            llm.complete([{"role": "user", "content": "hi"}], {}, max_tokens=4, temperature=0.0, seed=0)
+        assert SECRET not in str(failure.value) + failure.value.raw_text + repr(llm)
+    assert stub.posts == 1  # a wrong key is not worth retrying
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("llama_server") / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path()),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--model_alias", "smollm2"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {process.returncode}; see {log.name}")
+            try:
+                if httpx.get(base_url + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server not ready in 60 s; see {log.name}")
+            time.sleep(0.25)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_llama_server_answers_schema_valid_json(llama_server: str, cache: LLMCache) -> None:
+    items = [
+        {"item_id": "p1", "item_type": "podcast", "title": "Rockets and Orbits", "creator": "Space Desk",
+         "genres": ["science"], "description": "Engineers explain how rockets reach orbit."},
+        {"item_id": "a1", "item_type": "audiobook", "title": "The Long Trial", "creator": "J. Marsh",
+         "genres": ["true crime"], "description": "A courtroom story of a famous murder case."},
+    ]
+    with OpenAICompatible(llama_server, "smollm2", response_format="json_object", timeout_s=60) as llm:
+        result = run_batch(llm, [item_request(item) for item in items], cache, budget=10)
+    assert [r.status for r in result.results] == ["ok", "ok"], [r.error for r in result.results]
+    assert all(ItemTopics.model_validate(r.output) for r in result.results)
+    assert result.prompt_tokens > 0 and result.completion_tokens > 0
