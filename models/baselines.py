@@ -14,6 +14,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
 
 from models.recommender import FeatureFrames, VectorRecommender, consumed_pairs, embedding_table, mean_by_user, positions
 
@@ -32,7 +33,7 @@ def popularity(frames: FeatureFrames, candidates: pl.Series, target_type: str,
     users = frames.user_stats["user_id"].cast(pl.String)
     return VectorRecommender(
         users, torch.ones(users.len(), 1),
-        items["item_id"], torch.from_numpy(items["listeners"].cast(pl.Float32).to_numpy().copy()).unsqueeze(1),
+        items["item_id"], items["listeners"].cast(pl.Float32).to_torch().unsqueeze(1),
         consumed_pairs(history, target_type),
     )
 
@@ -54,7 +55,7 @@ def mean_embedding_knn(frames: FeatureFrames, embeddings: pl.DataFrame, candidat
         positions(item_ids, "item_id").rename({"row": "src"}), on="item_id", maintain_order="left")
     return VectorRecommender(
         users.filter(pl.Series(known.numpy())), means[known],
-        allowed["item_id"], table[torch.from_numpy(allowed["src"].to_numpy())],
+        allowed["item_id"], table[allowed["src"].to_torch()],
         consumed_pairs(history, target_type),
     )
 
@@ -86,14 +87,15 @@ def als(frames: FeatureFrames, candidates: pl.Series, target_type: str, config: 
     weights = np.log1p(index["count_events"].to_numpy().astype(np.float32))
     matrix = sp.csr_matrix((weights, (index["u"].to_numpy(), index["i"].to_numpy())),
                            shape=(users.len(), items.len()), dtype=np.float32)  # (U, I)
-    model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization, alpha=config.alpha,
-                                    iterations=config.iterations, random_state=config.seed)
-    model.fit(matrix, show_progress=False)
+    with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads slow it down
+        model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization,
+                                        alpha=config.alpha, iterations=config.iterations, random_state=config.seed)
+        model.fit(matrix, show_progress=False)
     allowed = positions(candidates.cast(pl.String).unique().sort(), "item_id").join(
         positions(items, "item_id").rename({"row": "src"}), on="item_id", maintain_order="left")
     item_factors = torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))
     return VectorRecommender(
         users, torch.from_numpy(np.asarray(model.user_factors, dtype=np.float32)),
-        allowed["item_id"], item_factors[torch.from_numpy(allowed["src"].to_numpy())],
+        allowed["item_id"], item_factors[allowed["src"].to_torch()],
         consumed_pairs(history, target_type),
     )

@@ -49,7 +49,7 @@ def holdout_targets(frames: FeatureFrames, target_type: str, catalogue: pl.Serie
     """(user_id, item_id): catalogue items of the target type first touched by the user in the holdout."""
     train = frames.history(["train"]).select("user_id", "item_id")
     return (frames.history(["holdout"]).filter(pl.col("item_type") == target_type)
-            .filter(pl.col("item_id").is_in(catalogue.implode()))
+            .join(catalogue.cast(pl.String).to_frame("item_id"), on="item_id", how="semi")
             .select("user_id", "item_id").unique()
             .join(train, on=["user_id", "item_id"], how="anti")
             .sort("user_id", "item_id"))

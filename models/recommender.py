@@ -61,8 +61,8 @@ def embedding_table(frame: pl.DataFrame, key: str) -> tuple[pl.Series, torch.Ten
     if rows.height and lengths.min() != lengths.max():
         raise ValueError(f"embeddings differ in length (got {lengths.min()} to {lengths.max()}); re-embed with one model")
     dim = int(lengths[0]) if rows.height else 0
-    values = rows["embedding"].explode().cast(pl.Float32).to_numpy().reshape(rows.height, dim)
-    return rows[key].cast(pl.String), torch.from_numpy(np.ascontiguousarray(values))
+    values = rows["embedding"].explode().cast(pl.Float32).to_torch().reshape(rows.height, dim)  # (n, d)
+    return rows[key].cast(pl.String), values
 
 
 def positions(ids: pl.Series, name: str) -> pl.DataFrame:
@@ -82,8 +82,8 @@ def mean_by_user(
         .join(positions(user_ids, "user_id").rename({"row": "u"}), on="user_id")
         .join(positions(item_ids, "item_id").rename({"row": "i"}), on="item_id")
     )
-    u = torch.from_numpy(index["u"].to_numpy())
-    i = torch.from_numpy(index["i"].to_numpy())
+    u = index["u"].to_torch()
+    i = index["i"].to_torch()
     sums = torch.zeros(user_ids.len(), table.shape[1]).index_add_(0, u, table[i])  # (U, d)
     counts = torch.zeros(user_ids.len()).index_add_(0, u, torch.ones(len(u)))  # (U,)
     return sums / counts.clamp(min=1).unsqueeze(1), counts
@@ -113,7 +113,7 @@ class VectorRecommender:
         rows = wanted.join(positions(self.user_ids, "user_id"), on="user_id", maintain_order="left")
         if rows.height == 0 or self.item_ids.len() == 0:
             return pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
-        users = self.user_vectors[torch.from_numpy(rows["row"].to_numpy())]  # (R, d)
+        users = self.user_vectors[rows["row"].to_torch()]  # (R, d)
         indptr = indices = None
         if exclude_consumed:
             indptr, indices = self._consumed_csr(rows["user_id"])

@@ -14,9 +14,18 @@ from models.graph import CSR, ItemGraph
 class Subgraph:
     """The compact neighbourhood of a batch of seeds, in local ids."""
 
-    node_ids: Tensor  # (n,) global id of each local node; seeds first, then hop 1, then hop 2
+    node_ids: Tensor  # (n,) global id of each local node; unique seeds first, then hop 1, hop 2, ...
     seed_index: Tensor  # (S,) local id of each seed, in the order the seeds were given
     edge_index: dict[str, Tensor]  # relation -> (2, E_r); row 0 = neighbour (message source), row 1 = target
+    hop_nodes: tuple[int, ...]  # nodes known after hop h (hop_nodes[0] = unique seeds)
+    hop_edges: dict[str, tuple[int, ...]]  # relation -> edges drawn up to and including hop h (hop 0 first)
+
+    def layer_inputs(self) -> list[tuple[int, dict[str, Tensor]]]:
+        """Per layer, (number of target nodes, edges): layer l of L only updates nodes within L-1-l hops
+        of a seed, from the edges of the first L-l hops, since nothing further reaches the seeds."""
+        hops = len(self.hop_nodes) - 1
+        return [(self.hop_nodes[h - 1], {r: e[:, :self.hop_edges[r][h - 1]] for r, e in self.edge_index.items()})
+                for h in range(hops, 0, -1)]
 
 
 def sample_neighbours(csr: CSR, targets: Tensor, fanout: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -124,7 +133,10 @@ class NeighbourSampler:
         node_ids = torch.cat(blocks)
         local[node_ids] = -1
         edge_index = {r: torch.cat(p, dim=1) for r, p in parts.items()}
-        return Subgraph(node_ids, seed_index, edge_index)
+        hop_nodes = tuple(int(n) for n in torch.cumsum(torch.tensor([b.numel() for b in blocks]), 0))
+        hop_edges = {r: tuple(int(n) for n in torch.cumsum(torch.tensor([e.shape[1] for e in p]), 0))
+                     for r, p in parts.items()}
+        return Subgraph(node_ids, seed_index, edge_index, hop_nodes, hop_edges)
 
 
 def split_edges(

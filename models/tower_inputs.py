@@ -99,7 +99,7 @@ def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, t
     tagged = (meta.with_row_index("i").select("i", pl.col("genres")).explode("genres")
               .join(positions(pl.Series(vocab.genre), "genres"), on="genres"))
     genres = torch.zeros(ids.len(), len(vocab.genre))  # (I, G)
-    genres[torch.from_numpy(tagged["i"].cast(pl.Int64).to_numpy()), torch.from_numpy(tagged["row"].to_numpy())] = 1.0
+    genres[tagged["i"].cast(pl.Int64).to_torch(), tagged["row"].to_torch()] = 1.0
     parts = [genres, _aligned(ids, text, text[1].shape[1])[0]]
     if hgnn_dim:
         rows, present = _aligned(ids, hgnn, hgnn_dim)
@@ -119,7 +119,7 @@ def _activity(user_ids: pl.Series, history: pl.DataFrame, item_types: Sequence[s
     columns = [agg.meta.output_name() for agg in aggs]
     frame = (user_ids.to_frame("user_id").join(counts, on="user_id", how="left", maintain_order="left")
              .select(pl.col(columns).cast(pl.Float32).fill_null(0)))
-    return torch.from_numpy(frame.to_numpy().reshape(user_ids.len(), len(columns))).log1p()
+    return frame.to_torch().reshape(user_ids.len(), len(columns)).log1p()
 
 
 def _aligned(ids: pl.Series, table: Table | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +132,8 @@ def _aligned(ids: pl.Series, table: Table | None, dim: int) -> tuple[torch.Tenso
         raise ValueError(f"embedding dimension changed since training (got {matrix.shape[1]}, model has {dim}); "
                          "retrain the two-tower model or pass the embeddings it was trained on")
     found = positions(ids, "id").join(positions(table_ids, "id").rename({"row": "src"}), on="id")
-    dst = torch.from_numpy(found["row"].to_numpy())
-    values[dst] = matrix[torch.from_numpy(found["src"].to_numpy())]
+    dst = found["row"].to_torch()
+    values[dst] = matrix[found["src"].to_torch()]
     present[dst] = True
     return values, present
 
@@ -142,7 +142,7 @@ def _lookup(values: pl.Series, vocabulary: list[str]) -> torch.Tensor:
     """(n,) int64 vocabulary indices, 0 for values unseen at training time or null."""
     index = values.cast(pl.String).replace_strict(vocabulary, list(range(1, len(vocabulary) + 1)),
                                                   default=0, return_dtype=pl.Int64).fill_null(0)
-    return torch.from_numpy(index.to_numpy().copy())
+    return index.to_torch()
 
 
 def _values(column: pl.Series) -> list[str]:

@@ -176,8 +176,8 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
     labels = labels.join(positions(users.ids, "user_id"), on="user_id").rename({"row": "u"}).sort("u", "i")
     dims |= {"user_dense": users.dense.shape[1], "item_dense": items.dense.shape[1]}
     model.net = TwoTowerNet(config, vocab, dims["user_dense"], dims["item_dense"])
-    u_rows = torch.from_numpy(labels["u"].to_numpy())  # (N,)
-    i_rows = torch.from_numpy(labels["i"].to_numpy())  # (N,)
+    u_rows = labels["u"].to_torch()  # (N,)
+    i_rows = labels["i"].to_torch()  # (N,)
     frequency = torch.bincount(i_rows, minlength=items.ids.len()).float() / len(i_rows)
     log_q = frequency.clamp(min=1e-12).log()  # (I,) sampling log-frequency of each item as an in-batch negative
     model.losses = _train(model.net, users, items, u_rows, i_rows, log_q, config)

@@ -13,13 +13,13 @@ USERS_VERSION = "raw.users/v1"
 
 
 def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
-    """One arrival partition: contract of every stored row, reject rate, and volume against history."""
-    if limits.partition is None:
-        raise ValueError("raw.events is checked per arrival partition: set Thresholds.partition")
-    params = {"partition": limits.partition}
+    """Arrival partitions: contract of every stored row, reject rate, and volume against history."""
+    if not limits.partitions:
+        raise ValueError("raw.events is checked per arrival partition: set Thresholds.partitions")
+    params = {"partitions": list(limits.partitions)}
     rows = con.execute(
         "select event_id, user_id, item_id, ts, event_type, ms_played, event_date <= arrival_date as is_not_after_arrival "
-        "from raw.events where arrival_date = $partition",
+        "from raw.events where arrival_date in (select unnest($partitions::date[]))",
         params,
     ).pl()
     report = validate_frame("raw.events", rows, [
@@ -33,32 +33,34 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
     accounting = con.execute(
         """
         with history as (
-            select arrival_date, count_accepted,
+            select arrival_date, count_read, count_accepted, count_rejected, count_duplicates,
                    row_number() over (partition by arrival_date order by ingested_at desc) as newest
             from raw.ingest_log
         ),
         latest as (select * from history where newest = 1),
         this as (
-            select l.count_read, l.count_accepted, l.count_rejected, l.count_duplicates
-            from raw.ingest_log as l where l.arrival_date = $partition
-            order by l.ingested_at desc limit 1
+            select * from latest where arrival_date in (select unnest($partitions::date[]))
         ),
         recent as (
-            select median(count_accepted) as median_accepted, count(*) as partitions
-            from (select count_accepted from latest where arrival_date < $partition order by arrival_date desc limit 14)
+            -- per checked partition: the median of up to 14 earlier partitions
+            select t.arrival_date, median(h.count_accepted) as median_accepted, count(h.count_accepted) as partitions
+            from this as t
+            left join latest as h on h.arrival_date < t.arrival_date and h.arrival_date >= t.arrival_date - interval 14 day
+            group by t.arrival_date
         )
         select
-            t.count_read, t.count_accepted, t.count_rejected, t.count_duplicates,
+            t.arrival_date::varchar as arrival_date, t.count_read, t.count_accepted, t.count_rejected, t.count_duplicates,
             t.count_rejected / greatest(t.count_read, 1) as reject_rate,
             t.count_read = t.count_accepted + t.count_rejected + t.count_duplicates as accounting_balances,
             case when tr.partitions >= $min_history
                  then t.count_accepted / nullif(tr.median_accepted, 0) end as volume_vs_median
-        from this as t cross join recent as tr
+        from this as t inner join recent as tr using (arrival_date)
         """,
         {**params, "min_history": limits.min_volume_history},
     ).pl()
-    if accounting.height == 0:
-        report.failed.append({"expectation": "ingest_log has this partition", "column": None, "unexpected_count": 1})
+    missing = len(limits.partitions) - accounting.height
+    if missing:
+        report.failed.append({"expectation": "every checked partition is in raw.ingest_log", "column": None, "unexpected_count": missing})
         return report
     report.merge(validate_frame("raw.events", accounting, [
         gxe.ExpectColumnValuesToBeBetween(column="reject_rate", max_value=limits.max_reject_rate),

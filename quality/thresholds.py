@@ -18,4 +18,4 @@ class Thresholds:
     min_co_listeners: int = 1
     min_catalog_coverage: float = 0.05
     k: int = 100
-    partition: dt.date | None = None  # the events partition (arrival date) or candidates as-of date
+    partitions: tuple[dt.date, ...] = ()  # events arrival dates (or candidate as-of dates) to check

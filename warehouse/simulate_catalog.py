@@ -129,14 +129,20 @@ def _draw_type(
     }
 
 
-def _words(themes: np.ndarray, topic: np.ndarray, rng: np.random.Generator, off_topic: float) -> pl.Series:
-    """One topic word per item; with chance off_topic the word comes from a random other theme."""
-    n_themes = len(THEMES)
+def _topic_words(themes: np.ndarray, topic: np.ndarray, k: int, rng: np.random.Generator) -> list[pl.Series]:
+    """k distinct words of each item's theme; slots 2.. come from a random other theme with chance OFF_TOPIC_WORD."""
+    n, per_theme = len(topic), len(THEMES[0][0])
     theme = themes[topic]
-    stray = rng.random(len(topic)) < off_topic
-    theme = np.where(stray, (theme + rng.integers(1, n_themes, size=len(topic))) % n_themes, theme)
-    words_per_theme = len(THEMES[0][0])
-    return _VOCAB.gather(theme * words_per_theme + rng.integers(0, words_per_theme, size=len(topic)))
+    # base + j * step visits distinct words when step is coprime with the theme size
+    steps = np.array([s for s in range(1, per_theme) if np.gcd(s, per_theme) == 1])
+    base, step = rng.integers(0, per_theme, size=n), rng.choice(steps, size=n)
+    words = []
+    for j in range(k):
+        stray = (j >= 2) & (rng.random(n) < OFF_TOPIC_WORD)
+        shift = np.where(stray, rng.integers(1, len(THEMES), size=n), 0)
+        slot_theme = (theme + shift) % len(THEMES)
+        words.append(_VOCAB.gather(slot_theme * per_theme + (base + j * step) % per_theme))
+    return words
 
 
 def _item_frame(
@@ -146,29 +152,23 @@ def _item_frame(
     """The public item columns; text shows the topic but never the cluster."""
     n = len(raw["topic"])
     topic, code = raw["topic"], raw["item_type"]
-
-    def word(off_topic: float = 0.0) -> pl.Series:
-        return _words(themes, topic, rng, off_topic)
-
-    def noise() -> pl.Series:
-        return _NOISE.gather(rng.integers(0, len(_NOISE), size=n))
-
+    w1, w2, w3, w4, w5 = _topic_words(themes, topic, 5, rng)
     phrases = pl.Series([p for t in ITEM_TYPES for p in TYPE_PHRASES[t]])
     per_type = len(TYPE_PHRASES[ITEM_TYPES[0]])
     cols = pl.DataFrame({
-        "code": code, "w1": word(), "w2": word(), "w3": word(OFF_TOPIC_WORD), "w4": word(OFF_TOPIC_WORD),
-        "w5": word(OFF_TOPIC_WORD), "n1": noise(), "n2": noise(),
+        "code": code, "w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5,
+        "n1": _NOISE.gather(rng.integers(0, len(_NOISE), size=n)),
+        "n2": _NOISE.gather(rng.integers(0, len(_NOISE), size=n)),
         "show": pl.Series(PODCAST_SHOW_WORDS).gather(rng.integers(0, len(PODCAST_SHOW_WORDS), size=n)),
         "phrase": phrases.gather(code.astype(np.int64) * per_type + rng.integers(0, per_type, size=n)),
         "noisy_title": rng.random(n) < 0.4,
     })
+    first = pl.col("w1").str.to_titlecase()
+    second = pl.when(pl.col("noisy_title")).then("n1").otherwise("w2").str.to_titlecase()
     title = (
-        pl.when(pl.col("code") == 0)
-        .then(pl.format("{} {}", pl.when(pl.col("noisy_title")).then("n1").otherwise("w2"), "w1"))
-        .when(pl.col("code") == 1)
-        .then(pl.format("the {} {}", "w1", "show"))
-        .otherwise(pl.format("the {} of {}", "w1", pl.when(pl.col("noisy_title")).then("n1").otherwise("w2")))
-        .str.to_titlecase()
+        pl.when(pl.col("code") == 0).then(pl.format("{} {}", second, first))
+        .when(pl.col("code") == 1).then(pl.format("The {} {}", first, "show"))
+        .otherwise(pl.format("The {} of {}", first, second))
     )
     description = pl.format("{} {}, {} and {}, with {} {} and {} {}.", "phrase", "w1", "w3", "w4", "n1", "w5", "n2", "w2")
     texts = cols.select(title=title, description=description)

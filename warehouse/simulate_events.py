@@ -115,15 +115,25 @@ def _pick_items(
     ):
         empty = cw[hi] <= cw[lo]
         lo, hi = np.where(empty, wide_lo, lo), np.where(empty, wide_hi, hi)
-    low, high = cw[lo], np.nextafter(cw[hi], -np.inf)
-    chosen = np.full(len(lo), -1, dtype=np.int64)
-    for _ in range(CANDIDATES):
-        target = np.minimum(low + rng.random(len(lo)) * (cw[hi] - low), high)
-        candidate = np.searchsorted(cw, target, side="right") - 1
-        lang = catalog.language[candidate]
-        understood = (lang == language) | (lang == ENGLISH)
-        chosen = np.where((chosen < 0) & understood, candidate, chosen)
-    return np.where(chosen < 0, candidate, chosen)
+    low, mass, high = cw[lo], cw[hi] - cw[lo], np.nextafter(cw[hi], -np.inf)
+
+    def draw(rows: np.ndarray) -> np.ndarray:
+        target = np.minimum(low[rows] + rng.random(len(rows)) * mass[rows], high[rows])
+        return np.searchsorted(cw, target, side="right") - 1
+
+    def understood(items: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        lang = catalog.language[items]
+        return (lang == language[rows]) | (lang == ENGLISH)
+
+    rows = np.arange(len(lo))
+    chosen = draw(rows)
+    for attempt in range(1, CANDIDATES):
+        rows = rows[~understood(chosen[rows], rows)]
+        candidate = draw(rows)
+        # the last draw stands whatever its language
+        keep = understood(candidate, rows) | (attempt == CANDIDATES - 1)
+        chosen[rows[keep]] = candidate[keep]
+    return chosen
 
 
 def _ms_played(event_type: np.ndarray, liked: np.ndarray, duration: np.ndarray,

@@ -1,5 +1,6 @@
 """Sample-world event files: defect injection and writers for JSON lines, CSV and Parquet, gzip or not."""
 import gzip
+import io
 import pathlib
 
 import numpy as np
@@ -41,9 +42,8 @@ def corrupt(
     fresh = frame["_fresh"].to_numpy()
     bad = fresh & (u < share)
     kind = np.where(bad, np.minimum((u / share * len(kinds)).astype(np.int64), len(kinds) - 1), -1)
-    label = np.full(n, None, dtype=object)
-    label[bad] = np.array(kinds, dtype=object)[kind[bad]]
-    is_kind = {k: label == k for k in CORRUPTIONS}
+    is_kind = {k: kind == kinds.index(k) if k in kinds else np.zeros(n, dtype=bool) for k in CORRUPTIONS}
+    label = pl.when(pl.Series(bad)).then(pl.Series(kinds).gather(np.maximum(kind, 0)))
 
     field = rng.integers(0, len(REQUIRED_FIELDS), size=n)
     type_code = frame["_type"].to_numpy().astype(np.int64)
@@ -55,7 +55,7 @@ def corrupt(
             name: pl.when(pl.Series(is_kind["missing_field"] & (field == i))).then(None).otherwise(pl.col(name))
             for i, name in enumerate(REQUIRED_FIELDS)
         },
-        "_defect": pl.coalesce(pl.Series(label, dtype=pl.String), pl.col("_defect")),
+        "_defect": pl.coalesce(label, pl.col("_defect")),
     }
     frame = frame.with_columns(**columns).with_columns(
         item_id=pl.when(pl.Series(is_kind["unknown_item"])).then(ghost_id).otherwise("item_id"),
@@ -81,26 +81,37 @@ def write_events(frame: pl.DataFrame, path: pathlib.Path, fmt: str, rng: np.rand
     if fmt == "parquet":
         frame.select(EVENT_COLUMNS).write_parquet(path)
         return
-    n = frame.height
-    cut = pl.Series(rng.uniform(0.2, 0.9, size=n))
-    broken = pl.col("_defect") == "broken_line"
     text = frame.with_columns(pl.col("ts").dt.strftime(TS_FORMAT))
     if fmt.startswith("jsonl"):
-        line = pl.struct(EVENT_COLUMNS).struct.json_encode()
-        # a prefix of a JSON object is never valid JSON
-        line = pl.when(broken).then(line.str.slice(0, (line.str.len_bytes() * cut).cast(pl.Int64))).otherwise(line)
-        header = ""
+        line, header = pl.struct(EVENT_COLUMNS).struct.json_encode(), b""
     else:
         line = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in EVENT_COLUMNS], separator=",")
-        # half the broken CSV lines gain a column, half lose three
-        line = (
-            pl.when(broken & (cut < 0.55)).then(line + ",unexpected")
-            .when(broken).then(line.str.split(",").list.head(len(EVENT_COLUMNS) - 3).list.join(","))
-            .otherwise(line)
-        )
-        header = ",".join(EVENT_COLUMNS) + "\n"
-    body = text.select(line.str.join("\n")).item()
-    data = (header + body + ("\n" if n else "")).encode()
+        header = (",".join(EVENT_COLUMNS) + "\n").encode()
+    lines = text.select(line.alias("line")).to_series()
+    broken = np.flatnonzero((frame["_defect"] == "broken_line").fill_null(False).to_numpy())
+    if len(broken):
+        lines = lines.scatter(broken, _break(lines.gather(broken), fmt, rng))
+    buffer = io.BytesIO()
+    buffer.write(header)
+    # one pre-built column written unquoted is exactly one line per row
+    lines.to_frame().write_csv(buffer, include_header=False, quote_style="never")
+    data = buffer.getvalue()
     if fmt.endswith(".gz"):
         data = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
     path.write_bytes(data)
+
+
+def _break(lines: pl.Series, fmt: str, rng: np.random.Generator) -> pl.Series:
+    """JSON lines lose their tail (a prefix of a JSON object is never valid JSON); CSV lines gain
+    one column or lose three."""
+    cut = pl.Series(rng.uniform(0.2, 0.9, size=len(lines)))
+    frame = pl.DataFrame({"line": lines, "cut": cut})
+    line = pl.col("line")
+    if fmt.startswith("jsonl"):
+        broken = line.str.slice(0, (line.str.len_bytes() * pl.col("cut")).cast(pl.Int64))
+    else:
+        broken = (
+            pl.when(pl.col("cut") < 0.55).then(line + ",unexpected")
+            .otherwise(line.str.split(",").list.head(len(EVENT_COLUMNS) - 3).list.join(","))
+        )
+    return frame.select(broken.alias("line")).to_series()

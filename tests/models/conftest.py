@@ -1,6 +1,7 @@
 """Synthetic feature frames (FEATURES.md schema) with a planted taste: users follow their community."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -100,7 +101,7 @@ class World:
 
 
 def build_world(n_users: int = 800, n_communities: int = 8, books: int = 15, seed: int = 0) -> World:
-    """Users of community c play music, podcasts and audiobooks of c; cold users (odd ids) have no audiobooks
+    """Users of community c play music, podcasts and audiobooks of c; cold users (half of each community) have no audiobooks
     before the cut, and every user plays two new audiobooks of c in the holdout.
 
     Warm users play two audiobooks and preview a third in the train period. Within a community
@@ -110,7 +111,7 @@ def build_world(n_users: int = 800, n_communities: int = 8, books: int = 15, see
     rng = np.random.default_rng(seed)
     community = np.arange(n_users) % n_communities
     user_ids = [f"u{u:04d}" for u in range(n_users)]
-    cold = np.arange(n_users) % 2 == 1
+    cold = np.arange(n_users) // n_communities % 2 == 1  # half of every community
     rows: list[pl.DataFrame] = []
 
     def pick(prefix: str, n_items: int, m: int, skew: float, tag: str = "") -> np.ndarray:
@@ -171,3 +172,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="session")
 def world() -> World:
     return build_world()
+
+
+@pytest.fixture(scope="session")
+def frames_from() -> Callable[..., FeatureFrames]:
+    """Builds FeatureFrames from (period, user_id, item_id, event_type) tuples and {item_id: item_type}."""
+
+    def build(events: list[tuple[str, str, str, str]], item_types: dict[str, str],
+              users: list[str] | None = None) -> FeatureFrames:
+        rows = pl.DataFrame(events, schema=list(EVENT_COLUMNS), orient="row")
+        user_ids = users or sorted(set(rows["user_id"]))
+        return make_frames(rows, make_items(list(item_types), list(item_types.values())), make_users(user_ids))
+
+    return build

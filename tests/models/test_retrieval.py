@@ -76,7 +76,7 @@ def test_excluded_and_masked_items_never_returned() -> None:
 def test_k_beyond_remaining_items_pads_with_minus_one() -> None:
     users, items = _world(3, 20, 4, seed=5)
     mask = np.arange(20) < 15  # 15 eligible
-    indptr = np.array([0, 10, 10, 25])  # user 0 consumed 10 eligible, user 2 consumed all 20 + 5 repeats
+    indptr = np.array([0, 10, 10, 35])  # user 0 consumed 10 eligible, user 2 consumed all 20 + 5 repeats
     indices = np.concatenate([np.arange(10), np.arange(20), np.arange(5)])
     got_items, got_scores = _collect(
         top_k_items(users, items, 50, exclude_indptr=indptr, exclude_indices=indices, item_mask=mask)

@@ -1,0 +1,46 @@
+"""What every stage attaches to the UI: row counts, Markdown previews, check verdicts with their numbers."""
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from quality import Report
+
+
+def preview(con: duckdb.DuckDBPyConnection, table: str, limit: int = 5) -> dg.MetadataValue:
+    frame = con.execute(f"select * from {table} limit {int(limit)}").pl()
+    return dg.MetadataValue.md(markdown_table(frame))
+
+
+def markdown_table(frame: pl.DataFrame, max_chars: int = 60) -> str:
+    if frame.is_empty():
+        return "_no rows_"
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = []
+    for row in frame.iter_rows():
+        cells = [str(value).replace("|", "\\|").replace("\n", " ") for value in row]
+        rows.append("| " + " | ".join(cell if len(cell) <= max_chars else cell[: max_chars - 1] + "…" for cell in cells) + " |")
+    return "\n".join([header, rule, *rows])
+
+
+def check_result(report: Report, extra: dict[str, Any] | None = None) -> dg.AssetCheckResult:
+    """A blocking check's verdict with each failed expectation and its counts."""
+    metadata: dict[str, Any] = {
+        "suite": report.suite_version,
+        "rows_checked": report.rows,
+        "expectations": report.checked,
+        "failed_expectations": len(report.failed),
+        "details": dg.MetadataValue.md(report.markdown()),
+    }
+    if report.failed:
+        metadata["failures"] = dg.MetadataValue.json(report.failed)
+    metadata.update(extra or {})
+    return dg.AssetCheckResult(
+        passed=report.success, metadata=metadata,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None if report.success else f"{report.table}: {len(report.failed)} expectation(s) failed; see details",
+    )

@@ -1,0 +1,108 @@
+"""The `crossfade` command: simulate a sample world, run the nightly chain, query published tables."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from pipelines.settings import SettingsError, load_settings
+
+STAGES = ("raw", "features", "enrich", "models", "serving", "eval")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD (got {text!r})") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossfade", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="write a sample world's landing zone")
+    simulate.add_argument("--users", type=int, default=2000)
+    simulate.add_argument("--days", type=int, default=120)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--out", type=Path, required=True, help="landing folder to write (e.g. $CROSSFADE_HOME/landing)")
+    simulate.add_argument("--end-date", type=_date, default=None, help="last simulated day (default: yesterday, UTC)")
+    simulate.add_argument("--dirty-rate", type=float, default=0.01, help="share of event rows made bad")
+    simulate.add_argument("--events-per-user-day", type=float, default=1.5)
+
+    run = commands.add_parser("run", help="run the nightly chain (or part of it) on CROSSFADE_HOME")
+    run.add_argument("--as-of", type=_date, default=None, help="use only events strictly before this date")
+    run.add_argument("--select", choices=STAGES, action="append", default=None,
+                     help="run only these stages (repeatable); default: all")
+
+    sql = commands.add_parser("sql", help="query the last published snapshot (never blocked by a running write)")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument("--max-rows", type=int, default=50)
+
+    commands.add_parser("dagster-home", help="prepare and print the DAGSTER_HOME used by `crossfade run` and `make ui`")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "sql":
+            return _sql(args)
+        if args.command == "dagster-home":
+            from pipelines.runner import prepare_dagster_home
+
+            print(prepare_dagster_home(load_settings()))
+            return 0
+        from pipelines.runner import run_nightly
+
+        return run_nightly(load_settings(as_of=args.as_of), stages=tuple(args.select or STAGES))
+    except SettingsError as error:
+        print(f"crossfade: {error}", file=sys.stderr)
+        return 2
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from warehouse.simulate import WorldConfig, simulate
+
+    config = WorldConfig(
+        users=args.users, days=args.days, seed=args.seed, end_date=args.end_date,
+        dirty_rate=args.dirty_rate, events_per_user_day=args.events_per_user_day,
+    )
+    summary = simulate(config, args.out)
+    print(f"wrote sample world to {args.out}: {summary}")
+    return 0
+
+
+def _sql(args: argparse.Namespace) -> int:
+    import duckdb
+    import polars as pl
+
+    from warehouse.store import NothingPublishedError, Store
+
+    settings = load_settings()
+    try:
+        with Store(settings.database).read() as con:
+            frame = con.execute(args.query).pl()
+    except NothingPublishedError as error:
+        print(f"crossfade sql: {error}", file=sys.stderr)
+        return 1
+    except duckdb.Error as error:
+        print(f"crossfade sql: {error}", file=sys.stderr)
+        return 1
+    if args.format == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(frame.write_ndjson())
+    else:
+        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=os.get_terminal_size(0).columns if sys.stdout.isatty() else 200):
+            print(frame)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

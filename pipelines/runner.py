@@ -1,0 +1,158 @@
+"""`crossfade run`: the nightly chain in-process on CROSSFADE_HOME, recorded in its Dagster instance."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from pipelines.resources import AS_OF_TAG
+from pipelines.settings import Settings
+from warehouse import landing
+from warehouse.ingest import changed_partitions
+from warehouse.store import NothingPublishedError, Store
+
+DAGSTER_YAML = """\
+# Written by crossfade: one run at a time, since every run writes the one DuckDB file.
+run_queue:
+  max_concurrent_runs: 1
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Create CROSSFADE_HOME/dagster with its dagster.yaml (unless DAGSTER_HOME points elsewhere)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _partitions_to_ingest(settings: Settings, as_of: dt.date | None) -> list[str]:
+    store = Store(settings.database)
+    try:
+        with store.read() as con:
+            return changed_partitions(con, settings.landing, before=as_of)
+    except (NothingPublishedError, duckdb.CatalogException):
+        keys = landing.event_partitions(settings.landing)
+        return [key for key in keys if as_of is None or dt.date.fromisoformat(key) < as_of]
+
+
+def _execute(job_name: str, tags: dict[str, str], partition_key: str | None, instance: dg.DagsterInstance,
+             asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+    from pipelines.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    return job.execute_in_process(
+        instance=instance, tags=tags, partition_key=partition_key, raise_on_error=False,
+        asset_selection=asset_selection,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
+
+
+def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
+    """Print what each step materialised and each check's verdict; True when the run succeeded."""
+    partitions: dict[str, int] = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            materialization = event.event_specific_data.materialization
+            name = materialization.asset_key.to_user_string()
+            if materialization.partition:
+                partitions[name] = partitions.get(name, 0) + 1
+                if partitions[name] > 1:
+                    continue  # one line per asset, however many partitions it wrote
+            rows = materialization.metadata.get("dagster/row_count")
+            rows_text = f"{rows.value:,} rows" if rows is not None else ""
+            _say(f"  materialised {name:32s} {rows_text}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            verdict = "passed" if evaluation.passed else "FAILED"
+            _say(f"  check {evaluation.check_name:38s} {verdict}")
+            if not evaluation.passed:
+                details = evaluation.metadata.get("details")
+                if details is not None:
+                    print(details.value, flush=True)
+        elif event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            _say(f"  step {event.step_key} failed: {error.message.strip() if error else ''}")
+    for name, count in partitions.items():
+        _say(f"  {name}: {count} partition(s)")
+    _say(f"{label}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id[:8]})")
+    return result.success
+
+
+def run_nightly(settings: Settings, stages: tuple[str, ...]) -> int:
+    """Ingest changed arrival partitions before the as-of date, then refresh the selected stages."""
+    started = time.perf_counter()
+    prepare_dagster_home(settings)
+    instance = dg.DagsterInstance.get()
+    if not landing.event_partitions(settings.landing):
+        print(f"crossfade run: no events in {settings.landing / 'events'}; run `crossfade simulate --out "
+              f"{settings.landing}` or land files there (see README, Landing zone)", file=sys.stderr)
+        return 1
+    keys = _partitions_to_ingest(settings, settings.as_of)
+    as_of = settings.as_of or dt.date.fromisoformat(landing.event_partitions(settings.landing)[-1]) + dt.timedelta(days=1)
+    _say(f"crossfade run: as-of {as_of} (events strictly before it), home {settings.home}")
+    ok = True
+    if "raw" in stages:
+        if keys:
+            _say(f"ingest: {len(keys)} new or changed arrival partitions ({keys[0]} .. {keys[-1]})")
+            tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1], AS_OF_TAG: as_of.isoformat()}
+            ok = _report(_execute("ingest", tags, None, instance), "ingest")
+        else:
+            _say("ingest: every arrival partition is up to date")
+    downstream = [stage for stage in stages if stage != "raw"]
+    if ok and downstream:
+        from pipelines.definitions import defs
+
+        graph = defs.resolve_asset_graph()
+        selection = [key for key in graph.get_all_asset_keys() if key.path[0] in downstream and key != dg.AssetKey(["raw", "events"])]
+        partitioned = any(graph.get(key).partitions_def is not None for key in selection)
+        partition = (as_of - dt.timedelta(days=1)).isoformat() if partitioned else None
+        _say(f"refresh: {', '.join(downstream)} for as-of {as_of}")
+        ok = _report(_execute("refresh", {AS_OF_TAG: as_of.isoformat()}, partition, instance, selection), "refresh")
+    _summary(settings)
+    _say(f"crossfade run {'finished' if ok else 'stopped by a failed step or gate'} in {time.perf_counter() - started:.1f} s")
+    return 0 if ok else 1
+
+
+def _summary(settings: Settings) -> None:
+    try:
+        with Store(settings.database).read() as con:
+            tables = con.execute(
+                "select schema_name || '.' || table_name, estimated_size from duckdb_tables() "
+                "where schema_name in ('raw','features','enrich','models','eval','serving') order by 1"
+            ).fetchall()
+            print("\nrows per table (published snapshot):")
+            for name, _ in tables:
+                count = con.execute(f'select count(*) from {name}').fetchall()[0][0]
+                print(f"  {name:34s} {count:>12,}")
+            rejects = con.execute(
+                "select reason, count(*) from raw.rejected_events group by 1 order by 2 desc"
+            ).fetchall()
+            if rejects:
+                print("\nrejected events by reason:")
+                for reason, count in rejects:
+                    print(f"  {reason:34s} {count:>12,}")
+            if any(name == "eval.offline_metrics" for name, _ in tables):
+                metrics = con.execute(
+                    "pivot (select model, slice, value from eval.offline_metrics where metric = 'hr@10') "
+                    "on slice using first(value) order by model"
+                ).pl()
+                if metrics.height:
+                    print("\noffline HR@10 by model and slice:")
+                    print(metrics)
+    except NothingPublishedError:
+        print("nothing published yet")
