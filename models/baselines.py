@@ -65,7 +65,7 @@ class AlsConfig:
     item_types: tuple[str, ...] = ("podcast", "audiobook")  # matrix columns: the target type and the graph types
     factors: int = 64
     regularization: float = 0.05
-    alpha: float = 10.0  # confidence = 1 + alpha * log1p(events)
+    alpha: float = 1.0  # confidence = 1 + alpha * log1p(events); larger values overfit small worlds
     iterations: int = 15
     seed: int = 0
 

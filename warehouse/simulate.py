@@ -10,10 +10,17 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from warehouse.simulate_catalog import CLUSTERS, ITEM_TYPES, TARGET_TYPE, build_catalog, default_items_per_type
+from warehouse.simulate_catalog import (
+    CLUSTERS,
+    ITEM_TYPES,
+    TARGET_TYPE,
+    Catalog,
+    build_catalog,
+    default_items_per_type,
+)
 from warehouse.simulate_events import day_events
 from warehouse.simulate_files import DEFECT_KINDS, FORMATS, corrupt, write_events
-from warehouse.simulate_users import build_population
+from warehouse.simulate_users import Population, build_population
 from warehouse.simulate_vocab import THEMES
 
 SPLIT_EVERY = 5  # every fifth arrival day comes as two files of different formats
@@ -58,14 +65,23 @@ class WorldSummary:
         return json.dumps(dataclasses.asdict(self), default=str, indent=2, sort_keys=True) + "\n"
 
 
-def simulate(config: WorldConfig, out: pathlib.Path, *, replace: bool = False) -> WorldSummary:
-    """Write a sample world's landing zone under out/; the same config gives the same bytes.
+@dataclass(frozen=True)
+class World:
+    """The hidden truth behind a landing zone: what the files are drawn from."""
 
-    replace=True first deletes what an earlier run wrote there (events/, items/, users/, _world.json).
-    """
+    config: WorldConfig
+    start: datetime.date
+    end: datetime.date
+    holdout_start: int  # day index of the first holdout day
+    items_per_type: dict[str, int]
+    topic_share: np.ndarray  # (T,) global topic popularity
+    catalog: Catalog
+    population: Population
+
+
+def build_world(config: WorldConfig) -> World:
+    """Topics, items and users for a config; simulate() draws its events from exactly this world."""
     _check(config)
-    out = pathlib.Path(out)
-    _prepare(out, replace)
     end = config.end_date or datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=1)
     start = end - datetime.timedelta(days=config.days - 1)
     holdout_start = config.days - config.holdout_days
@@ -76,29 +92,33 @@ def simulate(config: WorldConfig, out: pathlib.Path, *, replace: bool = False) -
     catalog = build_catalog(items_per_type, themes, topic_share, start, config.days, config.new_release_days, rng)
     population = build_population(config.users, config.topics, topic_share, start, config.days,
                                   holdout_start, config.cold_share, rng)
-    items_updated = _write_catalog(out, catalog.items, catalog.release_day, rng)
-    (out / "users").mkdir(parents=True)
-    population.users.write_parquet(out / "users" / "users.parquet")
+    return World(config, start, end, holdout_start, dict(items_per_type), topic_share, catalog, population)
 
-    tally = _Tally(config.users, holdout_start)
-    counts = [items_per_type[t] for t in ITEM_TYPES]
-    topic_cdf = np.cumsum(topic_share)
+
+def simulate(config: WorldConfig, out: pathlib.Path, *, replace: bool = False) -> WorldSummary:
+    """Write a sample world's landing zone under out/; the same config gives the same bytes.
+
+    replace=True first deletes what an earlier run wrote there (events/, items/, users/, _world.json).
+    """
+    world = build_world(config)
+    out = pathlib.Path(out)
+    _prepare(out, replace)
+    items_updated = _write_catalog(out, world.catalog, np.random.default_rng([config.seed, 3]))
+    (out / "users").mkdir(parents=True)
+    world.population.users.write_parquet(out / "users" / "users.parquet")
+
+    tally = _Tally(config.users, world.holdout_start)
+    counts = [world.items_per_type[t] for t in ITEM_TYPES]
+    topic_cdf = np.cumsum(world.topic_share)
     pending: dict[int, list[pl.DataFrame]] = {}
     writes: list[Future[None]] = []
     with ThreadPoolExecutor(max_workers=1) as writer:  # serialising and gzip overlap the next day's draws
         for day in range(config.days):
             day_rng = np.random.default_rng([config.seed, 1, day])
-            events = day_events(catalog, population, topic_cdf, start, day, config.events_per_user_day, day_rng)
-            events = events.with_columns(_fresh=pl.lit(True), _defect=pl.lit(None, dtype=pl.String))
-            delay = np.where(day_rng.random(events.height) < config.dirty_rate / len(DEFECT_KINDS),
-                             day_rng.integers(1, MAX_DELAY_DAYS + 1, size=events.height), 0)
-            delay = np.where(day + delay < config.days, delay, 0)  # nothing arrives after the last day
-            for k in range(1, MAX_DELAY_DAYS + 1):
-                late = events.filter(pl.Series(delay == k))
-                pending.setdefault(day + k, []).append(
-                    late.with_columns(_fresh=pl.lit(False), _defect=pl.lit("late_event")))
-            arrivals = pl.concat([events.filter(pl.Series(delay == 0)), *pending.pop(day, [])])
-            date = start + datetime.timedelta(days=day)
+            events = day_events(world.catalog, world.population, topic_cdf, world.start, day,
+                                config.events_per_user_day, day_rng)
+            arrivals = _arrivals(events, day, config, pending, day_rng)
+            date = world.start + datetime.timedelta(days=day)
             folder = out / "events" / f"date={date.isoformat()}"
             folder.mkdir(parents=True)
             for part, (fmt, rows) in enumerate(_split(arrivals, day, day_rng)):
@@ -109,7 +129,7 @@ def simulate(config: WorldConfig, out: pathlib.Path, *, replace: bool = False) -
                 else:
                     rows = pl.concat([rows, tomorrow])
                 tally.add(rows, fmt)
-                if len(writes) >= 2:
+                if len(writes) >= 2:  # bounds memory: at most two days wait for the writer
                     writes.pop(0).result()
                 file_rng = np.random.default_rng([config.seed, 2, day, part])
                 writes.append(writer.submit(write_events, rows, folder / f"part-{part}.{fmt}", fmt, file_rng))
@@ -118,11 +138,11 @@ def simulate(config: WorldConfig, out: pathlib.Path, *, replace: bool = False) -
 
     summary = WorldSummary(
         users=config.users,
-        items_per_type=dict(items_per_type),
+        items_per_type=world.items_per_type,
         items_updated=items_updated,
-        start_date=start,
-        end_date=end,
-        holdout_start=start + datetime.timedelta(days=holdout_start),
+        start_date=world.start,
+        end_date=world.end,
+        holdout_start=world.start + datetime.timedelta(days=world.holdout_start),
         event_files=tally.files,
         rows_per_format=tally.rows_per_format,
         event_rows=sum(tally.rows_per_format.values()),
@@ -160,6 +180,21 @@ class _Tally:
         self.target_holdout[user[day >= self.holdout_start]] = True
 
 
+def _arrivals(
+    events: pl.DataFrame, day: int, config: WorldConfig, pending: dict[int, list[pl.DataFrame]],
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """Today's on-time events plus what earlier days held back; holds back today's late events."""
+    events = events.with_columns(_fresh=pl.lit(True), _defect=pl.lit(None, dtype=pl.String))
+    late = rng.random(events.height) < config.dirty_rate / len(DEFECT_KINDS)
+    delay = np.where(late, rng.integers(1, MAX_DELAY_DAYS + 1, size=events.height), 0)
+    delay = np.where(day + delay < config.days, delay, 0)  # nothing arrives after the last day
+    for k in range(1, MAX_DELAY_DAYS + 1):
+        held = events.filter(pl.Series(delay == k))
+        pending.setdefault(day + k, []).append(held.with_columns(_fresh=pl.lit(False), _defect=pl.lit("late_event")))
+    return pl.concat([events.filter(pl.Series(delay == 0)), *pending.pop(day, [])])
+
+
 def _split(arrivals: pl.DataFrame, day: int, rng: np.random.Generator) -> list[tuple[str, pl.DataFrame]]:
     """One file per arrival day in the day's format; every SPLIT_EVERY-th day a second in the next format."""
     fmt = FORMATS[day % len(FORMATS)]
@@ -169,15 +204,16 @@ def _split(arrivals: pl.DataFrame, day: int, rng: np.random.Generator) -> list[t
     return [(fmt, arrivals.filter(~second)), (FORMATS[(day + 1) % len(FORMATS)], arrivals.filter(second))]
 
 
-def _write_catalog(out: pathlib.Path, items: pl.DataFrame, release_day: np.ndarray, rng: np.random.Generator) -> int:
+def _write_catalog(out: pathlib.Path, catalog: Catalog, rng: np.random.Generator) -> int:
     """items.parquet, then items_update.jsonl: a later snapshot of a few items that wins by file name."""
     folder = out / "items"
     folder.mkdir(parents=True)
+    items = catalog.items
     items.sort("item_id").write_parquet(folder / "items.parquet")
-    released = np.flatnonzero(release_day < 0)
-    chosen = np.sort(rng.choice(released, size=max(1, round(UPDATED_ITEM_SHARE * len(items))), replace=False))
+    released = np.flatnonzero(catalog.release_day < 0)
+    chosen = rng.choice(released, size=max(1, round(UPDATED_ITEM_SHARE * len(items))), replace=False)
     suffix = pl.col("item_type").replace_strict(UPDATE_SUFFIX)
-    updated = items[chosen].sort("item_id").with_columns(
+    updated = items[np.sort(chosen)].sort("item_id").with_columns(
         title=pl.col("title") + suffix,
         description=pl.col("description") + " New edition.",
         release_date=pl.col("release_date").cast(pl.String),

@@ -49,7 +49,7 @@ def test_als_recovers_a_planted_block_structure(frames_from) -> None:
     items = {f"a{b}_{j}": "audiobook" for b in range(4) for j in range(8)}
     frames = frames_from(events, items)
     recommender = baselines.als(frames, pl.Series(list(items)), "audiobook",
-                                baselines.AlsConfig(factors=8, iterations=20, seed=0))
+                                baselines.AlsConfig(factors=8))
     top = recommender.recommend(list(withheld), k=1)
     hits = top.filter(pl.col("item_id") == pl.col("user_id").replace_strict(withheld))
     assert hits.height == len(withheld)
