@@ -18,11 +18,12 @@ DEMO_SEED ?= 7
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "set-up: creating $(VENV) and installing crossfade (first time: a few minutes)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# torch first: a CPU build of exactly this version lies on disk; any other pulls a CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install -qq --upgrade pip
+	@# torch first: a CPU build of exactly this version lies on disk; any other pulls a CUDA build.
+	$(PY) -m pip install -qq torch==2.13.0
+	$(PY) -m pip install -qq -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

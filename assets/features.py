@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.common import check_result, preview
-from pipelines.resources import AS_OF_TAG, Crossfade, Warehouse
+from pipelines.resources import Crossfade, Warehouse
 from quality import check
 from warehouse.features import build_table
 
@@ -74,4 +74,4 @@ for _name in DESCRIPTIONS:
     feature_assets.append(_asset)
     feature_checks.append(_check)
 
-__all__ = ["AS_OF_TAG", "feature_assets", "feature_checks"]
+

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -68,18 +67,20 @@ class LocalLlama:
         model_path: Path | None = None,
         *,
         n_ctx: int = 2048,
-        n_threads: int | None = None,
+        n_threads: int = 1,
         seed: int = 0,
     ) -> None:
         from llama_cpp import Llama  # compiled extension: loaded only when a local model is wanted
 
         self.model_path = Path(model_path) if model_path is not None else bundled_gguf_path()
         self.name = self.model_path.stem
-        # llama.cpp defaults to half the cores; on small machines generation is core-bound
+        # llama.cpp threads spin at barriers: with fewer idle cores than threads, generation slowed >20x
+        # on a busy 2-core machine, so one thread is the default; raise n_threads on a dedicated host
         self._llama = Llama(
             model_path=str(self.model_path),
             n_ctx=n_ctx,
-            n_threads=n_threads or os.cpu_count() or 1,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
             seed=seed,
             verbose=False,
         )

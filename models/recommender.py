@@ -81,6 +81,7 @@ def mean_by_user(
         pairs.select("user_id", "item_id").unique()
         .join(positions(user_ids, "user_id").rename({"row": "u"}), on="user_id")
         .join(positions(item_ids, "item_id").rename({"row": "i"}), on="item_id")
+        .sort("u", "i")  # a fixed summation order keeps seeded runs identical
     )
     u = index["u"].to_torch()
     i = index["i"].to_torch()

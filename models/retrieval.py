@@ -1,7 +1,10 @@
 """Exact top-K inner-product retrieval of items for every user, streamed in chunks of users."""
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 import math
+import threading
 
 import numpy as np
 import polars as pl
@@ -31,16 +34,21 @@ def top_k_items(
     exclude_indptr: np.ndarray | None = None,
     exclude_indices: np.ndarray | None = None,
     item_mask: np.ndarray | None = None,
-    chunk_users: int = 128,
+    chunk_users: int = 64,
     block_items: int | None = None,
+    threads: int | None = None,
 ) -> Iterator[TopKChunk]:
-    """Yield, chunk by chunk of users, each user's K items of largest inner product.
+    """Yield, chunk by chunk of users and in user order, each user's K items of largest inner product.
 
     Exact: every score is computed (float32 matmul), nothing is approximated. Memory grows with
-    `chunk_users x n_items`, never with the number of users. `exclude_indptr`/`exclude_indices`
-    are a CSR matrix over user rows listing items a user must not get (already consumed);
-    `item_mask` (bool, one per item) marks the items anyone may get. K is capped at the number
-    of eligible items. Selection prunes with block maxima (see `_select`), which keeps it exact.
+    `threads x chunk_users x n_items`, never with the number of users. `exclude_indptr` /
+    `exclude_indices` are a CSR matrix over user rows listing items a user must not get (already
+    consumed); `item_mask` (bool, one per item) marks the items anyone may get. K is capped at the
+    number of eligible items. Selection prunes with block maxima (see `_select`), staying exact.
+
+    `threads` (default: torch's intra-op thread count) workers each take whole chunks with one
+    torch thread, which beats splitting every small op across cores; torch's thread count is 1
+    while the generator runs and is restored when it finishes or is closed.
     """
     user_mat = _as_matrix(users, "users")
     item_mat = _as_matrix(items, "items")
@@ -48,44 +56,101 @@ def top_k_items(
         raise ValueError(
             f"users and items need the same dimension (got {user_mat.shape[1]} and {item_mat.shape[1]})"
         )
-    if k < 1 or chunk_users < 1:
-        raise ValueError(f"k and chunk_users must be at least 1 (got k={k}, chunk_users={chunk_users})")
-    n_users, n_all = user_mat.shape[0], item_mat.shape[0]
-    eligible, position = _eligible(item_mask, n_all)
-    if eligible is not None:
-        item_mat = item_mat[torch.from_numpy(eligible)]
-    n_items = item_mat.shape[0]
-    if n_items == 0:
-        raise ValueError("item_mask leaves no eligible item; mark at least one item True")
-    exclusions = _check_exclusions(exclude_indptr, exclude_indices, n_users, n_all)
-    k_eff = min(k, n_items)
-    block = block_items or max(1, round(math.sqrt(n_items / k_eff)))
-    # Blocks pay off only when the k best blocks hold far fewer items than the row.
-    prune = k_eff * block * 2 <= n_items
-    n_blocks = math.ceil(n_items / block) if prune else 1
-    n_cols = n_blocks * block if prune else n_items
-    # Zero rows pad the items to whole blocks; their columns are set to -inf after each matmul.
-    item_t = torch.zeros(n_cols, item_mat.shape[1]).index_copy_(
-        0, torch.arange(n_items), item_mat
-    ).t()  # (d, n_cols)
-    buffer = torch.empty(min(chunk_users, n_users), n_cols)  # reused: RSS stays flat
-    original = torch.from_numpy(eligible) if eligible is not None else None
-    for start in range(0, n_users, chunk_users):
-        stop = min(start + chunk_users, n_users)
-        chunk = user_mat[start:stop]
+    threads = threads or torch.get_num_threads()
+    if k < 1 or chunk_users < 1 or threads < 1:
+        raise ValueError(f"k, chunk_users and threads must be at least 1 (got {k}, {chunk_users}, {threads})")
+    eligible, position = _eligible(item_mask, item_mat.shape[0])
+    exclusions = _check_exclusions(exclude_indptr, exclude_indices, user_mat.shape[0], item_mat.shape[0])
+    plan = _Plan.build(user_mat, item_mat, k, eligible, position, exclusions, chunk_users, block_items)
+    starts = range(0, user_mat.shape[0], chunk_users)
+    if threads == 1:
+        buffer = plan.buffer()
+        for start in starts:
+            yield plan.chunk(start, buffer)
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    local = threading.local()
+
+    def work(start: int) -> TopKChunk:
+        if not hasattr(local, "buffer"):
+            local.buffer = plan.buffer()  # one per worker, reused: RSS stays flat
+        return plan.chunk(start, local.buffer)
+
+    pool = ThreadPoolExecutor(threads)
+    try:
+        pending: deque[Future[TopKChunk]] = deque()
+        for start in starts:
+            pending.append(pool.submit(work, start))
+            if len(pending) > threads:  # a bounded look-ahead keeps memory bounded
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every chunk shares: padded item matrix, K, block layout, exclusions."""
+
+    users: torch.Tensor  # (n_users, d)
+    item_t: torch.Tensor  # (d, n_cols): eligible items, zero-padded to whole blocks
+    n_items: int  # eligible items; columns past it are padding
+    k: int
+    n_blocks: int  # 0: no pruning, plain topk over the row
+    chunk_users: int
+    exclusions: tuple[np.ndarray, np.ndarray] | None
+    position: np.ndarray | None  # item row -> column, -1 when ineligible
+    original: torch.Tensor | None  # column -> item row
+
+    @classmethod
+    def build(
+        cls,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        k: int,
+        eligible: np.ndarray | None,
+        position: np.ndarray | None,
+        exclusions: tuple[np.ndarray, np.ndarray] | None,
+        chunk_users: int,
+        block_items: int | None,
+    ) -> "_Plan":
+        if eligible is not None:
+            items = items[torch.from_numpy(eligible)]
+        n_items = items.shape[0]
+        if n_items == 0:
+            raise ValueError("item_mask leaves no eligible item; mark at least one item True")
+        k = min(k, n_items)
+        block = block_items or max(1, round(math.sqrt(n_items / k)))
+        # Blocks pay off only when the k best blocks hold far fewer items than the row.
+        prune = k * block * 2 <= n_items
+        n_blocks = math.ceil(n_items / block) if prune else 0
+        n_cols = n_blocks * block if prune else n_items
+        padded = torch.zeros(n_cols, items.shape[1])
+        padded[:n_items] = items
+        original = torch.from_numpy(eligible) if eligible is not None else None
+        return cls(users, padded.t(), n_items, k, n_blocks, chunk_users, exclusions, position, original)
+
+    def buffer(self) -> torch.Tensor:
+        return torch.empty(min(self.chunk_users, self.users.shape[0]), self.item_t.shape[1])
+
+    def chunk(self, start: int, buffer: torch.Tensor) -> TopKChunk:
+        stop = min(start + self.chunk_users, self.users.shape[0])
+        chunk = self.users[start:stop]
         if not torch.isfinite(chunk).all():
             bad = start + int(torch.nonzero(~torch.isfinite(chunk).all(1))[0, 0])
             raise ValueError(f"users row {bad} has a non-finite value; fix the user vectors")
-        scores = torch.mm(chunk, item_t, out=buffer[: stop - start])  # (c, n_cols)
-        scores[:, n_items:] = -math.inf
-        if exclusions is not None:
-            _mask_consumed(scores, exclusions, start, stop, position)
-        top_scores, top_items = _select(scores, k_eff, n_blocks if prune else 0)
-        top_scores, top_items = _order_ties(top_scores, top_items)
-        if original is not None:
-            top_items = original[top_items]
+        scores = torch.mm(chunk, self.item_t, out=buffer[: stop - start])  # (c, n_cols)
+        scores[:, self.n_items :] = -math.inf
+        if self.exclusions is not None:
+            _mask_consumed(scores, self.exclusions, start, stop, self.position)
+        top_scores, top_items = _order_ties(*_select(scores, self.k, self.n_blocks))
+        if self.original is not None:
+            top_items = self.original[top_items]
         top_items[torch.isneginf(top_scores)] = -1
-        yield TopKChunk(start, top_items.numpy(), top_scores.numpy())
+        return TopKChunk(start, top_items.numpy(), top_scores.numpy())
 
 
 def candidates_frame(
@@ -125,12 +190,13 @@ def _select(scores: torch.Tensor, k: int, n_blocks: int) -> tuple[torch.Tensor, 
     if n_blocks == 0:
         return torch.topk(scores, k, dim=1)
     c, n = scores.shape
-    block_max = scores.view(c, n // n_blocks, n_blocks).amax(dim=1)  # (c, n_blocks)
+    strided = scores.view(c, n // n_blocks, n_blocks)  # (c, block, n_blocks)
+    block_max = strided.amax(dim=1)  # (c, n_blocks)
     best_blocks = torch.topk(block_max, k, dim=1, sorted=False).indices  # (c, k)
-    offsets = torch.arange(0, n, n_blocks)  # (block,)
-    cols = (best_blocks.unsqueeze(2) + offsets).view(c, -1)  # (c, k * block)
-    values, picked = torch.topk(scores.gather(1, cols), k, dim=1)
-    return values, cols.gather(1, picked)
+    candidates = strided.gather(2, best_blocks.unsqueeze(1).expand(c, n // n_blocks, k))  # (c, block, k)
+    values, picked = torch.topk(candidates.view(c, -1), k, dim=1)  # picked = row_in_block * k + j
+    items = best_blocks.gather(1, picked % k) + (picked // k) * n_blocks
+    return values, items
 
 
 def _order_ties(values: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

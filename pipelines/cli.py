@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--end-date", type=_date, default=None, help="last simulated day (default: yesterday, UTC)")
     simulate.add_argument("--dirty-rate", type=float, default=0.01, help="share of event rows made bad")
     simulate.add_argument("--events-per-user-day", type=float, default=1.5)
+    simulate.add_argument("--replace", action="store_true", help="overwrite a world already written to --out")
 
     run = commands.add_parser("run", help="run the nightly chain (or part of it) on CROSSFADE_HOME")
     run.add_argument("--as-of", type=_date, default=None, help="use only events strictly before this date")
@@ -73,8 +74,13 @@ def _simulate(args: argparse.Namespace) -> int:
         users=args.users, days=args.days, seed=args.seed, end_date=args.end_date,
         dirty_rate=args.dirty_rate, events_per_user_day=args.events_per_user_day,
     )
-    summary = simulate(config, args.out)
-    print(f"wrote sample world to {args.out}: {summary}")
+    try:
+        summary = simulate(config, args.out, replace=args.replace)
+    except FileExistsError as error:
+        print(f"crossfade simulate: {error} (pass --replace to overwrite it)", file=sys.stderr)
+        return 1
+    print(f"wrote a sample world to {args.out}:")
+    print(summary.to_json(), end="")
     return 0
 
 

@@ -32,6 +32,8 @@ UPDATE_SUFFIX = {"music": " (Remastered)", "podcast": " (Relaunched)", "audioboo
 
 @dataclass(frozen=True)
 class WorldConfig:
+    """What to simulate; the seed fixes every draw, so equal configs give equal bytes."""
+
     users: int = 2000
     days: int = 120
     seed: int = 0
@@ -47,6 +49,8 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class WorldSummary:
+    """What simulate() wrote, so that ingestion can check its accounting against it."""
+
     users: int
     items_per_type: dict[str, int]
     items_updated: int  # items overridden by items/items_update.jsonl
@@ -65,7 +69,7 @@ class WorldSummary:
         return json.dumps(dataclasses.asdict(self), default=str, indent=2, sort_keys=True) + "\n"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class World:
     """The hidden truth behind a landing zone: what the files are drawn from."""
 
@@ -121,15 +125,15 @@ def simulate(config: WorldConfig, out: pathlib.Path, *, replace: bool = False) -
             date = world.start + datetime.timedelta(days=day)
             folder = out / "events" / f"date={date.isoformat()}"
             folder.mkdir(parents=True)
+            epoch_day = (date - datetime.date(1970, 1, 1)).days
             for part, (fmt, rows) in enumerate(_split(arrivals, day, day_rng)):
-                rows, tomorrow = corrupt(rows, fmt, config.dirty_rate, (date - datetime.date(1970, 1, 1)).days,
-                                         counts, day_rng)
+                rows, tomorrow = corrupt(rows, fmt, config.dirty_rate, epoch_day, counts, day_rng)
                 if day + 1 < config.days:
                     pending.setdefault(day + 1, []).append(tomorrow)
                 else:
                     rows = pl.concat([rows, tomorrow])
                 tally.add(rows, fmt)
-                if len(writes) >= 2:  # bounds memory: at most two days wait for the writer
+                if len(writes) >= 2:  # bounds memory: at most two files wait for the writer
                     writes.pop(0).result()
                 file_rng = np.random.default_rng([config.seed, 2, day, part])
                 writes.append(writer.submit(write_events, rows, folder / f"part-{part}.{fmt}", fmt, file_rng))
@@ -227,10 +231,13 @@ def _prepare(out: pathlib.Path, replace: bool) -> None:
     existing = [path for path in written if path.exists()]
     if existing and not replace:
         raise FileExistsError(
-            f"{existing[0]} already exists; pass replace=True (CLI: delete the folder) to write a new world there"
+            f"{existing[0]} already exists; write to an empty folder, or pass replace=True to overwrite it"
         )
     for path in existing:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _check(config: WorldConfig) -> None:

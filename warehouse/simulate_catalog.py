@@ -24,15 +24,13 @@ NEW_RELEASE_BOOST = 3.0  # new releases are promoted, so they draw more listener
 ZIPF_EXPONENT = 1.0
 OFF_TOPIC_WORD = 0.12  # chance that a description word comes from another topic
 OFF_TOPIC_GENRE = 0.1
-ITEM_COLUMNS = ("item_id", "item_type", "title", "description", "creator", "language", "genres",
-                "duration_ms", "release_date", "is_paid")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Catalog:
     """Items sorted by (type, topic, cluster) so that each segment is one contiguous slice."""
 
-    items: pl.DataFrame  # ITEM_COLUMNS, in segment order
+    items: pl.DataFrame  # the public item columns, in segment order
     item_type: np.ndarray  # (I,) int8 index into ITEM_TYPES
     topic: np.ndarray  # (I,) int16
     cluster: np.ndarray  # (I,) int8
@@ -170,7 +168,9 @@ def _item_frame(
         .when(pl.col("code") == 1).then(pl.format("The {} {}", first, "show"))
         .otherwise(pl.format("The {} of {}", first, second))
     )
-    description = pl.format("{} {}, {} and {}, with {} {} and {} {}.", "phrase", "w1", "w3", "w4", "n1", "w5", "n2", "w2")
+    description = pl.format(
+        "{} {}, {} and {}, with {} {} and {} {}.", "phrase", "w1", "w3", "w4", "n1", "w5", "n2", "w2"
+    )
     texts = cols.select(title=title, description=description)
     return pl.DataFrame({
         "item_id": _item_ids(code, raw["serial"]),

@@ -4,7 +4,7 @@ import datetime
 import numpy as np
 import polars as pl
 
-from warehouse.simulate_catalog import CLUSTERS, ITEM_TYPES, Catalog
+from warehouse.simulate_catalog import CLUSTERS, ITEM_TYPES, TARGET_TYPE, Catalog
 from warehouse.simulate_users import Population
 from warehouse.simulate_vocab import LANGUAGES
 
@@ -48,7 +48,7 @@ def day_events(
     n = len(user)
 
     weight = population.type_weight[user]  # (n, types)
-    weight[:, 2] = np.where(population.audiobook_from[user] <= day, population.converted_weight[user], 0.0)
+    weight[:, TARGET_TYPE] = np.where(population.audiobook_from[user] <= day, population.converted_weight[user], 0.0)
     item_type = _pick(np.cumsum(weight, axis=1), rng.random(n))
     taste_topic = _pick(population.taste_cdf[user], rng.random(n))
     explore_topic = _pick(topic_cdf[None, :], rng.random(n))

@@ -41,7 +41,8 @@ def corrupt(
     u = rng.random(n)
     fresh = frame["_fresh"].to_numpy()
     bad = fresh & (u < share)
-    kind = np.where(bad, np.minimum((u / share * len(kinds)).astype(np.int64), len(kinds) - 1), -1)
+    kind = np.full(n, -1)
+    kind[bad] = np.minimum((u[bad] / share * len(kinds)).astype(np.int64), len(kinds) - 1)
     is_kind = {k: kind == kinds.index(k) if k in kinds else np.zeros(n, dtype=bool) for k in CORRUPTIONS}
     label = pl.when(pl.Series(bad)).then(pl.Series(kinds).gather(np.maximum(kind, 0)))
 

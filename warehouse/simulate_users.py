@@ -13,7 +13,7 @@ CONVERTER_SHARE = 0.25  # of cold users, who try their first audiobooks in the h
 LATE_SIGNUP_SHARE = 0.1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Population:
     users: pl.DataFrame  # user_id, country, age_bucket, signup_date, plan
     user_id: pl.Series  # (U,) String

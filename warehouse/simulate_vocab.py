@@ -2,6 +2,7 @@
 
 # Each theme: (words that carry the topic into titles and descriptions, genre names).
 # Words are unique across themes so that shared words between items mean a shared topic.
+# Every theme has 18 words and 4 genres: the catalogue indexes them as a grid.
 THEMES: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("orbit", "galaxy", "rocket", "astronaut", "planet", "comet", "nebula", "telescope", "moon",
       "cosmos", "gravity", "mars", "eclipse", "satellite", "meteor", "asteroid", "solar", "lunar"),

@@ -1,0 +1,108 @@
+"""Two-tower model on the planted world: cold users' audiobook taste follows their podcast taste."""
+import polars as pl
+import pytest
+import torch
+
+from models import baselines, two_tower
+from models.two_tower import TwoTowerConfig, TwoTowerModel
+
+CONFIG = TwoTowerConfig(epochs=10, batch_size=128, seed=0)
+
+
+@pytest.fixture(scope="module")
+def model(world) -> TwoTowerModel:
+    return two_tower.fit(world.frames, CONFIG, text_embeddings=world.text, hgnn_embeddings=world.hgnn,
+                         profile_embeddings=world.profile)
+
+
+@pytest.fixture(scope="module")
+def cold_users(world) -> pl.Series:
+    return world.frames.user_stats.filter(~pl.col("is_warm"))["user_id"]
+
+
+def community_share(lists: pl.DataFrame, communities: pl.DataFrame, k: int = 10) -> float:
+    """Share of top-k items that belong to the user's own community (item ids carry it: a03_07)."""
+    mine = (lists.filter(pl.col("rank") <= k).join(communities, on="user_id")
+            .with_columns(item_community=pl.col("item_id").str.slice(1, 2).cast(pl.Int64)))
+    return float((mine["item_community"] == mine["community"]).mean())
+
+
+def test_split_labels_hides_labels_from_the_features(world) -> None:
+    history = world.frames.history(["train"])
+    seen, labels = two_tower.split_labels(history, CONFIG)
+    assert labels.join(seen, on=["user_id", "item_id"], how="semi").height == 0
+    assert seen.height + labels.height == history.height
+
+
+def test_split_labels_makes_cold_like_examples_at_the_configured_rate(world) -> None:
+    history = world.frames.history(["train"])
+    seen, labels = two_tower.split_labels(history, TwoTowerConfig(cold_example_rate=0.3, label_fraction=0.0))
+    warm = labels["user_id"].unique()
+    still_warm = seen.filter(pl.col("item_type") == "audiobook")["user_id"].unique()
+    cold_like = warm.len() - still_warm.len()
+    assert warm.len() == 400  # every warm user yields at least one label
+    assert 0.2 < cold_like / warm.len() < 0.4
+
+
+def test_training_loss_falls(model) -> None:
+    assert model.losses[-1] < 0.8 * model.losses[0]
+
+
+def test_cold_users_get_audiobooks_of_their_podcast_community(world, model, cold_users) -> None:
+    candidates = world.frames.released("audiobook", world.frames.cut())
+    lists = model.recommender(world.frames, candidates, world.text, world.hgnn, world.profile).recommend(cold_users, 10)
+    popular = baselines.popularity(world.frames, candidates, "audiobook").recommend(cold_users, 10)
+    assert community_share(lists, world.communities) > 0.8
+    assert community_share(popular, world.communities) < 0.3  # 8 equal communities: about 1/8
+
+
+def test_every_user_gets_a_finite_unit_vector(world, model) -> None:
+    stranger = pl.DataFrame({"user_id": ["stranger"], "country": ["XX"], "age_bucket": [None]})
+    frames = type(world.frames)(world.frames.interactions,
+                                pl.concat([world.frames.user_stats, stranger], how="diagonal"),
+                                world.frames.item_stats, world.frames.items, world.frames.splits)
+    ids, vectors = model.user_vectors(frames, world.text, world.hgnn, world.profile)
+    assert ids.len() == 801 and vectors.shape == (801, 128)
+    assert torch.isfinite(vectors).all()
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(801), atol=1e-5)
+
+
+def test_recommendations_leave_out_consumed_items(world, model) -> None:
+    users = world.frames.user_stats["user_id"]
+    candidates = world.frames.released("audiobook", world.frames.cut())
+    lists = model.recommender(world.frames, candidates, world.text, world.hgnn, world.profile).recommend(users, 100)
+    consumed = world.frames.history(["train"]).select("user_id", "item_id")
+    assert lists.join(consumed, on=["user_id", "item_id"], how="semi").height == 0
+    assert lists.filter(pl.col("item_id").str.contains("_n")).height == 0  # released after the cut
+
+
+def test_save_and_load_give_the_same_vectors(world, model, tmp_path) -> None:
+    model.save(tmp_path / "two_tower.pt")
+    loaded = TwoTowerModel.load(tmp_path / "two_tower.pt")
+    _, before = model.item_vectors(world.frames, world.text, world.hgnn)
+    _, after = loaded.item_vectors(world.frames, world.text, world.hgnn)
+    assert torch.equal(before, after)
+    assert loaded.config == model.config
+
+
+def test_seeded_training_repeats_exactly(world, model) -> None:
+    again = two_tower.fit(world.frames, CONFIG, text_embeddings=world.text, hgnn_embeddings=world.hgnn,
+                          profile_embeddings=world.profile)
+    assert again.losses == model.losses
+
+
+def test_without_hgnn_the_model_needs_no_hgnn_embeddings(world) -> None:
+    plain = two_tower.fit(world.frames, TwoTowerConfig(use_hgnn=False, epochs=1), text_embeddings=world.text)
+    ids, vectors = plain.item_vectors(world.frames, world.text)
+    assert vectors.shape == (ids.len(), 128)
+
+
+def test_hgnn_model_without_hgnn_embeddings_is_refused(world) -> None:
+    with pytest.raises(ValueError, match="hgnn_embeddings"):
+        two_tower.fit(world.frames, TwoTowerConfig(epochs=1), text_embeddings=world.text)
+
+
+def test_embeddings_of_another_dimension_are_refused(world, model) -> None:
+    wider = world.text.with_columns(pl.col("embedding").list.concat(pl.lit([0.0])))
+    with pytest.raises(ValueError, match="dimension"):
+        model.item_vectors(world.frames, wider, world.hgnn)
