@@ -16,7 +16,8 @@ import torch
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from models.recommender import FeatureFrames, VectorRecommender, consumed_pairs, embedding_table, mean_by_user, positions
+from models.recommender import (FeatureFrames, VectorRecommender, consumed_pairs, embedding_table, mean_by_user,
+                                positions)
 
 
 def popularity(frames: FeatureFrames, candidates: pl.Series, target_type: str,

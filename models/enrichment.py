@@ -1,6 +1,7 @@
 """Batch enrichment: schema-validated LLM calls, cached by (model, prompt version, input hash), within a call budget."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -34,10 +35,14 @@ class EnrichRequest:
 
     def __post_init__(self) -> None:
         # the rendered prompt, the schema and the length cap are all inputs: change any, and the answer is new
-        payload = json.dumps(
-            [self.messages, self.output_type.model_json_schema(), self.max_tokens], sort_keys=True, ensure_ascii=False
-        )
-        object.__setattr__(self, "input_hash", hashlib.sha256(payload.encode()).hexdigest()[:32])
+        payload = json.dumps([self.messages, self.max_tokens], sort_keys=True, ensure_ascii=False)
+        digest = hashlib.sha256((_schema_json(self.output_type) + payload).encode()).hexdigest()[:32]
+        object.__setattr__(self, "input_hash", digest)
+
+
+@functools.cache
+def _schema_json(output_type: type[BaseModel]) -> str:
+    return json.dumps(output_type.model_json_schema(), sort_keys=True)  # built once, not once per catalogue item
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,10 @@ class EvaluateConfig:
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     als: AlsConfig = field(default_factory=AlsConfig)
 
+    def __post_init__(self) -> None:
+        if not 10 <= self.k <= self.list_length:
+            raise ValueError(f"need 10 <= k <= list_length (got k={self.k}, list_length={self.list_length})")
+
 
 def holdout_targets(frames: FeatureFrames, target_type: str, catalogue: pl.Series) -> pl.DataFrame:
     """(user_id, item_id): catalogue items of the target type first touched by the user in the holdout."""
@@ -130,7 +134,8 @@ def plot_metrics(frame: pl.DataFrame) -> bytes:
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     if metrics:
-        axes[0].legend(fontsize="small")
+        figure.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center",
+                      ncols=min(4, len(models)), fontsize="small")
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()

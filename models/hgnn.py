@@ -38,28 +38,33 @@ class HGNNConfig:
 
 
 class DenseMax(torch.autograd.Function):
-    """amax over dim 1 of (T, width, d) whose backward is one compare and one multiply (CPU: about
-    twice as fast as torch.max with indices or scatter-max). Tied maxima each get the gradient; ties
-    of positive messages need two neighbours with identical messages, and zeros get none through the ReLU."""
+    """out[t] = max_j messages[table[t, j]] elementwise, for a (T, width) neighbour table.
+
+    Keeps only the winning row per (target, feature), so the backward is one (T, d) scatter instead
+    of autograd's pass over (T, width, d): on CPU this pooling runs about 3x faster than scatter-max.
+    The table's padding points at a zero row; messages come out of a ReLU (>= 0), so padding never
+    changes a max.
+    """
 
     @staticmethod
-    def forward(ctx: Any, padded: Tensor) -> Tensor:
-        out = padded.amax(dim=1)  # (T, d)
-        ctx.save_for_backward(padded, out)
+    def forward(ctx: Any, messages: Tensor, table: Tensor) -> Tensor:
+        padded = messages.index_select(0, table.flatten()).view(*table.shape, -1)  # (T, width, d)
+        out, column = padded.max(dim=1)  # (T, d) each
+        ctx.save_for_backward(table.gather(1, column))  # (T, d) row of messages behind each maximum
+        ctx.num_rows = messages.shape[0]
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        padded, out = ctx.saved_tensors
-        return (padded == out.unsqueeze(1)) * grad.unsqueeze(1)  # (T, width, d)
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (winner,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.num_rows, grad.shape[1]).scatter_add_(0, winner, grad), None
 
 
 class RelationMaxPool(MessagePassing):
     """Elementwise max of each target's neighbour messages; a target without neighbours gets zeros.
 
-    Messages come out of a ReLU (>= 0), so padding with zeros never changes a max. With gradients on,
-    the neighbours are laid out densely (targets x fan-out; the fan-out bounds the width in training)
-    for DenseMax's cheap backward. Inference, where degrees are unbounded, uses PyG's scatter-max.
+    With gradients on, the neighbours are laid out as a (targets, fan-out) table for DenseMax, whose
+    backward is cheap; inference, where degrees are unbounded, uses PyG's scatter-max.
     """
 
     def __init__(self) -> None:
@@ -74,8 +79,7 @@ class RelationMaxPool(MessagePassing):
         rank = torch.arange(target.numel()) - (torch.cumsum(counts, 0) - counts)[target[order]]
         table = torch.full((num_targets, int(counts.max())), messages.shape[0])  # padding -> the zero row
         table[target[order], rank] = source[order]
-        padded = torch.cat([messages, messages.new_zeros(1, messages.shape[1])]).index_select(0, table.flatten())
-        return DenseMax.apply(padded.view(*table.shape, -1))  # (T, width, d) -> (T, d)
+        return DenseMax.apply(torch.cat([messages, messages.new_zeros(1, messages.shape[1])]), table)  # (T, d)
 
     def message(self, x_j: Tensor) -> Tensor:
         return x_j

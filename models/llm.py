@@ -186,7 +186,7 @@ class OpenAICompatible:
                 problem = f"{type(error).__name__}: {error}"
                 continue
             if response.status_code in RETRY_STATUSES:
-                problem = f"status {response.status_code}"
+                problem = f"status {response.status_code}: {response.text[:300]}"
                 continue
             if response.is_error:
                 raise LLMError(

@@ -59,7 +59,8 @@ def embedding_table(frame: pl.DataFrame, key: str) -> tuple[pl.Series, torch.Ten
         raise ValueError(f"embeddings need one row per {key} (got {dup!r} more than once); keep one model_version")
     lengths = rows["embedding"].list.len()
     if rows.height and lengths.min() != lengths.max():
-        raise ValueError(f"embeddings differ in length (got {lengths.min()} to {lengths.max()}); re-embed with one model")
+        raise ValueError(f"embeddings differ in length (got {lengths.min()} to {lengths.max()}); "
+                         "re-embed with one model")
     dim = int(lengths[0]) if rows.height else 0
     values = rows["embedding"].explode().cast(pl.Float32).to_torch().reshape(rows.height, dim)  # (n, d)
     return rows[key].cast(pl.String), values
@@ -73,7 +74,7 @@ def positions(ids: pl.Series, name: str) -> pl.DataFrame:
 def mean_by_user(
     pairs: pl.DataFrame, user_ids: pl.Series, item_ids: pl.Series, table: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of `table` rows over each user's items, in `user_ids` order: (U, d) means, zeros without items, and (U,) counts.
+    """Mean of `table` rows over each user's items in `user_ids` order: (U, d) means (zeros without items), (U,) counts.
 
     `pairs` holds (user_id, item_id); `table` row j embeds `item_ids[j]`; items without a row are ignored.
     """
@@ -118,7 +119,8 @@ class VectorRecommender:
         indptr = indices = None
         if exclude_consumed:
             indptr, indices = self._consumed_csr(rows["user_id"])
-        chunks = top_k_items(users, self.item_vectors, k, exclude_indptr=indptr, exclude_indices=indices, chunk_users=1024)
+        chunks = top_k_items(users, self.item_vectors, k, exclude_indptr=indptr, exclude_indices=indices,
+                             chunk_users=1024)
         frame = candidates_frame(chunks, rows["user_id"], self.item_ids.cast(pl.String))
         return frame.cast(RECOMMENDATION_SCHEMA)  # type: ignore[arg-type]
 

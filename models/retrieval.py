@@ -10,6 +10,8 @@ import numpy as np
 import polars as pl
 import torch
 
+TILE_COLUMNS = 4096  # (chunk x 4096) float32 scores stay in cache between matmul and block maxima
+
 
 @dataclass(frozen=True)
 class TopKChunk:
@@ -59,9 +61,9 @@ def top_k_items(
     threads = threads or torch.get_num_threads()
     if k < 1 or chunk_users < 1 or threads < 1:
         raise ValueError(f"k, chunk_users and threads must be at least 1 (got {k}, {chunk_users}, {threads})")
-    eligible, position = _eligible(item_mask, item_mat.shape[0])
+    eligible = _check_mask(item_mask, item_mat.shape[0])
     exclusions = _check_exclusions(exclude_indptr, exclude_indices, user_mat.shape[0], item_mat.shape[0])
-    plan = _Plan.build(user_mat, item_mat, k, eligible, position, exclusions, chunk_users, block_items)
+    plan = _Plan.build(user_mat, item_mat, k, eligible, exclusions, chunk_users, block_items)
     starts = range(0, user_mat.shape[0], chunk_users)
     if threads == 1:
         buffer = plan.buffer()
@@ -93,16 +95,24 @@ def top_k_items(
 
 @dataclass(frozen=True)
 class _Plan:
-    """What every chunk shares: padded item matrix, K, block layout, exclusions."""
+    """What every chunk shares: item tiles, K, block layout, exclusions.
+
+    Scores of a chunk live tile after tile in one flat buffer: tile i holds the (c, width_i)
+    scores of items tile_start_i .. tile_start_i + width_i, so each tile is still in cache when
+    its block maxima are taken right after its matmul.
+    """
 
     users: torch.Tensor  # (n_users, d)
-    item_t: torch.Tensor  # (d, n_cols): eligible items, zero-padded to whole blocks
-    n_items: int  # eligible items; columns past it are padding
+    tiles: list[torch.Tensor]  # (d, width_i) each: eligible items, zero-padded to whole blocks
+    tile_width: int  # width of every tile but the last
+    n_items: int  # eligible items; columns from here on are padding
+    n_cols: int  # n_items padded to whole blocks
     k: int
-    n_blocks: int  # 0: no pruning, plain topk over the row
+    block: int  # items per block
+    group: int  # blocks per group; the threshold comes from group maxima
     chunk_users: int
     exclusions: tuple[np.ndarray, np.ndarray] | None
-    position: np.ndarray | None  # item row -> column, -1 when ineligible
+    position: torch.Tensor | None  # item row -> column, -1 when ineligible
     original: torch.Tensor | None  # column -> item row
 
     @classmethod
@@ -112,45 +122,112 @@ class _Plan:
         items: torch.Tensor,
         k: int,
         eligible: np.ndarray | None,
-        position: np.ndarray | None,
         exclusions: tuple[np.ndarray, np.ndarray] | None,
         chunk_users: int,
         block_items: int | None,
     ) -> "_Plan":
+        position = original = None
         if eligible is not None:
-            items = items[torch.from_numpy(eligible)]
+            original = torch.from_numpy(np.flatnonzero(eligible))
+            position = torch.full((items.shape[0],), -1, dtype=torch.int64)
+            position[original] = torch.arange(original.numel())
+            items = items[original]
         n_items = items.shape[0]
         if n_items == 0:
             raise ValueError("item_mask leaves no eligible item; mark at least one item True")
         k = min(k, n_items)
-        block = block_items or max(1, round(math.sqrt(n_items / k)))
-        # Blocks pay off only when the k best blocks hold far fewer items than the row.
-        prune = k * block * 2 <= n_items
-        n_blocks = math.ceil(n_items / block) if prune else 0
-        n_cols = n_blocks * block if prune else n_items
+        # 32 floats reduce well in one vector pass; blocks only pay off with many more blocks than K.
+        block = block_items or (32 if n_items >= 32 * 2 * k else 1)
+        n_blocks = math.ceil(n_items / block)
+        group = max(1, n_blocks // (4 * k))
+        n_cols = n_blocks * block
         padded = torch.zeros(n_cols, items.shape[1])
         padded[:n_items] = items
-        original = torch.from_numpy(eligible) if eligible is not None else None
-        return cls(users, padded.t(), n_items, k, n_blocks, chunk_users, exclusions, position, original)
+        tile_width = max(block, TILE_COLUMNS // block * block)
+        tiles = [padded[lo : lo + tile_width].t() for lo in range(0, n_cols, tile_width)]
+        return cls(users, tiles, tile_width, n_items, n_cols, k, block, group, chunk_users,
+                   exclusions, position, original)
 
     def buffer(self) -> torch.Tensor:
-        return torch.empty(min(self.chunk_users, self.users.shape[0]), self.item_t.shape[1])
+        return torch.empty(min(self.chunk_users, self.users.shape[0]) * self.n_cols)
 
     def chunk(self, start: int, buffer: torch.Tensor) -> TopKChunk:
         stop = min(start + self.chunk_users, self.users.shape[0])
-        chunk = self.users[start:stop]
+        c, chunk = stop - start, self.users[start:stop]
         if not torch.isfinite(chunk).all():
             bad = start + int(torch.nonzero(~torch.isfinite(chunk).all(1))[0, 0])
             raise ValueError(f"users row {bad} has a non-finite value; fix the user vectors")
-        scores = torch.mm(chunk, self.item_t, out=buffer[: stop - start])  # (c, n_cols)
-        scores[:, self.n_items :] = -math.inf
-        if self.exclusions is not None:
-            _mask_consumed(scores, self.exclusions, start, stop, self.position)
-        top_scores, top_items = _order_ties(*_select(scores, self.k, self.n_blocks))
+        consumed = self._consumed(start, stop)
+        maxima = []
+        for i, item_t in enumerate(self.tiles):
+            lo, width = i * self.tile_width, item_t.shape[1]
+            scores = torch.mm(chunk, item_t, out=buffer[c * lo : c * (lo + width)].view(c, width))
+            scores[:, max(0, self.n_items - lo) :] = -math.inf  # padding columns
+            if consumed[i].numel():
+                scores.view(-1)[consumed[i]] = -math.inf
+            maxima.append(scores.view(c, width // self.block, self.block).amax(2))
+        block_max = torch.cat(maxima, 1)  # (c, n_blocks)
+        threshold = self._threshold(block_max)  # (c,)
+        rows, blocks = (block_max >= threshold[:, None]).nonzero(as_tuple=True)
+        # Every item scoring at least the threshold sits in one of these blocks.
+        tile = blocks * self.block // self.tile_width
+        lo = tile * self.tile_width
+        width = torch.clamp(self.n_cols - lo, max=self.tile_width)
+        flat = (c * lo + rows * width + blocks * self.block - lo) // self.block
+        candidates = buffer[: c * self.n_cols].view(-1, self.block).index_select(0, flat)  # (n, block)
+        picked, offset = (candidates >= threshold[rows, None]).nonzero(as_tuple=True)
+        return self._rank(start, c, rows[picked], blocks[picked] * self.block + offset,
+                          candidates[picked, offset])
+
+    def _threshold(self, block_max: torch.Tensor) -> torch.Tensor:
+        """Per user, a score that at least K items reach, so the top K all score at least that.
+
+        The K-th largest of group maxima qualifies: they are K distinct items' scores.
+        """
+        c, n_blocks = block_max.shape
+        if self.group > 1:
+            n_groups = math.ceil(n_blocks / self.group)
+            padded = torch.full((c, n_groups * self.group), -math.inf)
+            padded[:, :n_blocks] = block_max
+            block_max = padded.view(c, n_groups, self.group).amax(2)
+        kth = torch.topk(block_max, self.k, dim=1, sorted=False).values.amin(1)
+        # Never below the lowest float: -inf scores (consumed, padding) must not become candidates.
+        return kth.clamp_(min=torch.finfo(torch.float32).min)
+
+    def _rank(self, start: int, c: int, rows: torch.Tensor, cols: torch.Tensor,
+              values: torch.Tensor) -> TopKChunk:
+        """Top K per user of candidates given in (user, item) order: score descending, ties by item."""
+        bits = (values + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into 0.0
+        ascending = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # integers ordered like the floats
+        order = torch.sort(rows * 2**33 + (2**31 - 1 - ascending), stable=True).indices
+        counts = torch.bincount(rows, minlength=c)
+        rank = torch.arange(self.k)
+        filled = rank < counts[:, None]  # (c, k)
+        if not order.numel():  # every item of every user in the chunk excluded
+            order, values, cols = torch.zeros(1, dtype=torch.int64), torch.zeros(1), torch.zeros(1, dtype=torch.int64)
+        take = order[torch.where(filled, (torch.cumsum(counts, 0) - counts)[:, None] + rank, 0)]
+        top_items = torch.where(filled, cols[take], -1)
         if self.original is not None:
-            top_items = self.original[top_items]
-        top_items[torch.isneginf(top_scores)] = -1
+            top_items = torch.where(filled, self.original[top_items.clamp(min=0)], -1)
+        top_scores = torch.where(filled, values[take], -math.inf)
         return TopKChunk(start, top_items.numpy(), top_scores.numpy())
+
+    def _consumed(self, start: int, stop: int) -> list[torch.Tensor]:
+        """Flat buffer offsets, relative to each tile, of the scores of items users already consumed."""
+        if self.exclusions is None:
+            return [torch.empty(0, dtype=torch.int64)] * len(self.tiles)
+        indptr, indices = self.exclusions
+        counts = torch.from_numpy(np.diff(indptr[start : stop + 1]).astype(np.int64))
+        cols = torch.from_numpy(indices[indptr[start] : indptr[stop]].astype(np.int64))
+        rows = torch.repeat_interleave(torch.arange(stop - start), counts)
+        if self.position is not None:
+            # Exclusions of ineligible items are moot: those columns were dropped with the items.
+            cols = self.position[cols]
+            rows, cols = rows[cols >= 0], cols[cols >= 0]
+        tile = cols // self.tile_width
+        widths = torch.tensor([t.shape[1] for t in self.tiles])
+        offsets = rows * widths[tile] + cols - tile * self.tile_width
+        return [offsets[tile == i] for i in range(len(self.tiles))]
 
 
 def candidates_frame(
@@ -179,54 +256,6 @@ def candidates_frame(
     return pl.concat(frames)
 
 
-def _select(scores: torch.Tensor, k: int, n_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k per row of (c, n) scores, best first.
-
-    Column j belongs to block j % n_blocks. Each top-k item lies in one of the k blocks with the
-    largest maxima: were its block outside them, k other blocks would each hold an item scoring
-    above it. So only k * block_size scores per row reach the final topk, and the block maxima
-    are an elementwise max over contiguous slices, which streams at memory speed.
-    """
-    if n_blocks == 0:
-        return torch.topk(scores, k, dim=1)
-    c, n = scores.shape
-    strided = scores.view(c, n // n_blocks, n_blocks)  # (c, block, n_blocks)
-    block_max = strided.amax(dim=1)  # (c, n_blocks)
-    best_blocks = torch.topk(block_max, k, dim=1, sorted=False).indices  # (c, k)
-    candidates = strided.gather(2, best_blocks.unsqueeze(1).expand(c, n // n_blocks, k))  # (c, block, k)
-    values, picked = torch.topk(candidates.view(c, -1), k, dim=1)  # picked = row_in_block * k + j
-    items = best_blocks.gather(1, picked % k) + (picked // k) * n_blocks
-    return values, items
-
-
-def _order_ties(values: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort rows by score descending, equal scores by ascending item index (topk leaves ties unordered)."""
-    by_item = torch.argsort(items, dim=1)
-    values, items = values.gather(1, by_item), items.gather(1, by_item)
-    by_score = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return values.gather(1, by_score), items.gather(1, by_score)
-
-
-def _mask_consumed(
-    scores: torch.Tensor,
-    exclusions: tuple[np.ndarray, np.ndarray],
-    start: int,
-    stop: int,
-    position: np.ndarray | None,
-) -> None:
-    """Set the scores of items each user of rows start..stop already consumed to -inf."""
-    indptr, indices = exclusions
-    counts = torch.from_numpy(np.diff(indptr[start : stop + 1]).astype(np.int64))
-    cols = torch.from_numpy(indices[indptr[start] : indptr[stop]].astype(np.int64))
-    rows = torch.repeat_interleave(torch.arange(stop - start), counts)
-    if position is not None:
-        # Exclusions of ineligible items are moot: those columns were dropped with the items.
-        cols = torch.from_numpy(position)[cols]
-        keep = cols >= 0
-        rows, cols = rows[keep], cols[keep]
-    scores[rows, cols] = -math.inf
-
-
 def _as_matrix(values: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     matrix = torch.as_tensor(values, dtype=torch.float32)
     if matrix.dim() != 2:
@@ -237,20 +266,16 @@ def _as_matrix(values: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     return matrix.contiguous()
 
 
-def _eligible(item_mask: np.ndarray | None, n_items: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Eligible item rows, and each item's column among them (-1 when ineligible)."""
+def _check_mask(item_mask: np.ndarray | None, n_items: int) -> np.ndarray | None:
     if item_mask is None:
-        return None, None
+        return None
     mask = np.asarray(item_mask)
     if mask.dtype != np.bool_ or mask.shape != (n_items,):
         raise ValueError(
             f"item_mask must be a bool array with one entry per item ({n_items}) "
             f"(got dtype {mask.dtype}, shape {mask.shape})"
         )
-    eligible = np.flatnonzero(mask)
-    position = np.full(n_items, -1, dtype=np.int64)
-    position[eligible] = np.arange(eligible.size)
-    return eligible, position
+    return mask
 
 
 def _check_exclusions(

@@ -35,10 +35,7 @@ def load_encoder(device: str = "cpu") -> SentenceTransformer:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    encoder = SentenceTransformer(str(model_dir()), device=device, local_files_only=True)
-    if encoder.get_sentence_embedding_dimension() != DIM:
-        raise ValueError(f"{model_dir()} gives {encoder.get_sentence_embedding_dimension()}-d vectors (expected {DIM})")
-    return encoder
+    return SentenceTransformer(str(model_dir()), device=device, local_files_only=True)
 
 
 def text_hash(text: str) -> str:
@@ -53,6 +50,8 @@ def encode(encoder: SentenceTransformer, texts: Sequence[str], batch_size: int =
     vectors = encoder.encode(
         list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
+    if vectors.shape[1] != DIM:
+        raise ValueError(f"encoder gives {vectors.shape[1]}-d vectors (expected {DIM}); load it with load_encoder()")
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

@@ -1,6 +1,7 @@
 """Two-tower inputs: categorical ids and one dense vector per user and per item, built from feature frames."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -87,10 +88,12 @@ def user_inputs(
 
 
 def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, text: Table,
-                hgnn: Table | None, hgnn_dim: int) -> TowerInputs:
-    """Item tower inputs: categorical = (language,); dense = [genre multi-hot | text | HGNN | has HGNN].
+                hgnn: Table | None, hgnn_dim: int, popularity: pl.DataFrame | None) -> TowerInputs:
+    """Item tower inputs: categorical = (language,); dense = [genre multi-hot | text | HGNN | has HGNN |
+    popularity (2)].
 
-    The HGNN part (hgnn_dim + 1 columns) is present only when hgnn_dim > 0.
+    The HGNN part (hgnn_dim + 1 columns) is present only when hgnn_dim > 0, the popularity part only
+    when `popularity` (from `item_popularity`) is given.
     """
     ids = item_ids.cast(pl.String)
     meta = ids.to_frame("item_id").join(items.select("item_id", "language", "genres").unique("item_id"),
@@ -104,7 +107,23 @@ def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, t
     if hgnn_dim:
         rows, present = _aligned(ids, hgnn, hgnn_dim)
         parts += [rows, present.unsqueeze(1).float()]
+    if popularity is not None:
+        shares = (ids.to_frame("item_id").join(popularity, on="item_id", how="left", maintain_order="left")
+                  .select(pl.col("percentile", "log_share").fill_null(0.0).cast(pl.Float32)))
+        parts.append(shares.to_torch().reshape(ids.len(), 2))
     return TowerInputs(ids, categorical, torch.cat(parts, dim=1))
+
+
+def item_popularity(item_ids: pl.Series, history: pl.DataFrame) -> pl.DataFrame:
+    """(item_id, percentile, log_share): distinct users per item in `history`, as a percentile among
+    `item_ids` and as log1p over log1p of the maximum. Both ignore the history's size, so training
+    (labels hidden) and inference (whole window) see one scale."""
+    users = history.group_by("item_id").agg(pl.col("user_id").n_unique().alias("users"))
+    counts = (item_ids.cast(pl.String).unique().to_frame("item_id")
+              .join(users, on="item_id", how="left").with_columns(pl.col("users").fill_null(0).cast(pl.Float64)))
+    top = math.log1p(float(counts["users"].max() or 0.0)) or 1.0
+    return counts.select("item_id", percentile=pl.col("users").rank("average") / max(1, counts.height),
+                         log_share=pl.col("users").log1p() / top)
 
 
 def _activity(user_ids: pl.Series, history: pl.DataFrame, item_types: Sequence[str]) -> torch.Tensor:

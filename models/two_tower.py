@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.recommender import FeatureFrames, VectorRecommender, consumed_pairs, embedding_table, positions
-from models.tower_inputs import Table, TowerInputs, Vocabularies, item_inputs, user_inputs
+from models.tower_inputs import Table, TowerInputs, Vocabularies, item_inputs, item_popularity, user_inputs
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class TwoTowerConfig:
     use_hgnn: bool = True  # False = the paper's 2T baseline: text embeddings take the HGNN's place
     use_weak_signals: bool = True  # False = ablation B
     use_profile: bool = True  # off anyway when no profile embeddings are given to fit
+    use_popularity: bool = True  # item tower also reads how many users touched the item (not in the paper)
     hidden: tuple[int, ...] = (512, 256, 128)  # per tower; the last is the output dimension
     categorical_dim: int = 16  # width of the age, country and language embeddings
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
@@ -97,11 +98,12 @@ class TwoTowerModel:
     def user_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
                      hgnn_embeddings: pl.DataFrame | None = None, profile_embeddings: pl.DataFrame | None = None,
                      user_ids: pl.Series | None = None) -> tuple[pl.Series, torch.Tensor]:
-        """(ids, (U, out) unit vectors) for `user_ids` (default: every user in user_stats), history included or not."""
+        """(ids, (U, out) unit vectors) for `user_ids` (default: every user in user_stats) from their whole
+        history over `config.periods`; users with no history still get a vector."""
         text, graph, _, profile = self._tables(text_embeddings, hgnn_embeddings, profile_embeddings)
         ids = frames.user_stats["user_id"] if user_ids is None else user_ids
         history = frames.history(self.config.periods, self.config.use_weak_signals)
-        inputs = _user_inputs(ids, history, frames, self, text, graph, profile)
+        inputs = _user_inputs(ids, history, frames, self.config, self.vocab, self.dims["profile"], text, graph, profile)
         return inputs.ids, self._encode(self.net.users, inputs)
 
     def item_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
@@ -110,7 +112,10 @@ class TwoTowerModel:
         """(ids, (I, out) unit vectors) for `item_ids` (default: every target-type item in raw.items)."""
         text, _, hgnn, _ = self._tables(text_embeddings, hgnn_embeddings, None)
         ids = _target_items(frames, self.config.target_type) if item_ids is None else item_ids
-        inputs = item_inputs(ids, frames.items, self.vocab, text, hgnn, self.dims["hgnn"])
+        history = frames.history(self.config.periods, self.config.use_weak_signals)
+        popularity = item_popularity(_target_items(frames, self.config.target_type), history)
+        inputs = item_inputs(ids, frames.items, self.vocab, text, hgnn, self.dims["hgnn"],
+                             popularity if self.config.use_popularity else None)
         return inputs.ids, self._encode(self.net.items, inputs)
 
     def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
@@ -166,16 +171,18 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
             "profile": profile[1].shape[1] if profile else 0}
     vocab = Vocabularies.build(frames.user_stats, frames.items, config.target_type, config.max_genres)
     seen, labels = split_labels(frames.history(config.periods, config.use_weak_signals), config)
-    items = item_inputs(_target_items(frames, config.target_type), frames.items, vocab, text, hgnn, dims["hgnn"])
+    targets = _target_items(frames, config.target_type)
+    items = item_inputs(targets, frames.items, vocab, text, hgnn, dims["hgnn"],
+                        item_popularity(targets, seen) if config.use_popularity else None)
     labels = labels.join(positions(items.ids, "item_id"), on="item_id").rename({"row": "i"})
     if labels.height == 0:
         raise ValueError(f"no user has a {config.target_type!r} item of raw.items in periods {config.periods}; "
                          "the two-tower model needs at least one warm user to learn from")
-    model = TwoTowerModel(config, vocab, dims, TwoTowerNet(config, vocab, 0, 0))  # sized below
-    users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, model, text, graph, profile)
+    users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, config, vocab, dims["profile"],
+                         text, graph, profile)
     labels = labels.join(positions(users.ids, "user_id"), on="user_id").rename({"row": "u"}).sort("u", "i")
     dims |= {"user_dense": users.dense.shape[1], "item_dense": items.dense.shape[1]}
-    model.net = TwoTowerNet(config, vocab, dims["user_dense"], dims["item_dense"])
+    model = TwoTowerModel(config, vocab, dims, TwoTowerNet(config, vocab, dims["user_dense"], dims["item_dense"]))
     u_rows = labels["u"].to_torch()  # (N,)
     i_rows = labels["i"].to_torch()  # (N,)
     frequency = torch.bincount(i_rows, minlength=items.ids.len()).float() / len(i_rows)
@@ -228,10 +235,10 @@ def _train(net: TwoTowerNet, users: TowerInputs, items: TowerInputs, u_rows: tor
     return losses
 
 
-def _user_inputs(ids: pl.Series, history: pl.DataFrame, frames: FeatureFrames, model: TwoTowerModel,
-                 text: Table, graph: Table, profile: Table | None) -> TowerInputs:
-    config = model.config
-    return user_inputs(ids, history, frames.user_stats, model.vocab, text, graph, profile, model.dims["profile"],
+def _user_inputs(ids: pl.Series, history: pl.DataFrame, frames: FeatureFrames, config: TwoTowerConfig,
+                 vocab: Vocabularies, profile_dim: int, text: Table, graph: Table,
+                 profile: Table | None) -> TowerInputs:
+    return user_inputs(ids, history, frames.user_stats, vocab, text, graph, profile, profile_dim,
                        config.item_types, config.graph_types, config.music_type)
 
 

@@ -39,7 +39,11 @@ class Settings(BaseModel):
     llm_base_url: str = ""
     llm_model: str = ""
     llm_api_key_env: str = "CROSSFADE_LLM_API_KEY"  # the variable's name; its value is never logged
-    llm_call_budget: int = 200
+    llm_response_format: str = "json_schema"  # json_object for servers without json_schema (llama_cpp.server)
+    llm_timeout_s: float = 60.0
+    llm_max_concurrency: int = 4
+    llm_threads: int = 1  # llama.cpp threads for the local model; spinning threads hurt on a busy 2-core host
+    llm_call_budget: int = 24  # LLM calls per enrichment asset per run; what is left waits for the next run
     llm_max_failure_rate: float = 0.2
     judge_users: int = 20
     seed: int = 0
@@ -52,7 +56,8 @@ class Settings(BaseModel):
             raise ValueError(f"must be a non-empty list from {list(KNOWN_ITEM_TYPES)} (got {list(value)})")
         return tuple(value)
 
-    @field_validator("window_days", "holdout_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget")
+    @field_validator("window_days", "holdout_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget",
+                     "llm_max_concurrency", "llm_threads", "judge_users")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
@@ -64,6 +69,13 @@ class Settings(BaseModel):
     def _share(cls, value: float) -> float:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"must be between 0 and 1 (got {value})")
+        return value
+
+    @field_validator("llm_response_format")
+    @classmethod
+    def _response_format(cls, value: str) -> str:
+        if value not in ("json_schema", "json_object"):
+            raise ValueError(f"must be one of ['json_schema', 'json_object'] (got '{value}')")
         return value
 
     @field_validator("llm_backend")

@@ -1,24 +1,30 @@
-"""Expectation suites per table; `check(con, table, limits)` runs one and returns its Report."""
+"""Expectation suites per table; `check(con, table, limits)` runs one and returns its Report.
+
+Each `quality/*_suites.py` module maps table names to suite functions in its `SUITES` dict.
+"""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 
 import duckdb
 
-from quality import feature_suites, raw_suites
 from quality.thresholds import Thresholds
 from quality.validate import Report
 
-SUITES: dict[str, Callable[[duckdb.DuckDBPyConnection, Thresholds], Report]] = {
-    "raw.events": raw_suites.events_suite,
-    "raw.items": raw_suites.items_suite,
-    "raw.users": raw_suites.users_suite,
-    "features.splits": feature_suites.splits_suite,
-    "features.interactions": feature_suites.interactions_suite,
-    "features.user_stats": feature_suites.user_stats_suite,
-    "features.item_stats": feature_suites.item_stats_suite,
-    "features.co_listen_edges": feature_suites.co_listen_edges_suite,
-}
+Suite = Callable[[duckdb.DuckDBPyConnection, Thresholds], Report]
+
+
+def _collect() -> dict[str, Suite]:
+    suites: dict[str, Suite] = {}
+    for module in pkgutil.iter_modules(__path__):
+        if module.name.endswith("_suites"):
+            suites.update(importlib.import_module(f"{__name__}.{module.name}").SUITES)
+    return suites
+
+
+SUITES = _collect()
 
 
 def check(con: duckdb.DuckDBPyConnection, table: str, limits: Thresholds) -> Report:

@@ -96,3 +96,12 @@ def co_listen_edges_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) ->
         gxe.ExpectColumnValuesToBeInSet(column="relation", value_set=relations),
         gxe.ExpectColumnValuesToBeBetween(column="co_listeners", min_value=limits.min_co_listeners),
     ], VERSION)
+
+
+SUITES = {
+    "features.splits": splits_suite,
+    "features.interactions": interactions_suite,
+    "features.user_stats": user_stats_suite,
+    "features.item_stats": item_stats_suite,
+    "features.co_listen_edges": co_listen_edges_suite,
+}

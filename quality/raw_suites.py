@@ -91,3 +91,6 @@ def users_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
         gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
         gxe.ExpectColumnValuesToBeUnique(column="user_id"),
     ], USERS_VERSION)
+
+
+SUITES = {"raw.events": events_suite, "raw.items": items_suite, "raw.users": users_suite}

@@ -1,12 +1,16 @@
 """Shared fixtures: a small simulated world ingested once per session, hand-made landing files, a CROSSFADE_HOME."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import json
 import os
+import select
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,19 +109,19 @@ class Landing:
         self.root = root
 
     @staticmethod
-    def event(event_id: str, **fields: Any) -> dict[str, Any]:
+    def event(event_id: str | None, /, **fields: Any) -> dict[str, Any]:
         """A valid event of user u1 playing podcast p1 on 2026-11-01 unless fields say otherwise."""
         return {"event_id": event_id, "user_id": "u1", "item_id": "p1", "ts": "2026-11-01T08:00:00Z",
                 "event_type": "play", "ms_played": 60_000, "context": "home", "country": "SE", **fields}
 
     @staticmethod
-    def item(item_id: str, item_type: str, **fields: Any) -> dict[str, Any]:
+    def item(item_id: str, item_type: str, /, **fields: Any) -> dict[str, Any]:
         return {"item_id": item_id, "item_type": item_type, "title": f"Title {item_id}",
                 "description": f"About {item_id}", "creator": "someone", "language": "en", "genres": ["drama"],
                 "duration_ms": 600_000, "release_date": "2020-01-01", "is_paid": False, **fields}
 
     @staticmethod
-    def user(user_id: str, **fields: Any) -> dict[str, Any]:
+    def user(user_id: str, /, **fields: Any) -> dict[str, Any]:
         return {"user_id": user_id, "country": "SE", "age_bucket": "25-34", "signup_date": "2024-01-01",
                 "plan": "premium", **fields}
 
@@ -186,3 +190,45 @@ def ingest_hand(hand_landing: Landing, hand_store: Store) -> Callable[..., dict[
             return {key: ingest.ingest_events(con, hand_landing.root, key) for key in partitions}
 
     return run
+
+
+WRITER = """
+import sys
+from pathlib import Path
+
+from warehouse.store import Store
+
+with Store(Path(sys.argv[1])).write() as con:
+    con.execute("create or replace table main.written_meanwhile as select 42 as answer")
+    print("holding", flush=True)
+    sys.stdin.readline()  # hold the write lock until the test says go
+"""
+
+
+@contextlib.contextmanager
+def hold_write(database: Path, timeout_s: float = 60.0) -> Iterator[subprocess.Popen]:
+    """Another process inside Store(database).write(), having written; it finishes when told via stdin.
+
+    Send a line to its stdin and wait for it to publish; it is killed on the way out whatever happens.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+        line = process.stdout.readline() if ready else ""
+        if line.strip() != "holding":
+            process.kill()
+            raise AssertionError(f"writer process did not start writing: {process.communicate()[1][-2000:]}")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=timeout_s)
+
+
+@pytest.fixture
+def writer_process() -> Callable[..., contextlib.AbstractContextManager[subprocess.Popen]]:
+    """`with writer_process(database) as process:` another process holds the write lock meanwhile."""
+    return hold_write

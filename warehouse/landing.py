@@ -118,18 +118,24 @@ def _select_columns(present: set[str], columns: tuple[str, ...], source: str) ->
 
 def _stage_jsonl(con: duckdb.DuckDBPyConnection, path: str, columns: tuple[str, ...], table: str) -> None:
     structure = "{" + ", ".join(f'"{column}": "VARCHAR"' for column in columns) + "}"
+    # Lines go to a table first: its rowid numbers them in file order while the JSON parsing below
+    # runs on every core (row_number() over a file scan would force that scan onto one thread).
     # One text column per line: JSON that fails to parse keeps its line number and raw text.
+    con.execute(
+        """
+        create or replace temp table _jsonl_lines as
+        select line
+        from read_csv($path, columns = {'line': 'VARCHAR'}, delim = '\x1e', quote = '', escape = '', header = false,
+                      auto_detect = false, compression = 'auto', strict_mode = false)
+        """,
+        {"path": path},
+    )
     con.execute(
         f"""
         insert into {table}
-        with lines as (
-            select row_number() over () as source_line, line
-            from read_csv($path, columns = {{'line': 'VARCHAR'}}, delim = '\\x1e', quote = '', escape = '',
-                          header = false, auto_detect = false, compression = 'auto', strict_mode = false)
-        ),
-        parsed as (
-            select source_line, line, json_valid(line) and starts_with(ltrim(line), '{{') as is_valid
-            from lines
+        with parsed as (
+            select rowid + 1 as source_line, line, json_valid(line) and starts_with(ltrim(line), '{{') as is_valid
+            from _jsonl_lines
             where line is not null and trim(line) <> ''
         )
         select
@@ -140,6 +146,7 @@ def _stage_jsonl(con: duckdb.DuckDBPyConnection, path: str, columns: tuple[str, 
         """,
         {"path": path, "structure": structure},
     )
+    con.execute("drop table _jsonl_lines")
 
 
 def _csv_header(path: str, compressed: bool) -> list[str]:
@@ -154,47 +161,56 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: str, compressed: bool, colu
     present = set(header)
     file_columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in _safe_names(header)) + "}"
     select = _select_columns(present, columns, "r.")
-    raw = " || ',' || ".join(f'coalesce(r."{name}", \'\')' for name in _safe_names(header)) or "''"
+    cells = ", ".join(f'coalesce(r."{name}", \'\')' for name in _safe_names(header))
+    raw = f"concat_ws(',', {cells})" if cells else "''"
     con.execute("drop table if exists _csv_rejects; drop table if exists _csv_scans")
-    # Accepted rows keep file order, so the k-th accepted row is the k-th line that was not rejected.
+    # Accepted rows keep file order in the table, so rowid + 1 is the accepted row's number.
     con.execute(
         f"""
         create or replace temp table _csv_rows as
-        select row_number() over () as accepted_no, {select}, {raw} as raw_record
+        select {select}, {raw} as raw_record
         from read_csv($path, columns = {file_columns}, header = true, auto_detect = false, delim = ',',
                       quote = '"', escape = '"', compression = 'auto', store_rejects = true,
                       rejects_table = '_csv_rejects', rejects_scan = '_csv_scans') as r
         """,
         {"path": path},
     )
-    rejects = con.execute(
-        "select line, any_value(csv_line), string_agg(distinct lower(error_type), ', ') "
-        "from _csv_rejects group by line order by line"
-    ).fetchall()
-    con.execute("create or replace temp table _csv_rejected_lines(line bigint)")
-    if rejects:
-        con.executemany("insert into _csv_rejected_lines values (?)", [(line,) for line, _, _ in rejects])
-    targets = ", ".join(f'r."{column}"' for column in columns)
     con.execute(
-        f"""
-        insert into {table}
-        with line_numbers as (
-            select line, row_number() over (order by line) as accepted_no
-            from range(2, 2 + (select count(*) from _csv_rows) + (select count(*) from _csv_rejected_lines)) as t(line)
-            where line not in (select line from _csv_rejected_lines)
-        )
-        select $path, n.line, r.raw_record, null, {targets}
-        from _csv_rows as r
-        inner join line_numbers as n using (accepted_no)
-        """,
-        {"path": path},
+        """
+        create or replace temp table _csv_rejected_lines as
+        select line, any_value(csv_line) as csv_line,
+               'broken_line: ' || string_agg(distinct lower(error_type::varchar), ', ' order by lower(error_type::varchar)) as reason
+        from _csv_rejects
+        group by line
+        """
     )
-    if rejects:
-        con.executemany(
-            f"insert into {table} (source_file, source_line, raw_record, parse_error) values (?, ?, ?, ?)",
-            [(path, line, csv_line, "broken_line: " + errors) for line, csv_line, errors in rejects],
+    targets = ", ".join(f'r."{column}"' for column in columns)
+    if con.execute("select count(*) from _csv_rejected_lines").fetchall() == [(0,)]:
+        # The header is line 1 and no line was rejected: the k-th row is line k + 1.
+        con.execute(f"insert into {table} select $path, r.rowid + 2, r.raw_record, null, {targets} from _csv_rows as r",
+                    {"path": path})
+    else:
+        # The k-th accepted row is the k-th line that was not rejected.
+        con.execute(
+            f"""
+            insert into {table}
+            with line_numbers as (
+                select line, row_number() over (order by line) as accepted_no
+                from range(2, 2 + (select count(*) from _csv_rows) + (select count(*) from _csv_rejected_lines)) as t(line)
+                where line not in (select line from _csv_rejected_lines)
+            )
+            select $path, n.line, r.raw_record, null, {targets}
+            from (select rowid + 1 as accepted_no, * from _csv_rows) as r
+            inner join line_numbers as n using (accepted_no)
+            """,
+            {"path": path},
         )
-    con.execute("drop table _csv_rows; drop table if exists _csv_rejects; drop table if exists _csv_scans")
+        con.execute(
+            f"insert into {table} (source_file, source_line, raw_record, parse_error) "
+            "select $path, line, csv_line, reason from _csv_rejected_lines",
+            {"path": path},
+        )
+    con.execute("drop table _csv_rows; drop table _csv_rejected_lines; drop table _csv_rejects; drop table _csv_scans")
     _flag_wrong_schema(con, table, path, present, columns)
 
 

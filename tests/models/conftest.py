@@ -101,8 +101,8 @@ class World:
 
 
 def build_world(n_users: int = 800, n_communities: int = 8, books: int = 15, seed: int = 0) -> World:
-    """Users of community c play music, podcasts and audiobooks of c; cold users (half of each community) have no audiobooks
-    before the cut, and every user plays two new audiobooks of c in the holdout.
+    """Users of community c play music, podcasts and audiobooks of c; cold users (half of each community) have
+    no audiobooks before the cut, and every user plays two new audiobooks of c in the holdout.
 
     Warm users play two audiobooks and preview a third in the train period. Within a community
     audiobooks are mildly skewed in popularity; communities are equal, so popularity cannot find c.

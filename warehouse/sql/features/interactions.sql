@@ -19,7 +19,7 @@ per_pair as (
         e.item_id,
         count(*) as count_events,
         count(*) filter (where e.event_type = 'play') as count_plays,
-        coalesce(sum(e.ms_played) filter (where e.event_type = 'play'), 0) as ms_played_total,
+        coalesce(sum(e.ms_played) filter (where e.event_type = 'play'), 0)::bigint as ms_played_total,  -- sum() widens to hugeint
         max(e.ms_played) filter (where e.event_type = 'play') as ms_played_max,
         bool_or(e.event_type = 'play') as is_played,
         bool_or(e.event_type = 'skip') as is_skipped,

@@ -6,7 +6,7 @@ per_item as (
     select
         t.item_id,
         count(distinct t.user_id) filter (where t.is_played) as count_listeners,
-        sum(t.count_plays) as count_plays,
+        sum(t.count_plays)::bigint as count_plays,  -- sum() widens to hugeint
         median(t.completion_rate) filter (where t.is_played) as median_completion
     from features.interactions as t
     where t.period = 'train'
@@ -28,8 +28,8 @@ joined as (
 
 select
     j.*,
-    case when j.count_listeners = 0 then 5
+    cast(case when j.count_listeners = 0 then 5
         else ntile(5) over (partition by j.item_type, j.count_listeners > 0 order by j.count_listeners desc, j.item_id)
-    end as popularity_tier
+    end as integer) as popularity_tier
 from joined as j
 order by j.item_id

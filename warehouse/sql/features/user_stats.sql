@@ -9,10 +9,11 @@ train as (
 per_user as (
     select
         t.user_id,
-        sum(t.count_events) as count_events,
-        coalesce(sum(t.count_plays) filter (where t.item_type = 'music'), 0) as count_music_plays,
-        coalesce(sum(t.count_plays) filter (where t.item_type = 'podcast'), 0) as count_podcast_plays,
-        coalesce(sum(t.count_plays) filter (where t.item_type = 'audiobook'), 0) as count_audiobook_plays,
+        -- sum() widens bigint to hugeint; the contract is bigint
+        sum(t.count_events)::bigint as count_events,
+        coalesce(sum(t.count_plays) filter (where t.item_type = 'music'), 0)::bigint as count_music_plays,
+        coalesce(sum(t.count_plays) filter (where t.item_type = 'podcast'), 0)::bigint as count_podcast_plays,
+        coalesce(sum(t.count_plays) filter (where t.item_type = 'audiobook'), 0)::bigint as count_audiobook_plays,
         count(*) as count_items,
         bool_or(t.item_type = $target_type) as is_warm
     from train as t

@@ -1,0 +1,238 @@
+"""Benchmark ingestion + feature tables against a plain DuckDB read + GROUP BY of the same landing files."""
+from pathlib import Path
+import argparse
+import datetime as dt
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the package installed
+
+from warehouse import features, ingest, landing  # noqa: E402
+from warehouse.simulate import WorldConfig, simulate  # noqa: E402
+from warehouse.store import Store  # noqa: E402
+
+END_DATE = dt.date(2026, 1, 31)  # fixed, so a cached world stays valid on later days
+ITEM_TYPES = ("music", "podcast", "audiobook")
+WORKERS = ("ours", "baseline", "edges", "naive")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--events-per-user-day", type=float, default=1.7)
+    parser.add_argument("--events-scale", type=float, default=1.0,
+                        help="multiplies users (so events) and keeps per-user activity as it is")
+    parser.add_argument("--quick", action="store_true", help="about 1M events: a smoke run in a minute")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of ours/baseline/edges; medians reported")
+    parser.add_argument("--naive-memory-gib", type=float, default=12.0, help="memory limit of the naive self-join")
+    parser.add_argument("--naive-timeout-s", type=float, default=300.0)
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "out",
+                        help="generated landing zones are kept here and reused")
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    parser.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-limit", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        result = {"ours": _ours, "baseline": _baseline, "edges": _edges, "naive": _naive}[args.worker](args)
+        result["peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        print(json.dumps(result))
+        return
+    if args.quick:
+        args.users = 20_000
+    args.users = round(args.users * args.events_scale)
+    _compare(args)
+
+
+def _landing(args: argparse.Namespace) -> tuple[Path, dict]:
+    """The cached landing zone for these flags, generated on first use."""
+    name = f"world-u{args.users}-d{args.days}-e{args.events_per_user_day:g}-s{args.seed}"
+    folder = args.cache / name
+    if not (folder / "_world.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"generating {name} in {folder} (once; later runs reuse it)", flush=True)
+        started = time.perf_counter()
+        config = WorldConfig(users=args.users, days=args.days, seed=args.seed, end_date=END_DATE,
+                             events_per_user_day=args.events_per_user_day)
+        simulate(config, folder)
+        print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
+    return folder, json.loads((folder / "_world.json").read_text())
+
+
+def _run(worker: str, args: argparse.Namespace, landing_dir: Path, database: Path, timeout: float | None = None,
+         memory_limit: str = "") -> dict:
+    """One measurement in a fresh process, so its peak RSS is its own."""
+    command = [sys.executable, __file__, f"--worker={worker}", f"--landing={landing_dir}", f"--database={database}",
+               f"--memory-limit={memory_limit}"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"stopped after {timeout:.0f} s"}
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"failed": last[:160]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _compare(args: argparse.Namespace) -> None:
+    landing_dir, world = _landing(args)
+    rows = world["event_rows"]  # every event row in the files, bad ones included: the same work for both
+    print(f"landing zone {landing_dir}: {rows:,} event rows in {world['event_files']} files "
+          f"{world['rows_per_format']}, {args.users:,} users, {args.days} days", flush=True)
+    rounds: dict[str, list[dict]] = {name: [] for name in ("ours", "baseline", "edges")}
+    naive: dict | None = None
+    with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
+        for round_no in range(args.repeats):
+            database = Path(tmp) / f"round{round_no}" / "crossfade.duckdb"
+            # Alternate the order so a neighbour's load drifts over both sides alike.
+            order = ("baseline", "ours") if round_no % 2 == 0 else ("ours", "baseline")
+            for name in order:
+                rounds[name].append(_run(name, args, landing_dir, database))
+                _print_run(round_no, name, rounds[name][-1], rows)
+            rounds["edges"].append(_run("edges", args, landing_dir, database))
+            _print_run(round_no, "edges", rounds["edges"][-1], rows)
+            if naive is None and not args.skip_naive:
+                naive = _run("naive", args, landing_dir, database, timeout=args.naive_timeout_s,
+                             memory_limit=f"{args.naive_memory_gib:g}GiB")
+                _print_run(round_no, "naive", naive, rows)
+            if round_no + 1 < args.repeats:
+                shutil.rmtree(database.parent)
+        _print_table(rounds, naive, rows, args)
+
+
+def _print_run(round_no: int, name: str, run: dict, rows: int) -> None:
+    if "failed" in run:
+        print(f"  round {round_no + 1} {name:>8}: failed ({run['failed']})", flush=True)
+        return
+    phases = ", ".join(f"{key} {value:.1f}" for key, value in run.get("phases", {}).items())
+    print(f"  round {round_no + 1} {name:>8}: {run['seconds']:7.1f} s  {rows / run['seconds']:>10,.0f} events/s  "
+          f"peak RSS {run['peak_gib']:.2f} GiB  [{phases}]", flush=True)
+
+
+def _median(runs: list[dict], key: str) -> float:
+    good = [run[key] for run in runs if "failed" not in run]
+    if not good:
+        raise SystemExit(f"every {key} run failed: {runs}")
+    return statistics.median(good)
+
+
+def _print_table(rounds: dict[str, list[dict]], naive: dict | None, rows: int, args: argparse.Namespace) -> None:
+    ours_s, base_s, edge_s = (_median(rounds[name], "seconds") for name in ("ours", "baseline", "edges"))
+    ours_rate, base_rate = rows / ours_s, rows / base_s
+    print(f"\nmedians of {args.repeats} rounds, {rows:,} event rows")
+    print(f"{'measure':<52}{'seconds':>9}{'events/s':>13}{'peak RSS GiB':>14}")
+    print(f"{'ours: ingest items, users, every partition + features':<52}{ours_s:>9.1f}{ours_rate:>13,.0f}"
+          f"{_median(rounds['ours'], 'peak_gib'):>14.2f}")
+    print(f"{'baseline: plain DuckDB read + GROUP BY user, item':<52}{base_s:>9.1f}{base_rate:>13,.0f}"
+          f"{_median(rounds['baseline'], 'peak_gib'):>14.2f}")
+    for phase in rounds["ours"][0].get("phases", {}):
+        seconds = statistics.median(run["phases"][phase] for run in rounds["ours"] if "failed" not in run)
+        print(f"{'  ours phase: ' + phase:<52}{seconds:>9.1f}")
+    edges = rounds["edges"][0].get("edges", 0)
+    label = f"co-listen edges, capped per user ({edges:,} edges)"
+    print(f"{label:<52}{edge_s:>9.1f}{'':>13}"
+          f"{_median(rounds['edges'], 'peak_gib'):>14.2f}")
+    if naive is not None:
+        label = "naive self-join, no per-user cap (not used)"
+        if "failed" in naive:
+            print(f"{label:<52}  failed: {naive['failed']}")
+        else:
+            label += f" ({naive['edges']:,} pairs)"
+            print(f"{label:<52}{naive['seconds']:>9.1f}{'':>13}{naive['peak_gib']:>14.2f}")
+    print(f"ratios per round (ours/baseline): "
+          + ", ".join(f"{b['seconds'] / o['seconds']:.2f}" for o, b in zip(rounds["ours"], rounds["baseline"])
+                      if "failed" not in o and "failed" not in b))
+    print(f"RESULT ingest ours={ours_rate:.0f} baseline={base_rate:.0f} ratio={ours_rate / base_rate:.3f} unit=events/s")
+
+
+def _ours(args: argparse.Namespace) -> dict:
+    phases: dict[str, float] = {}
+    started = time.perf_counter()
+    with Store(args.database).write(publish=False) as con:
+        mark = time.perf_counter()
+        ingest.ingest_items(con, args.landing, ITEM_TYPES)
+        ingest.ingest_users(con, args.landing)
+        phases["items+users"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        read = sum(ingest.ingest_events(con, args.landing, key).read for key in landing.event_partitions(args.landing))
+        phases["events"] = time.perf_counter() - mark
+        params = features.FeatureParams(as_of=features.latest_as_of(con))
+        for name in features.FEATURE_TABLES:
+            phases[name] = features.build_table(con, name, params).seconds
+        mark = time.perf_counter()
+    phases["checkpoint"] = time.perf_counter() - mark
+    return {"seconds": time.perf_counter() - started, "read": read, "phases": phases}
+
+
+def _baseline(args: argparse.Namespace) -> dict:
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect()
+    readers = {
+        "jsonl": "read_json_auto({}, union_by_name = true)",
+        "csv": "read_csv_auto({}, union_by_name = true)",
+        "parquet": "read_parquet({}, union_by_name = true)",
+    }
+    scans = []
+    for folder in sorted((args.landing / "events").iterdir()):
+        by_format: dict[str, list[str]] = {}
+        for entry in landing.data_files(folder):
+            by_format.setdefault(entry.fmt, []).append(str(entry.path))
+        for fmt, paths in by_format.items():
+            # Broken rows are skipped: the plain read does none of the accounting ours does.
+            reader = readers[fmt].format(paths)[:-1] + (", ignore_errors = true)" if fmt != "parquet" else ")")
+            scans.append(f"select cast(user_id as varchar) as user_id, cast(item_id as varchar) as item_id from {reader}")
+    groups, counted = con.execute(
+        f"select count(*), sum(n) from (select user_id, item_id, count(*) as n from ({' union all '.join(scans)}) "
+        "group by user_id, item_id)"
+    ).fetchall()[0]
+    return {"seconds": time.perf_counter() - started, "groups": groups, "read": counted}
+
+
+def _edges(args: argparse.Namespace) -> dict:
+    """Rebuild features.co_listen_edges alone on the database ours left behind."""
+    with Store(args.database).write(publish=False) as con:
+        params = features.FeatureParams(as_of=features.latest_as_of(con))
+        built = features.build_table(con, "co_listen_edges", params)
+    return {"seconds": built.seconds, "edges": built.rows}
+
+
+def _naive(args: argparse.Namespace) -> dict:
+    """Every pair of graph-type items sharing a listener in the train period, from raw.events, no cap."""
+    with Store(args.database).write(publish=False) as con:
+        if args.memory_limit:
+            con.execute(f"set memory_limit = '{args.memory_limit}'")
+        params = features.FeatureParams(as_of=features.latest_as_of(con))
+        started = time.perf_counter()
+        pairs = con.execute(
+            """
+            with train as (
+                select e.user_id, e.item_id
+                from raw.events as e
+                inner join features.splits as s on s.split = 'train' and e.ts >= s.start_at and e.ts < s.end_at
+                inner join raw.items as i on e.item_id = i.item_id and list_contains($graph_types::varchar[], i.item_type)
+            )
+            select count(*) from (
+                select a.item_id, b.item_id, count(distinct a.user_id)
+                from train as a inner join train as b on a.user_id = b.user_id and a.item_id < b.item_id
+                group by 1, 2
+            )
+            """,
+            {"graph_types": list(params.graph_types)},
+        ).fetchall()[0][0]
+    return {"seconds": time.perf_counter() - started, "edges": pairs}
+
+
+if __name__ == "__main__":
+    main()
