@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--chunk", type=int, default=128, help="users per chunk for ours")
+    parser.add_argument("--chunk", type=int, default=512, help="users per chunk (per worker) for ours")
     parser.add_argument("--faiss-chunk", type=int, default=16_384, help="queries per faiss search call")
     parser.add_argument("--torch-chunk", type=int, default=1024, help="users per plain torch matmul")
     parser.add_argument("--consumed", type=int, default=0,

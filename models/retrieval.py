@@ -10,7 +10,9 @@ import numpy as np
 import polars as pl
 import torch
 
-TILE_COLUMNS = 4096  # (chunk x 4096) float32 scores stay in cache between matmul and block maxima
+TILE_COLUMNS = 2048  # a (chunk x 2048) float32 score tile is still in cache for its block maxima
+CHUNK_SCORES = 2**25  # default chunk: 128 MiB of float32 scores per worker, at most 512 users
+GROUPS_PER_K = 4  # the threshold is the K-th largest of 4K group maxima: tight, and cheap to find
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ def top_k_items(
     exclude_indptr: np.ndarray | None = None,
     exclude_indices: np.ndarray | None = None,
     item_mask: np.ndarray | None = None,
-    chunk_users: int = 64,
+    chunk_users: int | None = None,
     block_items: int | None = None,
     threads: int | None = None,
 ) -> Iterator[TopKChunk]:
@@ -59,6 +61,7 @@ def top_k_items(
             f"users and items need the same dimension (got {user_mat.shape[1]} and {item_mat.shape[1]})"
         )
     threads = threads or torch.get_num_threads()
+    chunk_users = chunk_users or min(512, max(16, CHUNK_SCORES // max(1, item_mat.shape[0])))
     if k < 1 or chunk_users < 1 or threads < 1:
         raise ValueError(f"k, chunk_users and threads must be at least 1 (got {k}, {chunk_users}, {threads})")
     eligible = _check_mask(item_mask, item_mat.shape[0])
@@ -138,9 +141,8 @@ class _Plan:
         k = min(k, n_items)
         # 32 floats reduce well in one vector pass; blocks only pay off with many more blocks than K.
         block = block_items or (32 if n_items >= 32 * 2 * k else 1)
-        n_blocks = math.ceil(n_items / block)
-        group = max(1, n_blocks // (4 * k))
-        n_cols = n_blocks * block
+        group = max(1, math.ceil(n_items / block) // (GROUPS_PER_K * k))
+        n_cols = math.ceil(n_items / (block * group)) * block * group
         padded = torch.zeros(n_cols, items.shape[1])
         padded[:n_items] = items
         tile_width = max(block, TILE_COLUMNS // block * block)
@@ -162,7 +164,8 @@ class _Plan:
         for i, item_t in enumerate(self.tiles):
             lo, width = i * self.tile_width, item_t.shape[1]
             scores = torch.mm(chunk, item_t, out=buffer[c * lo : c * (lo + width)].view(c, width))
-            scores[:, max(0, self.n_items - lo) :] = -math.inf  # padding columns
+            if lo + width > self.n_items:
+                scores[:, self.n_items - lo :] = -math.inf  # padding columns
             if consumed[i].numel():
                 scores.view(-1)[consumed[i]] = -math.inf
             maxima.append(scores.view(c, width // self.block, self.block).amax(2))
@@ -185,12 +188,9 @@ class _Plan:
         The K-th largest of group maxima qualifies: they are K distinct items' scores.
         """
         c, n_blocks = block_max.shape
-        if self.group > 1:
-            n_groups = math.ceil(n_blocks / self.group)
-            padded = torch.full((c, n_groups * self.group), -math.inf)
-            padded[:, :n_blocks] = block_max
-            block_max = padded.view(c, n_groups, self.group).amax(2)
-        kth = torch.topk(block_max, self.k, dim=1, sorted=False).values.amin(1)
+        # Group g holds blocks g, g + n_groups, ...: a max over rows, which vectorises.
+        group_max = block_max.view(c, self.group, n_blocks // self.group).amax(1)
+        kth = torch.topk(group_max, self.k, dim=1, sorted=False).values.amin(1)
         # Never below the lowest float: -inf scores (consumed, padding) must not become candidates.
         return kth.clamp_(min=torch.finfo(torch.float32).min)
 

@@ -79,6 +79,9 @@ def _simulate(args: argparse.Namespace) -> int:
     except FileExistsError as error:
         print(f"crossfade simulate: {error} (pass --replace to overwrite it)", file=sys.stderr)
         return 1
+    except ValueError as error:
+        print(f"crossfade simulate: {error}", file=sys.stderr)
+        return 2
     print(f"wrote a sample world to {args.out}:")
     print(summary.to_json(), end="")
     return 0

@@ -132,7 +132,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     values: dict[str, Any] = {}
     config_file = home / "crossfade.yaml"
     if config_file.exists():
-        loaded = yaml.safe_load(config_file.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(config_file.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise SettingsError(f"{config_file}: not valid YAML ({error})") from None
         if not isinstance(loaded, dict):
             raise SettingsError(f"{config_file}: expected a mapping of key: value (got {type(loaded).__name__})")
         values.update(loaded)

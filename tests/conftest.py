@@ -30,14 +30,6 @@ WORLD_AS_OF = WORLD.end_date + dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
-class SampleWorld:
-    """The simulator's landing zone and its own account of what it wrote."""
-
-    landing: Path
-    summary: WorldSummary
-
-
-@dataclass(frozen=True)
 class IngestedWorld:
     """A CROSSFADE_HOME whose landing zone is ingested and whose features are built for `params.as_of`.
 
@@ -62,31 +54,20 @@ class IngestedWorld:
         return Store(home / "warehouse" / "crossfade.duckdb")
 
 
-def build_features(store: Store, params: FeatureParams) -> None:
-    with store.write() as con:
-        for name in FEATURE_TABLES:
-            build_table(con, name, params)
-
-
 @pytest.fixture(scope="session")
-def sample_world(tmp_path_factory: pytest.TempPathFactory) -> SampleWorld:
+def ingested_world(tmp_path_factory: pytest.TempPathFactory) -> IngestedWorld:
+    """The sample world simulated, ingested and featurised once per session, as `crossfade run` would."""
     home = tmp_path_factory.mktemp("world")
     summary = simulate(WORLD, home / "landing")
-    return SampleWorld(home / "landing", summary)
-
-
-@pytest.fixture(scope="session")
-def ingested_world(sample_world: SampleWorld, tmp_path_factory: pytest.TempPathFactory) -> IngestedWorld:
-    home = tmp_path_factory.mktemp("ingested")
-    shutil.copytree(sample_world.landing, home / "landing")
     store = Store(home / "warehouse" / "crossfade.duckdb")
+    params = FeatureParams(as_of=WORLD_AS_OF)
     with store.write() as con:
         items = ingest.ingest_items(con, home / "landing", ITEM_TYPES)
         users = ingest.ingest_users(con, home / "landing")
         events = {key: ingest.ingest_events(con, home / "landing", key) for key in landing.event_partitions(home / "landing")}
-    params = FeatureParams(as_of=WORLD_AS_OF)
-    build_features(store, params)
-    return IngestedWorld(home, store, sample_world.summary, items, users, events, params)
+        for name in FEATURE_TABLES:
+            build_table(con, name, params)
+    return IngestedWorld(home, store, summary, items, users, events, params)
 
 
 @pytest.fixture

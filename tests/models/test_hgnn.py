@@ -11,7 +11,8 @@ from models.graph import ItemGraph, build_graph
 
 A, P = "audiobook", "podcast"
 COMMUNITIES = 4
-FAST = hgnn.HGNNConfig(hidden_dim=32, out_dim=16, fanouts=(5, 5), negatives=3, max_epochs=8, patience=8, seed=0)
+FAST = hgnn.HGNNConfig(hidden_dim=32, out_dim=16, fanouts=(5, 5), negatives=3, batch_size=32, max_epochs=20,
+                        patience=20, seed=0)
 
 
 def planted(n_a: int = 40, n_p: int = 80, isolated: int = 2, seed: int = 0, dim: int = 16, noise: float = 1.5):

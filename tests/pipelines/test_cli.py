@@ -37,6 +37,11 @@ def test_simulate_writes_a_landing_zone(tmp_path: Path, capsys: pytest.CaptureFi
     assert str(out) in capsys.readouterr().out
 
 
+def test_simulate_refuses_an_impossible_world_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["simulate", "--users", "40", "--days", "6", "--out", str(tmp_path / "landing")]) == 2
+    assert "holdout_days" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("fmt", "expected"), [("csv", "n,types\n13452,6\n"), ("json", '{"n":13452,"types":6}\n')])
 def test_sql_answers_from_the_published_snapshot(published_home: Path, capsys, ingested_world, fmt: str, expected: str) -> None:
     assert ingested_world.summary.clean_events == 13452  # the fixed world this test's answer is written for

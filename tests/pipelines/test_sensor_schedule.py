@@ -65,7 +65,7 @@ def test_a_new_partition_is_requested_alone(landed) -> None:
 
 def test_today_and_empty_folders_wait(landed) -> None:
     _, cursor = tick()
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    today = dt.datetime.now(dt.UTC).date().isoformat()
     landed.events(today, [landed.event("today", ts=f"{today}T00:00:01Z")])  # still filling
     (landed.root / "events" / "date=2026-11-02").mkdir()  # nothing landed yet
     (landed.root / "events" / "date=2026-11-03").mkdir()
@@ -79,9 +79,9 @@ def test_an_empty_landing_zone_requests_nothing(crossfade_home) -> None:
 
 
 @pytest.mark.parametrize(("scheduled", "partition"), [
-    (dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.timezone.utc), "2026-11-01"),
-    (dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.timezone.utc), "2026-11-30"),  # across a month
-    (dt.datetime(2027, 1, 1, 2, 0, tzinfo=dt.timezone.utc), "2026-12-31"),  # and a year
+    (dt.datetime(2026, 11, 2, 2, 0, tzinfo=dt.UTC), "2026-11-01"),
+    (dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC), "2026-11-30"),  # across a month
+    (dt.datetime(2027, 1, 1, 2, 0, tzinfo=dt.UTC), "2026-12-31"),  # and a year
 ])
 def test_the_nightly_schedule_runs_yesterday(crossfade_home, scheduled: dt.datetime, partition: str) -> None:
     result = nightly_schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=scheduled))

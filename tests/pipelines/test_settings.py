@@ -79,7 +79,6 @@ def test_environment_errors_name_the_key(crossfade_home: Path, monkeypatch: pyte
         load_settings()
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/settings.py lets yaml.YAMLError escape instead of a SettingsError (reported)")
 def test_unparseable_yaml_is_a_settings_error(crossfade_home: Path) -> None:
     (crossfade_home / "crossfade.yaml").write_text("window_days: [90\n")
     with pytest.raises(SettingsError, match="crossfade.yaml"):

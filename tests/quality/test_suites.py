@@ -120,7 +120,9 @@ def test_duplicate_users_fail(scratch) -> None:
 
 
 def test_a_third_split_fails(scratch) -> None:
-    scratch.execute("insert into features.splits select 'valid', end_at, end_at + interval 1 day from features.splits where split = 'holdout'")
+    scratch.execute(
+        "insert into features.splits select 'valid', end_at, end_at + interval 1 day from features.splits where split = 'holdout'"
+    )
     found = failures(check(scratch, "features.splits", Thresholds()))
     assert found == {"expect_table_row_count_to_equal:None": None, "expect_column_values_to_be_in_set:split": 1}
 
@@ -128,7 +130,9 @@ def test_a_third_split_fails(scratch) -> None:
 def test_leakage_into_train_rows_fails(scratch) -> None:
     scratch.execute("""
         update features.interactions set last_seen_at = (select end_at from features.splits where split = 'train')
-        where (user_id, item_id) = (select (user_id, item_id) from features.interactions where period = 'train' order by user_id, item_id limit 1)
+        where (user_id, item_id) = (
+            select (user_id, item_id) from features.interactions where period = 'train' order by user_id, item_id limit 1
+        )
           and period = 'train'
     """)
     assert failures(check(scratch, "features.interactions", Thresholds())) == {
@@ -137,7 +141,9 @@ def test_leakage_into_train_rows_fails(scratch) -> None:
 
 
 def test_completion_outside_zero_to_one_fails(scratch) -> None:
-    scratch.execute("update features.interactions set completion_rate = 1.5 where item_id = (select min(item_id) from features.interactions)")
+    scratch.execute(
+        "update features.interactions set completion_rate = 1.5 where item_id = (select min(item_id) from features.interactions)"
+    )
     count = scratch.execute("select count(*) from features.interactions where completion_rate > 1").fetchall()[0][0]
     assert failures(check(scratch, "features.interactions", Thresholds())) == {
         "expect_column_values_to_be_between:completion_rate": count,

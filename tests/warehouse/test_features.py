@@ -165,7 +165,8 @@ def hand_features(hand_landing, hand_store, ingest_hand):
     """The events above ingested from one late-arriving file, features built; yields a read connection."""
 
     def build(params: FeatureParams = PARAMS):
-        items = [hand_landing.item(f"{p}{n}", kind) for p, kind in (("m", "music"), ("p", "podcast"), ("a", "audiobook")) for n in (1, 2, 3)]
+        kinds = (("m", "music"), ("p", "podcast"), ("a", "audiobook"))
+        items = [hand_landing.item(f"{prefix}{n}", kind) for prefix, kind in kinds for n in (1, 2, 3)]
         items.append(hand_landing.item("a4", "audiobook", release_date="2026-11-10"))
         hand_landing.catalog(items=items)
         hand_landing.events("2026-11-05", [
@@ -224,7 +225,9 @@ def test_nothing_at_or_after_as_of_appears_anywhere(hand_features) -> None:
         assert late_ids == {"u6-a2", "u6-p2", "u1-a3", "u2-p3"}
         assert rows(con, "select count(*) from features.interactions where user_id = 'u6'") == [(0,)]
         assert rows(con, "select count(*) from features.interactions where (user_id, item_id) in (('u1', 'a3'), ('u2', 'p3'))") == [(0,)]
-        assert rows(con, "select is_active, is_warm, has_holdout_target from features.user_stats where user_id = 'u6'") == [(False, False, False)]
+        assert rows(con, "select is_active, is_warm, has_holdout_target from features.user_stats where user_id = 'u6'") == [
+            (False, False, False),
+        ]
         assert rows(con, "select count_listeners from features.item_stats where item_id = 'a3'") == [(0,)]
         assert rows(con, "select count(*) from features.co_listen_edges where 'p3' in (src_item_id, dst_item_id)") == [(0,)]
 

@@ -191,7 +191,7 @@ def test_each_bad_row_is_routed_with_its_reason(hand_landing, hand_store, ingest
     with hand_store.read() as con:
         rejected = con.execute("select source_line, reason, source_file, arrival_date, raw_record from raw.rejected_events").fetchall()
         stored = [row[0] for row in con.execute("select event_id from raw.events order by event_id").fetchall()]
-    first_bad_line = 2 if name.endswith(".parquet") else 3 if name.endswith(".csv") else 2
+    first_bad_line = 3 if name.endswith(".csv") else 2  # a CSV header is line 1
     assert {line: reason for line, reason, *_ in rejected} == {first_bad_line + i: reason for i, (_, reason) in enumerate(BAD_ROWS)}
     assert {(source_file, arrival_date) for _, _, source_file, arrival_date, _ in rejected} == {
         (str(hand_landing.root / "events" / "date=2026-11-01" / name), dt.date(2026, 11, 1)),
@@ -249,7 +249,9 @@ def test_every_format_stores_the_same_events(hand_landing, hand_store, ingest_ha
 def test_a_late_event_lands_under_its_event_date(hand_landing, hand_store, ingest_hand) -> None:
     hand_landing.catalog()
     hand_landing.events("2026-11-01", [hand_landing.event("on-time")])
-    hand_landing.events("2026-11-04", [hand_landing.event("late", ts="2026-10-31T22:00:00Z"), hand_landing.event("fresh", ts="2026-11-04T01:00:00Z")])
+    hand_landing.events("2026-11-04", [
+        hand_landing.event("late", ts="2026-10-31T22:00:00Z"), hand_landing.event("fresh", ts="2026-11-04T01:00:00Z"),
+    ])
     results = ingest_hand("2026-11-01", "2026-11-04")
     assert results["2026-11-04"].late_events == 1
     with hand_store.read() as con:
@@ -265,7 +267,9 @@ def test_a_late_event_lands_under_its_event_date(hand_landing, hand_store, inges
 def test_an_event_repeated_across_partitions_counts_once(hand_landing, hand_store, ingest_hand, order) -> None:
     hand_landing.catalog()
     hand_landing.events("2026-11-01", [hand_landing.event("e1"), hand_landing.event("e2")])
-    hand_landing.events("2026-11-02", [hand_landing.event("e1"), hand_landing.event("e3", ts="2026-11-02T07:00:00Z"), hand_landing.event("e1")])
+    hand_landing.events("2026-11-02", [
+        hand_landing.event("e1"), hand_landing.event("e3", ts="2026-11-02T07:00:00Z"), hand_landing.event("e1"),
+    ])
     results = ingest_hand(*order)
     # then both again: re-runs in any order must not lose or double the repeated event
     results |= ingest_hand(*reversed(order))
@@ -304,7 +308,9 @@ def test_path_traversal_in_a_partition_key_is_refused(hand_landing, hand_store, 
 
 
 @pytest.mark.parametrize("name", ["items.jsonl", "items.csv", "items.parquet", "items.csv.gz"])
-@pytest.mark.parametrize("genres", [["true crime", "history"], '["true crime", "history"]', "true crime|history", " true crime | history |"])
+@pytest.mark.parametrize("genres", [
+    ["true crime", "history"], '["true crime", "history"]', "true crime|history", " true crime | history |",
+])
 def test_genres_as_list_json_or_pipe_joined(hand_landing, hand_store, name: str, genres) -> None:
     hand_landing.write(f"items/{name}", [hand_landing.item("p1", "podcast", genres=genres)])
     with hand_store.write() as con:

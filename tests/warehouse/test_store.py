@@ -8,7 +8,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from warehouse.store import SNAPSHOTS_KEPT, NothingPublishedError, Store, WarehouseBusyError, one_row, run_sql, scalar
+from warehouse.store import (
+    SNAPSHOTS_KEPT,
+    NothingPublishedError,
+    Store,
+    WarehouseBusyError,
+    one_row,
+    run_sql,
+    scalar,
+)
 
 
 @pytest.fixture
@@ -58,7 +66,7 @@ def test_readers_answer_from_the_last_snapshot_while_another_process_writes(stor
         with store.read() as con:
             assert con.execute("select text from main.notes").fetchall() == [("first",)]
             assert con.execute("select count(*) from duckdb_tables() where table_name = 'written_meanwhile'").fetchall() == [(0,)]
-        assert time.monotonic() - started < 5  # answered at once, not after the writer
+        assert time.monotonic() - started < 30  # answered at once, not after the writer (which waits for us)
         writer.communicate("go\n", timeout=60)
         assert writer.returncode == 0
     with store.read() as con:
