@@ -1,8 +1,10 @@
 """2T-HGNN item encoder: heterogeneous GraphSAGE (max-pool per relation) trained by link prediction."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ class HGNNConfig:
     per_relation_fanout: bool = True  # sampler (a); False: one shared fan-out of sum(f_r) over all relations
     balanced: bool = True  # sampler (b); False: every training edge every epoch (paper's ablation A)
     negatives: int = 5  # k uniform negatives per anchor; the paper does not say how many
+    # Share of seeds embedded without their neighbours in training (not in the paper): items with no
+    # edges, such as new releases, are then embedded from their text by a self path trained for it.
+    isolate_fraction: float = 0.1
     margin: float = 0.5  # Δ of the hinge; scores are dot products of unit vectors, in [-1, 1]
     lr: float = 1e-3  # paper
     batch_size: int = 256  # supervision edges per step (paper)
@@ -34,6 +39,9 @@ class HGNNConfig:
     valid_fraction: float = 0.1  # paper: 10% of the training edges, held out per relation
     infer_fanouts: tuple[int, ...] | None = None  # None: every neighbour at inference (exact, no sampling noise)
     infer_chunk: int = 8192  # target nodes per step at inference; bounds memory on large graphs
+    # torch threads while training/embedding, restored after; None leaves torch's setting. Small graphs
+    # and cores shared with other processes run far faster on 1 (threads then mostly wait on each other).
+    num_threads: int | None = None
     seed: int = 0
 
 
@@ -80,9 +88,6 @@ class RelationMaxPool(MessagePassing):
         table = torch.full((num_targets, int(counts.max())), messages.shape[0])  # padding -> the zero row
         table[target[order], rank] = source[order]
         return DenseMax.apply(torch.cat([messages, messages.new_zeros(1, messages.shape[1])]), table)  # (T, d)
-
-    def message(self, x_j: Tensor) -> Tensor:
-        return x_j
 
 
 class HeteroSAGELayer(nn.Module):
@@ -156,7 +161,14 @@ def hinge_loss(z_anchor: Tensor, z_positive: Tensor, z_negative: Tensor, margin:
 def train(graph: ItemGraph, features: Tensor, config: HGNNConfig | None = None) -> HGNNResult:
     """Train on the graph's edges (10% held out per relation) and embed every node of the graph."""
     config = config or HGNNConfig()
-    features = _check_features(graph, features)
+    with _threads(config.num_threads):
+        return _train(graph, _check_features(graph, features), config)
+
+
+def _train(graph: ItemGraph, features: Tensor, config: HGNNConfig) -> HGNNResult:
+    if min(config.fanouts, default=0) < 1 or len(config.infer_fanouts or config.fanouts) != len(config.fanouts):
+        raise ValueError(f"fanouts need one value >= 1 per layer (got {config.fanouts}); infer_fanouts, if set, "
+                         f"one per layer too, where -1 takes every neighbour (got {config.infer_fanouts})")
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     train_edges, valid_edges = split_edges(graph, config.valid_fraction, generator)
@@ -186,7 +198,9 @@ def train(graph: ItemGraph, features: Tensor, config: HGNNConfig | None = None) 
             b = batch.shape[0]
             negatives = torch.randint(graph.num_nodes, (b * config.negatives,), generator=generator)
             # Every anchor, positive and negative is embedded with its own sampled neighbourhood.
-            sub = sampler.sample(torch.cat([batch[:, 0], batch[:, 1], negatives]))
+            seeds = torch.cat([batch[:, 0], batch[:, 1], negatives])
+            isolated = seeds[torch.rand(seeds.numel(), generator=generator) < config.isolate_fraction]
+            sub = sampler.sample(seeds, isolated)
             z = model(features[sub.node_ids], sub.layer_inputs())[sub.seed_index]  # (B * (2 + k), d)
             loss = hinge_loss(z[:b], z[b:2 * b], z[2 * b:].view(b, config.negatives, -1), config.margin)
             optimizer.zero_grad()
@@ -197,7 +211,7 @@ def train(graph: ItemGraph, features: Tensor, config: HGNNConfig | None = None) 
         timings["train"] += train_seconds
 
         tick = time.perf_counter()
-        z_all = embed(model, train_graph, features)
+        z_all = _embed(model, train_graph, features)
         valid_loss, valid_auc = _link_scores(z_all, valid_pairs, valid_negatives, config.margin)
         timings["valid"] += time.perf_counter() - tick
         train_loss = total / max(steps, 1)
@@ -214,14 +228,13 @@ def train(graph: ItemGraph, features: Tensor, config: HGNNConfig | None = None) 
 
     model.load_state_dict(best_state)
     tick = time.perf_counter()
-    embeddings = embed(model, graph, features)  # the full graph: validation edges inform inference
+    embeddings = _embed(model, graph, features)  # the full graph: validation edges inform inference
     timings["embed"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     return HGNNResult(embeddings, graph.nodes, curve, best_epoch, timings, graph.edge_counts(),
                       graph.edge_counts_markdown(), checkpoint(model))
 
 
-@torch.no_grad()
 def embed(model: HGNN | dict[str, Any], graph: ItemGraph, features: Tensor) -> Tensor:
     """Unit vectors for every node of `graph` (N, out_dim), layer by layer over all nodes.
 
@@ -233,12 +246,16 @@ def embed(model: HGNN | dict[str, Any], graph: ItemGraph, features: Tensor) -> T
     if features.shape[1] != model.in_dim:
         raise ValueError(f"features have {features.shape[1]} columns, the model was trained on {model.in_dim}; "
                          "embed with the same text-embedding model")
+    with _threads(model.config.num_threads):
+        return _embed(model, graph, features)
+
+
+@torch.no_grad()
+def _embed(model: HGNN, graph: ItemGraph, features: Tensor) -> Tensor:
     config = model.config
     fanouts = config.infer_fanouts or (-1,) * len(model.layers)
     relations = [r for r in model.relations if r in graph.relations]
     generator = torch.Generator().manual_seed(config.seed)
-    was_training = model.training
-    model.eval()
     every = torch.arange(graph.num_nodes)
     h = features
     for i, layer in enumerate(model.layers):
@@ -255,7 +272,6 @@ def embed(model: HGNN | dict[str, Any], graph: ItemGraph, features: Tensor) -> T
                 chunk_edges[r] = torch.stack([e[0, lo:hi], e[1, lo:hi] - start])
             out[start:stop] = layer(h, h[start:stop], chunk_edges, messages)
         h = F.relu(out) if i < len(model.layers) - 1 else out
-    model.train(was_training)
     return F.normalize(h, dim=-1)
 
 
@@ -285,12 +301,22 @@ def _link_scores(z: Tensor, pairs: Tensor, negatives: Tensor, margin: float) -> 
     """Hinge loss and AUC (share of negatives scored below the positive) of held-out edges."""
     if pairs.shape[0] == 0:
         return float("nan"), float("nan")
-    anchor, positive = z[pairs[:, 0]], z[pairs[:, 1]]  # (V, d)
+    anchor, positive, negative = z[pairs[:, 0]], z[pairs[:, 1]], z[negatives]  # (V, d), (V, d), (V, k, d)
     pos = (anchor * positive).sum(-1, keepdim=True)  # (V, 1)
-    neg = torch.einsum("vd,vkd->vk", anchor, z[negatives])  # (V, k)
-    loss = F.relu(neg - pos + margin).mean().item()
+    neg = torch.einsum("vd,vkd->vk", anchor, negative)  # (V, k)
     auc = ((pos > neg).float() + 0.5 * (pos == neg).float()).mean().item()
-    return loss, auc
+    return hinge_loss(anchor, positive, negative, margin).item(), auc
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _check_features(graph: ItemGraph, features: Tensor) -> Tensor:

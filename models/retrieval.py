@@ -10,7 +10,6 @@ import numpy as np
 import polars as pl
 import torch
 
-TILE_COLUMNS = 2048  # a (chunk x 2048) float32 score tile is still in cache for its block maxima
 CHUNK_SCORES = 2**25  # default chunk: 128 MiB of float32 scores per worker, at most 512 users
 GROUPS_PER_K = 4  # the threshold is the K-th largest of 4K group maxima: tight, and cheap to find
 
@@ -21,8 +20,8 @@ class TopKChunk:
 
     `items[r, j]` is the item row (index into the full item matrix) ranked j + 1 for user
     `user_start + r`, -1 where the user has fewer than K eligible items left; `scores` holds the
-    inner products, -inf in those slots. Scores descend along a row; equal scores list the lower
-    item index first.
+    inner products, -inf in those slots. Scores descend along a row; among equal scores the lower
+    item index ranks first, also at the K-th place, so results are deterministic.
     """
 
     user_start: int
@@ -48,14 +47,15 @@ def top_k_items(
     `threads x chunk_users x n_items`, never with the number of users. `exclude_indptr` /
     `exclude_indices` are a CSR matrix over user rows listing items a user must not get (already
     consumed); `item_mask` (bool, one per item) marks the items anyone may get. K is capped at the
-    number of eligible items. Selection prunes with block maxima (see `_select`), staying exact.
+    number of eligible items. Only blocks of items whose best score can reach a user's top K are
+    ranked (see `_Plan.chunk`); the result is exactly the first K of the items sorted by score
+    descending, then by item index ascending, as a stable sort of the full score row would give.
 
     `threads` (default: torch's intra-op thread count) workers each take whole chunks with one
     torch thread, which beats splitting every small op across cores; torch's thread count is 1
     while the generator runs and is restored when it finishes or is closed.
     """
-    user_mat = _as_matrix(users, "users")
-    item_mat = _as_matrix(items, "items")
+    user_mat, item_mat = _as_matrix(users, "users"), _as_matrix(items, "items")
     if user_mat.shape[1] != item_mat.shape[1]:
         raise ValueError(
             f"users and items need the same dimension (got {user_mat.shape[1]} and {item_mat.shape[1]})"
@@ -98,18 +98,12 @@ def top_k_items(
 
 @dataclass(frozen=True)
 class _Plan:
-    """What every chunk shares: item tiles, K, block layout, exclusions.
-
-    Scores of a chunk live tile after tile in one flat buffer: tile i holds the (c, width_i)
-    scores of items tile_start_i .. tile_start_i + width_i, so each tile is still in cache when
-    its block maxima are taken right after its matmul.
-    """
+    """What every chunk shares: padded item matrix, K, block layout, exclusions."""
 
     users: torch.Tensor  # (n_users, d)
-    tiles: list[torch.Tensor]  # (d, width_i) each: eligible items, zero-padded to whole blocks
-    tile_width: int  # width of every tile but the last
+    item_t: torch.Tensor  # (d, n_cols): eligible items, zero-padded to whole groups of blocks
     n_items: int  # eligible items; columns from here on are padding
-    n_cols: int  # n_items padded to whole blocks
+    n_cols: int  # n_items padded to whole groups of blocks
     k: int
     block: int  # items per block
     group: int  # blocks per group; the threshold comes from group maxima
@@ -138,20 +132,23 @@ class _Plan:
         n_items = items.shape[0]
         if n_items == 0:
             raise ValueError("item_mask leaves no eligible item; mark at least one item True")
+        if not torch.isfinite(items).all():
+            bad = int(torch.nonzero(~torch.isfinite(items).all(1))[0, 0])
+            bad = bad if original is None else int(original[bad])
+            raise ValueError(f"items row {bad} has a non-finite value; fix the item vectors")
         k = min(k, n_items)
-        # 32 floats reduce well in one vector pass; blocks only pay off with many more blocks than K.
-        block = block_items or (32 if n_items >= 32 * 2 * k else 1)
+        # 32 floats reduce well in one vector pass; blocks only pay off with many more blocks than K,
+        # and the threshold needs at least K blocks.
+        block = min(block_items or (32 if n_items >= 32 * 2 * k else 1), n_items // k)
         group = max(1, math.ceil(n_items / block) // (GROUPS_PER_K * k))
         n_cols = math.ceil(n_items / (block * group)) * block * group
         padded = torch.zeros(n_cols, items.shape[1])
         padded[:n_items] = items
-        tile_width = max(block, TILE_COLUMNS // block * block)
-        tiles = [padded[lo : lo + tile_width].t() for lo in range(0, n_cols, tile_width)]
-        return cls(users, tiles, tile_width, n_items, n_cols, k, block, group, chunk_users,
-                   exclusions, position, original)
+        return cls(users, padded.t(), n_items, n_cols, k, block, group, chunk_users, exclusions,
+                   position, original)
 
     def buffer(self) -> torch.Tensor:
-        return torch.empty(min(self.chunk_users, self.users.shape[0]) * self.n_cols)
+        return torch.empty(min(self.chunk_users, self.users.shape[0]), self.n_cols)
 
     def chunk(self, start: int, buffer: torch.Tensor) -> TopKChunk:
         stop = min(start + self.chunk_users, self.users.shape[0])
@@ -159,25 +156,16 @@ class _Plan:
         if not torch.isfinite(chunk).all():
             bad = start + int(torch.nonzero(~torch.isfinite(chunk).all(1))[0, 0])
             raise ValueError(f"users row {bad} has a non-finite value; fix the user vectors")
-        consumed = self._consumed(start, stop)
-        maxima = []
-        for i, item_t in enumerate(self.tiles):
-            lo, width = i * self.tile_width, item_t.shape[1]
-            scores = torch.mm(chunk, item_t, out=buffer[c * lo : c * (lo + width)].view(c, width))
-            if lo + width > self.n_items:
-                scores[:, self.n_items - lo :] = -math.inf  # padding columns
-            if consumed[i].numel():
-                scores.view(-1)[consumed[i]] = -math.inf
-            maxima.append(scores.view(c, width // self.block, self.block).amax(2))
-        block_max = torch.cat(maxima, 1)  # (c, n_blocks)
-        threshold = self._threshold(block_max)  # (c,)
+        scores = torch.mm(chunk, self.item_t, out=buffer[:c])  # (c, n_cols)
+        scores[:, self.n_items :] = -math.inf  # padding columns
+        if self.exclusions is not None:
+            scores.view(-1)[self._consumed(start, stop)] = -math.inf
+        n_blocks = self.n_cols // self.block
+        block_max = scores.view(c, n_blocks, self.block).amax(2)  # (c, n_blocks)
+        threshold = self._threshold(block_max)  # (c,): each user's K-th best score is at least this
+        # Every item scoring at least the threshold sits in a block whose maximum does.
         rows, blocks = (block_max >= threshold[:, None]).nonzero(as_tuple=True)
-        # Every item scoring at least the threshold sits in one of these blocks.
-        tile = blocks * self.block // self.tile_width
-        lo = tile * self.tile_width
-        width = torch.clamp(self.n_cols - lo, max=self.tile_width)
-        flat = (c * lo + rows * width + blocks * self.block - lo) // self.block
-        candidates = buffer[: c * self.n_cols].view(-1, self.block).index_select(0, flat)  # (n, block)
+        candidates = scores.view(-1, self.block).index_select(0, rows * n_blocks + blocks)  # (n, block)
         picked, offset = (candidates >= threshold[rows, None]).nonzero(as_tuple=True)
         return self._rank(start, c, rows[picked], blocks[picked] * self.block + offset,
                           candidates[picked, offset])
@@ -200,11 +188,11 @@ class _Plan:
         bits = (values + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into 0.0
         ascending = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # integers ordered like the floats
         order = torch.sort(rows * 2**33 + (2**31 - 1 - ascending), stable=True).indices
+        if not order.numel():  # every user of the chunk consumed every eligible item
+            return TopKChunk(start, np.full((c, self.k), -1), np.full((c, self.k), -np.inf, dtype=np.float32))
         counts = torch.bincount(rows, minlength=c)
         rank = torch.arange(self.k)
         filled = rank < counts[:, None]  # (c, k)
-        if not order.numel():  # every item of every user in the chunk excluded
-            order, values, cols = torch.zeros(1, dtype=torch.int64), torch.zeros(1), torch.zeros(1, dtype=torch.int64)
         take = order[torch.where(filled, (torch.cumsum(counts, 0) - counts)[:, None] + rank, 0)]
         top_items = torch.where(filled, cols[take], -1)
         if self.original is not None:
@@ -212,10 +200,8 @@ class _Plan:
         top_scores = torch.where(filled, values[take], -math.inf)
         return TopKChunk(start, top_items.numpy(), top_scores.numpy())
 
-    def _consumed(self, start: int, stop: int) -> list[torch.Tensor]:
-        """Flat buffer offsets, relative to each tile, of the scores of items users already consumed."""
-        if self.exclusions is None:
-            return [torch.empty(0, dtype=torch.int64)] * len(self.tiles)
+    def _consumed(self, start: int, stop: int) -> torch.Tensor:
+        """Offsets into the flat (c, n_cols) scores of items the users start..stop consumed."""
         indptr, indices = self.exclusions
         counts = torch.from_numpy(np.diff(indptr[start : stop + 1]).astype(np.int64))
         cols = torch.from_numpy(indices[indptr[start] : indptr[stop]].astype(np.int64))
@@ -224,10 +210,7 @@ class _Plan:
             # Exclusions of ineligible items are moot: those columns were dropped with the items.
             cols = self.position[cols]
             rows, cols = rows[cols >= 0], cols[cols >= 0]
-        tile = cols // self.tile_width
-        widths = torch.tensor([t.shape[1] for t in self.tiles])
-        offsets = rows * widths[tile] + cols - tile * self.tile_width
-        return [offsets[tile == i] for i in range(len(self.tiles))]
+        return rows * self.n_cols + cols
 
 
 def candidates_frame(
@@ -260,9 +243,6 @@ def _as_matrix(values: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     matrix = torch.as_tensor(values, dtype=torch.float32)
     if matrix.dim() != 2:
         raise ValueError(f"{name} must be a 2-d matrix (rows, dim) (got shape {tuple(matrix.shape)})")
-    if name == "items" and not torch.isfinite(matrix).all():
-        bad = int(torch.nonzero(~torch.isfinite(matrix).all(1))[0, 0])
-        raise ValueError(f"items row {bad} has a non-finite value; fix the item vectors")
     return matrix.contiguous()
 
 

@@ -92,15 +92,12 @@ class NeighbourSampler:
         generator: torch.Generator,
         per_relation: bool = True,
         relation_fanouts: Mapping[str, Sequence[int]] | None = None,
-        relations: Sequence[str] | None = None,
     ) -> None:
-        """fanouts: f_r per hop for every relation; relation_fanouts overrides it for some relations;
-        relations: which of the graph's relations to sample (default: all)."""
+        """fanouts: f_r per hop for every relation; relation_fanouts overrides it for some relations."""
         if not fanouts:
             raise ValueError("fanouts needs one entry per hop (got none); the HGNN has one hop per layer")
-        use = list(graph.relations if relations is None else relations)
         overrides = dict(relation_fanouts or {})
-        unknown = [r for r in [*use, *overrides] if r not in graph.relations]
+        unknown = [r for r in overrides if r not in graph.relations]
         if unknown:
             raise ValueError(f"relations {unknown} are not in the graph (it has {list(graph.relations)})")
         wrong = {r: f for r, f in overrides.items() if len(f) != len(fanouts)}
@@ -110,15 +107,18 @@ class NeighbourSampler:
         self.generator = generator
         self.per_relation = per_relation
         # hop -> relation -> f_r
-        self.fanouts = [{r: int(overrides.get(r, fanouts)[h]) for r in use} for h in range(len(fanouts))]
+        self.fanouts = [{r: int(overrides.get(r, fanouts)[h]) for r in graph.relations} for h in range(len(fanouts))]
         self._local = torch.full((graph.num_nodes,), -1, dtype=torch.long)  # global -> local, reset per call
 
-    def sample(self, seeds: Tensor) -> Subgraph:
-        """Seeds (S,) global ids, repeats allowed -> their sampled multi-hop subgraph."""
+    def sample(self, seeds: Tensor, isolated: Tensor | None = None) -> Subgraph:
+        """Seeds (S,) global ids, repeats allowed -> their sampled multi-hop subgraph.
+
+        Seeds listed in `isolated` get no neighbours, as if they had no edges."""
         local = self._local
         nodes, seed_index = torch.unique(seeds, return_inverse=True)
         local[nodes] = torch.arange(nodes.numel())
-        blocks, frontier, count = [nodes], nodes, nodes.numel()
+        frontier = nodes if isolated is None else nodes[~torch.isin(nodes, isolated)]
+        blocks, count = [nodes], nodes.numel()
         parts: dict[str, list[Tensor]] = {r: [] for r in self.fanouts[0]}
         for hop_fanouts in self.fanouts:
             hop = sample_hop(self.graph, frontier, hop_fanouts, self.per_relation, self.generator)

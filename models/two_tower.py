@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class TwoTowerConfig:
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
     label_fraction: float = 0.5
     cold_example_rate: float = 0.3
+    redraw_labels: bool = True  # a fresh mask every epoch: more distinct examples from few warm users
     temperature: float = 0.05  # outputs are unit vectors: cosines need sharpening before the softmax
     dropout: float = 0.1
     batch_size: int = 256
@@ -170,33 +172,49 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
     dims = {"text": text[1].shape[1], "hgnn": hgnn[1].shape[1] if hgnn else 0,
             "profile": profile[1].shape[1] if profile else 0}
     vocab = Vocabularies.build(frames.user_stats, frames.items, config.target_type, config.max_genres)
-    seen, labels = split_labels(frames.history(config.periods, config.use_weak_signals), config)
+    history = frames.history(config.periods, config.use_weak_signals)
     targets = _target_items(frames, config.target_type)
     items = item_inputs(targets, frames.items, vocab, text, hgnn, dims["hgnn"],
-                        item_popularity(targets, seen) if config.use_popularity else None)
-    labels = labels.join(positions(items.ids, "item_id"), on="item_id").rename({"row": "i"})
-    if labels.height == 0:
+                        item_popularity(targets, history) if config.use_popularity else None)
+    pairs = (history.filter(pl.col("item_type") == config.target_type).select("user_id", "item_id").unique()
+             .join(positions(items.ids, "item_id"), on="item_id"))
+    if pairs.height == 0:
         raise ValueError(f"no user has a {config.target_type!r} item of raw.items in periods {config.periods}; "
                          "the two-tower model needs at least one warm user to learn from")
-    users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, config, vocab, dims["profile"],
-                         text, graph, profile)
-    labels = labels.join(positions(users.ids, "user_id"), on="user_id").rename({"row": "u"}).sort("u", "i")
-    dims |= {"user_dense": users.dense.shape[1], "item_dense": items.dense.shape[1]}
-    model = TwoTowerModel(config, vocab, dims, TwoTowerNet(config, vocab, dims["user_dense"], dims["item_dense"]))
-    u_rows = labels["u"].to_torch()  # (N,)
-    i_rows = labels["i"].to_torch()  # (N,)
-    frequency = torch.bincount(i_rows, minlength=items.ids.len()).float() / len(i_rows)
+    # Every user-item pair is a label in some draw, so the label frequency is the pair frequency.
+    frequency = torch.bincount(pairs["row"].to_torch(), minlength=items.ids.len()).float() / pairs.height
     log_q = frequency.clamp(min=1e-12).log()  # (I,) sampling log-frequency of each item as an in-batch negative
-    model.losses = _train(model.net, users, items, u_rows, i_rows, log_q, config)
+
+    def draw(epoch: int) -> Examples:
+        seen, labels = split_labels(history, config, config.seed + epoch)
+        labels = labels.join(positions(items.ids, "item_id"), on="item_id").rename({"row": "i"})
+        users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, config, vocab, dims["profile"],
+                             text, graph, profile)
+        labels = labels.join(positions(users.ids, "user_id"), on="user_id").rename({"row": "u"}).sort("u", "i")
+        return Examples(users, labels["u"].to_torch(), labels["i"].to_torch())
+
+    first = draw(0)
+    dims |= {"user_dense": first.users.dense.shape[1], "item_dense": items.dense.shape[1]}
+    model = TwoTowerModel(config, vocab, dims, TwoTowerNet(config, vocab, dims["user_dense"], dims["item_dense"]))
+    model.losses = _train(model.net, items, first, draw, log_q, config)
     model.seconds = time.perf_counter() - started
     return model
 
 
-def split_labels(history: pl.DataFrame, config: TwoTowerConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+@dataclass(frozen=True)
+class Examples:
+    """One draw of training pairs: user u_rows[n] (a row of `users`) took item i_rows[n]."""
+
+    users: TowerInputs
+    u_rows: torch.Tensor  # (N,)
+    i_rows: torch.Tensor  # (N,) rows of the item inputs
+
+
+def split_labels(history: pl.DataFrame, config: TwoTowerConfig, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(history without the hidden rows, hidden (user_id, item_id) labels); see the module docstring."""
     target = (history.filter(pl.col("item_type") == config.target_type)
               .select("user_id", "item_id").unique().sort("user_id", "item_id"))
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(seed)
     users = target.select("user_id").unique().sort("user_id")
     users = users.with_columns(cold=pl.Series(rng.random(users.height) < config.cold_example_rate))
     draws = target.with_columns(r=pl.Series(rng.random(target.height))).join(users, on="user_id")
@@ -206,13 +224,15 @@ def split_labels(history: pl.DataFrame, config: TwoTowerConfig) -> tuple[pl.Data
     return history.join(labels, on=["user_id", "item_id"], how="anti"), labels
 
 
-def _train(net: TwoTowerNet, users: TowerInputs, items: TowerInputs, u_rows: torch.Tensor, i_rows: torch.Tensor,
+def _train(net: TwoTowerNet, items: TowerInputs, first: Examples, draw: Callable[[int], Examples],
            log_q: torch.Tensor, config: TwoTowerConfig) -> list[float]:
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     losses = []
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
         net.train()
+        examples = draw(epoch) if epoch and config.redraw_labels else first
+        users, u_rows, i_rows = examples.users, examples.u_rows, examples.i_rows
         order = torch.randperm(len(u_rows), generator=generator)
         total = 0.0
         for start in range(0, len(order), config.batch_size):

@@ -3,6 +3,7 @@ import dagster as dg
 
 import assets
 from pipelines.jobs import ingest_job, nightly_job, refresh_job
+from pipelines.llm import LLMBackend
 from pipelines.resources import Crossfade, Warehouse
 from pipelines.schedules import landing_sensor, nightly_schedule
 
@@ -12,5 +13,5 @@ defs = dg.Definitions(
     jobs=[ingest_job, nightly_job, refresh_job],
     schedules=[nightly_schedule],
     sensors=[landing_sensor],
-    resources={"crossfade": Crossfade(), "warehouse": Warehouse()},
+    resources={"crossfade": Crossfade(), "warehouse": Warehouse(), "llm": LLMBackend()},
 )

@@ -5,6 +5,7 @@ import inspect
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from models.retrieval import TopKChunk, candidates_frame, top_k_items
 
@@ -44,14 +45,17 @@ def _collect(chunks) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("chunk_users", [1, 7, 64, 500])
-@pytest.mark.parametrize("block_items", [None, 1, 6, 40])
-def test_matches_brute_force_with_exclusions_and_mask(chunk_users: int, block_items: int | None) -> None:
+@pytest.mark.parametrize("block_items", [None, 1, 40])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matches_brute_force_with_exclusions_and_mask(
+    chunk_users: int, block_items: int | None, threads: int
+) -> None:
     users, items = _world(150, 3000, 16, seed=1)
     indptr, indices = _consumed(150, 3000, most=400, seed=2)
     mask = np.random.default_rng(3).random(3000) > 0.2
     got_items, got_scores = _collect(
         top_k_items(users, items, 25, exclude_indptr=indptr, exclude_indices=indices,
-                    item_mask=mask, chunk_users=chunk_users, block_items=block_items)
+                    item_mask=mask, chunk_users=chunk_users, block_items=block_items, threads=threads)
     )
     expected = _brute_force(users, items, 25, indptr, indices, mask)
     assert got_items.shape == (150, 25)
@@ -134,17 +138,34 @@ def test_ties_list_lower_item_first() -> None:
     np.testing.assert_array_equal(chunk.scores[0], [3, 3, 2, 2, 1, 1])
 
 
-def test_ties_ordered_on_pruned_path() -> None:
+@pytest.mark.parametrize(("chunk_users", "block_items"), [(8, None), (8, 5), (64, 1), (200, 32)])
+def test_ties_resolved_like_a_stable_sort(chunk_users: int, block_items: int | None) -> None:
     rng = np.random.default_rng(8)
-    # Integer vectors make every score exact, so equal vectors score exactly equal.
-    users = rng.integers(-100, 101, (20, 8)).astype(np.float32)
-    base = rng.integers(-100, 101, (50, 8)).astype(np.float32)
-    group_scores = np.sort(users @ base.T, axis=1)
-    assert (group_scores[:, -1] > group_scores[:, -2]).all()  # one best group per user
-    items = np.repeat(base, 40, axis=0)  # 2000 items in groups of 40 equal vectors
-    got_items, _ = _collect(top_k_items(users, items, 40, chunk_users=8, block_items=5))
-    best_group = np.argmax(users @ base.T, axis=1)
-    np.testing.assert_array_equal(got_items, best_group[:, None] * 40 + np.arange(40))
+    # Small integers make every score exact and ties common, also at the K-th place.
+    users = rng.integers(-2, 3, (60, 4)).astype(np.float32)
+    items = rng.integers(-2, 3, (4000, 4)).astype(np.float32)
+    indptr, indices = _consumed(60, 4000, most=50, seed=9)
+    got_items, _ = _collect(top_k_items(users, items, 30, exclude_indptr=indptr, exclude_indices=indices,
+                                        chunk_users=chunk_users, block_items=block_items))
+    np.testing.assert_array_equal(got_items, np.stack(_brute_force(users, items, 30, indptr, indices)))
+
+
+def test_all_equal_items_give_the_first_k() -> None:
+    users, _ = _world(5, 1, 8, seed=10)
+    items = np.ones((5000, 8), dtype=np.float32)
+    got_items, _ = _collect(top_k_items(users, items, 40))
+    np.testing.assert_array_equal(got_items, np.tile(np.arange(40), (5, 1)))
+
+
+def test_torch_threads_restored_after_iteration() -> None:
+    users, items = _world(300, 500, 8, seed=11)
+    before = torch.get_num_threads()
+    chunks = top_k_items(users, items, 5, chunk_users=50, threads=2)
+    next(chunks)
+    chunks.close()  # stopped early
+    assert torch.get_num_threads() == before
+    list(top_k_items(users, items, 5, chunk_users=50, threads=2))
+    assert torch.get_num_threads() == before
 
 
 def test_candidates_frame_names_users_and_items() -> None:

@@ -84,6 +84,15 @@ def test_each_node_draws_its_neighbours_once(graph):
         assert max(per_target(sub, r).values()) <= 4  # a node reached twice is not expanded twice
 
 
+def test_isolated_seeds_get_no_neighbours(graph):
+    seeds = torch.tensor([3, 40, 41, 100])
+    sub = NeighbourSampler(graph, (4, 4), torch.Generator().manual_seed(3)).sample(seeds, torch.tensor([40, 100]))
+    for r in graph.relations:
+        targets = set(sub.node_ids[sub.edge_index[r][1, :sub.hop_edges[r][0]]].tolist())
+        assert not targets & {40, 100}
+    assert any(3 in per_target(sub, r) for r in graph.relations)
+
+
 def test_layer_inputs_trim_to_what_reaches_the_seeds(graph):
     sub = NeighbourSampler(graph, (3, 3), torch.Generator().manual_seed(2)).sample(torch.tensor([1, 2, 3]))
     (first_targets, first_edges), (last_targets, last_edges) = sub.layer_inputs()
@@ -132,6 +141,17 @@ def test_shared_fan_out_ignores_relations():
     assert rare_per_rel == 400  # both audiobooks every time
     assert total_shared == 200 * 6  # one draw of 3 + 3 from all 42 neighbours
     assert rare_shared < 200 * 6 * 4 / 42  # about 6 * 2/42 per draw: the rare relation is crowded out
+
+
+def test_dropped_relation_is_never_sampled():
+    full = random_graph()
+    kept = ("audiobook__podcast", "podcast__podcast")
+    edges = pl.DataFrame({"src_item_id": ["a0"], "dst_item_id": ["p0"], "src_type": [A], "dst_type": [P],
+                          "relation": ["audiobook__podcast"], "co_listeners": [1]})
+    graph = build_graph(edges, full.nodes.select("item_id", "item_type"), relations=list(kept))
+    sub = NeighbourSampler(graph, (3, 3), torch.Generator().manual_seed(0)).sample(torch.tensor([0, 30]))
+    assert tuple(sub.edge_index) == kept
+    assert sub.edge_index["audiobook__podcast"].shape[1] == 2  # a0 <-> p0, drawn from both seeds
 
 
 def test_balanced_epochs_have_equal_counts_and_are_redrawn(graph):

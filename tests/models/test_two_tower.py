@@ -29,14 +29,14 @@ def community_share(lists: pl.DataFrame, communities: pl.DataFrame, k: int = 10)
 
 def test_split_labels_hides_labels_from_the_features(world) -> None:
     history = world.frames.history(["train"])
-    seen, labels = two_tower.split_labels(history, CONFIG)
+    seen, labels = two_tower.split_labels(history, CONFIG, seed=0)
     assert labels.join(seen, on=["user_id", "item_id"], how="semi").height == 0
     assert seen.height + labels.height == history.height
 
 
 def test_split_labels_makes_cold_like_examples_at_the_configured_rate(world) -> None:
     history = world.frames.history(["train"])
-    seen, labels = two_tower.split_labels(history, TwoTowerConfig(cold_example_rate=0.3, label_fraction=0.0))
+    seen, labels = two_tower.split_labels(history, TwoTowerConfig(cold_example_rate=0.3, label_fraction=0.0), seed=0)
     warm = labels["user_id"].unique()
     still_warm = seen.filter(pl.col("item_type") == "audiobook")["user_id"].unique()
     cold_like = warm.len() - still_warm.len()

@@ -1,0 +1,135 @@
+"""Suites for the enrichment tables: coverage, LLM failure rate, embedding dimension, finite unit vectors."""
+from __future__ import annotations
+
+import duckdb
+import great_expectations.expectations as gxe
+import polars as pl
+
+from quality.thresholds import Thresholds
+from quality.validate import Report, validate_frame
+
+VERSION = "enrich/v1"
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2: the contract of enrich.text_embeddings
+NORM_TOLERANCE = 1e-3  # float32 vectors normalised by the encoder land within 1e-6 of 1
+DEFAULT_MAX_FAILURE_RATE = 0.2  # settings.llm_max_failure_rate's default, for callers without it
+ITEM_STATUSES = ["ok", "failed", "pending"]
+USER_STATUSES = ["ok", "failed", "pending", "no_activity"]
+
+
+def _failure_rate_limit(limits: Thresholds, max_failure_rate: float | None) -> float:
+    if max_failure_rate is not None:
+        return max_failure_rate
+    return getattr(limits, "llm_max_failure_rate", DEFAULT_MAX_FAILURE_RATE)
+
+
+def _failure_rate(table: str, statuses: pl.Series, limit: float) -> Report:
+    """Of the answers the table holds (ok or failed), the failed share, against the limit."""
+    answered = int(statuses.is_in(["ok", "failed"]).sum())
+    failed = int((statuses == "failed").sum())
+    rates = pl.DataFrame({
+        "count_answered": [answered], "count_failed": [failed], "failure_rate": [failed / answered if answered else 0.0],
+    })
+    return validate_frame(table, rates, [
+        gxe.ExpectColumnValuesToBeBetween(column="failure_rate", min_value=0, max_value=limit),
+    ], VERSION, batch="failure_rate")
+
+
+def item_topics_suite(
+    con: duckdb.DuckDBPyConnection, limits: Thresholds, max_failure_rate: float | None = None
+) -> Report:
+    """Every item of the graph and target types is listed; answers are whole; failures stay under the limit."""
+    types = sorted(set(limits.graph_types) | {limits.target_type})
+    rows = con.execute(
+        """
+        select i.item_id, t.item_id is not null as is_listed, t.status,
+               t.status <> 'ok' or (len(t.topics) between 1 and 3 and t.summary <> '' and t.language is not null)
+                   as is_whole_answer
+        from raw.items as i
+        left join enrich.item_topics as t on i.item_id = t.item_id
+        where i.item_type in (select unnest($types::varchar[]))
+        """,
+        {"types": types},
+    ).pl()
+    extra = con.execute(
+        "select count(*) from enrich.item_topics as t anti join raw.items as i on i.item_id = t.item_id"
+    ).fetchall()[0][0]
+    report = validate_frame("enrich.item_topics", rows, [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="is_listed", value_set=[True]),
+        gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=ITEM_STATUSES),
+        gxe.ExpectColumnValuesToBeInSet(column="is_whole_answer", value_set=[True]),
+    ], VERSION)
+    if extra:
+        report.failed.append({"expectation": "every listed item is in raw.items", "column": "item_id", "unexpected_count": extra})
+    report.merge(_failure_rate("enrich.item_topics", rows["status"], _failure_rate_limit(limits, max_failure_rate)))
+    return report
+
+
+def user_profiles_suite(
+    con: duckdb.DuckDBPyConnection, limits: Thresholds, max_failure_rate: float | None = None
+) -> Report:
+    """Facts for every user, every active user profiled (narrative or not); failures stay under the limit."""
+    rows = con.execute(
+        """
+        select u.user_id, u.is_active, p.user_id is not null as has_row, p.status,
+               p.facts_json is not null and (not u.is_active or p.status <> 'no_activity') as has_facts,
+               p.status <> 'ok' or p.narrative_json is not null as is_whole_answer
+        from features.user_stats as u
+        left join enrich.user_profiles as p on u.user_id = p.user_id
+        """
+    ).pl()
+    report = validate_frame("enrich.user_profiles", rows, [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="has_row", value_set=[True]),
+        gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=USER_STATUSES),
+        gxe.ExpectColumnValuesToBeInSet(column="has_facts", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="is_whole_answer", value_set=[True]),
+    ], VERSION)
+    report.merge(_failure_rate("enrich.user_profiles", rows["status"], _failure_rate_limit(limits, max_failure_rate)))
+    return report
+
+
+def text_embeddings_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
+    """One finite unit vector of 384 per item and per active user."""
+    vectors = con.execute(
+        """
+        select entity, entity_id, dim, len(embedding) as length,
+               list_bool_and(list_transform(embedding, value -> isfinite(value))) as is_finite,
+               sqrt(list_sum(list_transform(embedding, value -> value::double * value))) as norm
+        from enrich.text_embeddings
+        """
+    ).pl()
+    report = validate_frame("enrich.text_embeddings", vectors, [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["entity", "entity_id"]),
+        gxe.ExpectColumnValuesToBeInSet(column="entity", value_set=["item", "user"]),
+        gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[EMBEDDING_DIM]),
+        gxe.ExpectColumnValuesToBeInSet(column="length", value_set=[EMBEDDING_DIM]),
+        gxe.ExpectColumnValuesToBeInSet(column="is_finite", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=1 - NORM_TOLERANCE, max_value=1 + NORM_TOLERANCE),
+    ], VERSION)
+    coverage = con.execute(
+        """
+        select 'item' as entity, i.item_id as entity_id, e.entity_id is not null as has_embedding
+        from raw.items as i
+        left join enrich.text_embeddings as e on e.entity = 'item' and i.item_id = e.entity_id
+        union all
+        select 'user', u.user_id, e.entity_id is not null
+        from features.user_stats as u
+        left join enrich.text_embeddings as e on e.entity = 'user' and u.user_id = e.entity_id
+        where u.is_active
+        """
+    ).pl()
+    report.merge(validate_frame("enrich.text_embeddings", coverage, [
+        gxe.ExpectColumnValuesToBeInSet(column="has_embedding", value_set=[True]),
+    ], VERSION, batch="coverage"))
+    return report
+
+
+SUITES = {
+    "enrich.item_topics": item_topics_suite,
+    "enrich.user_profiles": user_profiles_suite,
+    "enrich.text_embeddings": text_embeddings_suite,
+}

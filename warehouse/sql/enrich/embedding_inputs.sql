@@ -1,0 +1,57 @@
+-- The text behind each vector of enrich.text_embeddings: every catalogue item (title, description, LLM topics
+-- where present) and every user with listening (facts, then the narrative where present).
+with
+
+items as (
+    select
+        'item' as entity,
+        i.item_id as entity_id,
+        concat_ws(
+            '. ',
+            coalesce(i.title, i.item_id),
+            nullif(rtrim(trim(i.description), '.'), ''),
+            case when t.status = 'ok' then 'Topics: ' || array_to_string(
+                t.topics || list_filter(t.tags, tag -> not list_contains(t.topics, tag)), ', '
+            ) end
+        ) as text
+    from raw.items as i
+    left join enrich.item_topics as t on i.item_id = t.item_id
+),
+
+narratives as (
+    select
+        user_id,
+        from_json(narrative_json, '{"listening_habits": "VARCHAR", "format_preference": "VARCHAR",
+            "exploration_vs_specialization": "VARCHAR", "interests": ["VARCHAR"]}') as narrative
+    from enrich.user_profiles
+    where status = 'ok'
+),
+
+users as (
+    select
+        'user' as entity,
+        p.user_id as entity_id,
+        concat_ws(
+            '. ',
+            -- the encoder reads about 256 tokens: topics and titles first, habits last
+            'Topics: ' || nullif(array_to_string(p.top_topics, ', '), ''),
+            'Listened to: ' || array_to_string(list_transform(p.top_items[1:5], item -> item.title), '; '),
+            'Plays by type: ' || array_to_string(
+                list_transform(map_entries(p.type_shares), share -> share.key || ' ' || round(100 * share.value)::integer || '%'),
+                ', '
+            ),
+            'Interests: ' || nullif(array_to_string(n.narrative.interests, ', '), ''),
+            n.narrative.listening_habits,
+            n.narrative.format_preference,
+            n.narrative.exploration_vs_specialization,
+            'Mostly ' || p.peak_time_of_day || ', ' || p.plays_per_active_day || ' plays on each of ' || p.active_days || ' active days'
+        ) as text
+    from enrich.user_profiles as p
+    left join narratives as n on p.user_id = n.user_id
+    where p.status <> 'no_activity'
+)
+
+select * from items
+union all
+select * from users
+order by entity, entity_id

@@ -1,0 +1,19 @@
+-- Keep one vector per current entity: drop the vectors of entities that are gone or whose text changed, then add
+-- the new ones. Reads the registered relations current_inputs(entity, entity_id) and
+-- encoded(entity, entity_id, model, dim, input_hash, embedding).
+create table if not exists enrich.text_embeddings (
+    entity varchar not null,           -- item | user
+    entity_id varchar not null,
+    model varchar not null,
+    dim integer not null,
+    input_hash varchar not null,       -- of the model name and the text: a change means encode again
+    embedding float[] not null         -- unit length
+);
+
+delete from enrich.text_embeddings as t
+where not exists (select 1 from current_inputs as c where c.entity = t.entity and c.entity_id = t.entity_id)
+    or exists (select 1 from encoded as e where e.entity = t.entity and e.entity_id = t.entity_id);
+
+insert into enrich.text_embeddings
+select entity, entity_id, model, dim::integer, input_hash, embedding::float[]
+from encoded;
