@@ -3,6 +3,7 @@ from pathlib import Path
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,8 +59,9 @@ def _compare(args: argparse.Namespace) -> None:
             runs[method] = json.loads(done.stdout.strip().splitlines()[-1])
             runs[method]["sample"] = dict(np.load(out))
             run = runs[method]
-            print(f"{method:>14}: {run['seconds']:8.1f} s {args.users / run['seconds']:10.0f} users/s   "
-                  f"peak RSS +{run['peak_mib']:7.0f} MiB   ({run['note']})", flush=True)
+            print(f"{method:>14}: {run['seconds']:7.1f} s {args.users / run['seconds']:7.0f} users/s   "
+                  f"{args.users / run['cpu_seconds']:6.0f} users/CPU-s   peak RSS +{run['peak_mib']:5.0f} MiB   "
+                  f"({run['note']})", flush=True)
         _check(args, runs["ours"]["sample"], runs["faiss"]["sample"])
     ours, faiss_rate = (args.users / runs[m]["seconds"] for m in ("ours", "faiss"))
     torch_rate = args.users / runs["torch"]["seconds"]
@@ -115,12 +117,12 @@ def _work(args: argparse.Namespace) -> None:
     prepare = run(args, users, items, exclusions)  # imports, index build, thread settings
     before = _rss_mib("VmRSS")
     resettable = _reset_peak()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     note = prepare(keep)
-    seconds = time.perf_counter() - started
-    peak = _rss_mib("VmHWM") if resettable else _ru_maxrss_mib()
+    seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
+    peak = _rss_mib("VmHWM") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     np.savez(args.out, **kept)
-    print(json.dumps({"seconds": seconds, "peak_mib": peak - before,
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak - before,
                       "note": note + ("" if resettable else "; peak includes set-up")}))
 
 
@@ -188,10 +190,10 @@ def _rss_mib(field: str) -> float:
     return int(line.split()[1]) / 1024
 
 
-def _ru_maxrss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _cpu_seconds() -> float:
+    """CPU time of all this process's threads: what a method costs, whatever else runs beside it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

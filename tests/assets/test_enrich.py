@@ -16,16 +16,17 @@ import polars as pl
 import pytest
 
 from assets import enrich, features, raw
+from models.item_topics import TOPICS, ItemTopics
 from models.llm import OpenAICompatible
+from models.user_profiles import UserFacts, UserProfile
 from pipelines.llm import LLMBackend
-from pipelines.resources import AS_OF_TAG, Crossfade, Warehouse
+from pipelines.resources import Crossfade, Warehouse
 from quality import Thresholds, enrich_suites
 from warehouse import enrichment_tables
 from warehouse.store import Store
 
-PARTITION = "2026-11-01"  # every event arrives in this one landing partition
-AS_OF = "2026-11-02"  # train period ends at 2026-10-19: every event below is in it
-BUDGET = 2
+PARTITION = "2026-11-01"  # every event lands in this partition; the as-of date is the day after
+BUDGET = 2  # LLM calls per enrichment asset per run
 ITEMS = [
     ("m1", "music", "Night Drive", "Synth music for late roads.", ["electronic"]),
     ("m2", "music", "Blue Piano", "Slow jazz trio sessions.", ["jazz"]),
@@ -33,7 +34,10 @@ ITEMS = [
     ("a1", "audiobook", "Rome in Ten Talks", "The rise and fall of the Roman republic.", ["history"]),
     ("a2", "audiobook", "The Quiet Detective", "A detective novel set in a small harbour town.", ["crime"]),
 ]
-# (user, item, UTC timestamp, event type, ms played); u4 never listens.
+USERS = ("u1", "u2", "u3", "u4")
+# (user, item, UTC time, event type, ms played), all in the train period (it ends 2026-10-19); u4 never listens.
+# Listeners: p1 two, a1 one, a2 none (a preview is no play), so the item queue is p1, a1, a2.
+# Activity: u1 8 events, u2 6, u3 4, so the profile queue is u1, u2, u3.
 EVENTS = (
     [("u1", "m1", f"2026-10-0{day}T19:00:00Z", "play", 200_000) for day in range(1, 6)]
     + [("u1", "m2", f"2026-10-0{day}T20:00:00Z", "play", 600_000) for day in range(6, 9)]
@@ -46,8 +50,14 @@ EVENTS = (
         ("u3", "a2", "2026-10-03T21:00:00Z", "preview", 0),
     ]
 )
-USERS = ("u1", "u2", "u3", "u4")
-CROSSFADE_VARIABLES = {"CROSSFADE_LLM_CALL_BUDGET": str(BUDGET)}
+ENRICHMENT = [
+    enrich.enrich_item_topics, enrich.enrich_user_profiles, enrich.enrich_text_embeddings,
+    enrich.enrich_item_topics_gate, enrich.enrich_user_profiles_gate, enrich.enrich_text_embeddings_gate,
+]
+
+
+def resources() -> dict[str, dg.ConfigurableResource]:
+    return {"crossfade": Crossfade(), "warehouse": Warehouse(), "llm": LLMBackend()}
 
 
 def write_landing(landing: Path) -> None:
@@ -72,4 +82,208 @@ def write_landing(landing: Path) -> None:
     ])
 
 
-@contextlib_free := None  # placeholder removed below
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A CROSSFADE_HOME with the hand-made world ingested and featurised through the raw and feature assets."""
+    path = tmp_path_factory.mktemp("enrich") / "home"
+    write_landing(path / "landing")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("CROSSFADE_"):
+                patch.delenv(name)
+        patch.setenv("CROSSFADE_HOME", str(path))
+        patch.setenv("CROSSFADE_LLM_CALL_BUDGET", str(BUDGET))
+        built = dg.materialize(
+            [raw.raw_items, raw.raw_users, raw.raw_events, *features.feature_assets],
+            partition_key=PARTITION, resources=resources(),
+        )
+        assert built.success
+        yield path
+
+
+def scratch_copy(home: Path, tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    """A writable copy of the published warehouse, to plant faults in."""
+    path = tmp_path / "scratch.duckdb"
+    shutil.copyfile(Store(home / "warehouse" / "crossfade.duckdb").current_snapshot(), path)
+    return duckdb.connect(str(path))
+
+
+def test_facts_for_every_user_most_active_first(home: Path, tmp_path: Path) -> None:
+    con = scratch_copy(home, tmp_path)
+    # no LLM answers yet: topics come from genres
+    con.execute("create or replace table enrich.item_topics (item_id varchar, status varchar, topics varchar[])")
+    facts = pl.from_arrow(enrichment_tables.user_facts(con, max_items=10))
+    assert facts["user_id"].to_list() == ["u1", "u2", "u3", "u4"]
+    by_user = {row["user_id"]: json.loads(row["facts_json"]) for row in facts.iter_rows(named=True)}
+    assert by_user["u3"] == {
+        "user_id": "u3", "type_shares": {"audiobook": 0.3333, "podcast": 0.6667},
+        "top_topics": ["science", "crime", "history"],  # weighted by events: two on p1, one each on a1 and a2
+        "active_days": 3, "plays_per_active_day": 1.0, "peak_time_of_day": "morning",
+        "top_items": [
+            {"title": "Rockets and Orbits", "item_type": "podcast", "completion_rate": 1.0, "topics": ["science"]},
+            {"title": "Rome in Ten Talks", "item_type": "audiobook", "completion_rate": 0.25, "topics": ["history"]},
+            {"title": "The Quiet Detective", "item_type": "audiobook", "completion_rate": 0.0, "topics": ["crime"]},
+        ],
+    }
+    assert (by_user["u1"]["peak_time_of_day"], by_user["u1"]["type_shares"], by_user["u1"]["active_days"]) == (
+        "evening", {"music": 1.0}, 8)
+    assert [item["title"] for item in by_user["u1"]["top_items"]] == ["Blue Piano", "Night Drive"]
+    assert by_user["u2"]["type_shares"] == {"music": 0.8333, "podcast": 0.1667}
+    assert by_user["u4"] == {"user_id": "u4", "type_shares": {}, "top_topics": [], "active_days": 0,
+                             "plays_per_active_day": 0.0, "peak_time_of_day": "none", "top_items": []}
+    assert all(UserFacts.model_validate(value) for value in by_user.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    metadata: dict[str, dict[str, Any]]  # by table
+    checks: dict[str, bool]
+    item_status: dict[str, str]
+    user_status: dict[str, str]
+    tables: dict[str, pl.DataFrame]
+
+
+def materialise_enrichment(home: Path) -> Run:
+    result = dg.materialize(ENRICHMENT, resources=resources())
+    metadata = {
+        ".".join(event.asset_key.path): {key: value.value for key, value in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+    checks = {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+    with Store(home / "warehouse" / "crossfade.duckdb").read() as con:
+        tables = {
+            "item_topics": con.execute("select * from enrich.item_topics order by item_id").pl(),
+            "user_profiles": con.execute("select * exclude (type_shares) from enrich.user_profiles order by user_id").pl(),
+            "text_embeddings": con.execute(
+                "select entity, entity_id, model, dim, input_hash, embedding from enrich.text_embeddings "
+                "order by entity, entity_id"
+            ).pl(),
+        }
+    return Run(
+        metadata, checks,
+        dict(tables["item_topics"].select("item_id", "status").iter_rows()),
+        dict(tables["user_profiles"].select("user_id", "status").iter_rows()),
+        tables,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(home: Path) -> list[Run]:
+    """Three enrichment runs with the bundled SmolLM2 and a budget of 2 calls per asset; nothing changes between."""
+    return [materialise_enrichment(home) for _ in range(3)]
+
+
+@pytest.mark.slow
+def test_first_run_spends_the_budget_on_the_most_listened_items_and_most_active_users(runs: list[Run]) -> None:
+    first = runs[0]
+    items, profiles = first.metadata["enrich.item_topics"], first.metadata["enrich.user_profiles"]
+    assert (items["calls"], items["cache_hits"], items["deferred"], items["left_for_next_run"]) == (2, 0, 1, 1)
+    assert items["prompt_tokens"] > 0 and items["completion_tokens"] > 0 and items["seconds"] > 0
+    assert first.item_status == {"p1": "ok", "a1": "ok", "a2": "pending"}  # music is not a graph type
+    assert (profiles["calls"], profiles["deferred"], profiles["users_with_listening"]) == (2, 1, 3)
+    assert first.user_status == {"u1": "ok", "u2": "ok", "u3": "pending", "u4": "no_activity"}
+    assert first.tables["user_profiles"]["facts_json"].null_count() == 0  # facts for every user, narrative or not
+    assert first.checks == dict.fromkeys(
+        ["enrich_item_topics_suite", "enrich_user_profiles_suite", "enrich_text_embeddings_suite"], True)
+
+
+@pytest.mark.slow
+def test_second_run_takes_what_the_first_left_and_reuses_the_rest(runs: list[Run]) -> None:
+    second = runs[1]
+    items, profiles = second.metadata["enrich.item_topics"], second.metadata["enrich.user_profiles"]
+    assert (items["calls"], items["cache_hits"], items["left_for_next_run"]) == (1, 2, 0)
+    assert second.item_status["a2"] == "ok"
+    # u3's facts now carry a2's topics: a new input, asked first as it was left pending
+    assert (profiles["calls"], profiles["cache_hits"], profiles["left_for_next_run"]) == (1, 2, 0)
+    assert second.user_status["u3"] == "ok"
+    embeddings = second.metadata["enrich.text_embeddings"]
+    assert (embeddings["encoded_items"], embeddings["skipped_items"]) == (1, 4)  # a2 gained topics
+    assert (embeddings["encoded_users"], embeddings["skipped_users"]) == (1, 2)  # u3 gained a narrative
+    assert all(second.checks.values())
+
+
+@pytest.mark.slow
+def test_unchanged_rerun_makes_no_llm_calls_and_encodes_nothing(runs: list[Run]) -> None:
+    second, third = runs[1], runs[2]
+    items, profiles = third.metadata["enrich.item_topics"], third.metadata["enrich.user_profiles"]
+    embeddings = third.metadata["enrich.text_embeddings"]
+    assert (items["calls"], items["cache_hits"], items["prompt_tokens"]) == (0, 3, 0)
+    assert (profiles["calls"], profiles["cache_hits"], profiles["prompt_tokens"]) == (0, 3, 0)
+    assert (embeddings["encoded_items"], embeddings["encoded_users"]) == (0, 0)
+    for name, table in third.tables.items():
+        assert table.equals(second.tables[name]), name
+
+
+@pytest.mark.slow
+def test_answers_follow_their_schemas_and_vectors_are_unit_length(runs: list[Run]) -> None:
+    final = runs[-1].tables
+    for row in final["item_topics"].iter_rows(named=True):
+        assert set(ItemTopics.model_validate({k: row[k] for k in ("language", "topics", "tags", "summary")}).topics) <= set(TOPICS)
+    narrated = final["user_profiles"].filter(pl.col("status") == "ok")
+    assert all(UserProfile.model_validate_json(text) for text in narrated["narrative_json"])
+    vectors = final["text_embeddings"]
+    assert set(vectors.select("entity", "entity_id").iter_rows()) == (
+        {("item", item[0]) for item in ITEMS} | {("user", user) for user in ("u1", "u2", "u3")})
+    matrix = np.array(vectors["embedding"].to_list(), dtype=np.float32)
+    assert matrix.shape == (8, 384) and set(vectors["dim"]) == {384}
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+
+
+def failed(report: Any) -> dict[str, Any]:
+    return {f"{failure['expectation']}:{failure['column']}": failure.get("unexpected_count") for failure in report.failed}
+
+
+@pytest.mark.slow
+def test_item_failure_rate_over_the_limit_fails_the_gate(runs: list[Run], home: Path, tmp_path: Path) -> None:
+    con = scratch_copy(home, tmp_path)
+    con.execute("update enrich.item_topics set status = 'failed', topics = null where item_id = 'p1'")
+    report = enrich_suites.item_topics_suite(con, Thresholds(), max_failure_rate=0.2)
+    assert failed(report) == {"expect_column_values_to_be_between:failure_rate": 1}
+    assert report.failed[0]["examples"] == [pytest.approx(1 / 3)]  # the rate behind the verdict
+    assert enrich_suites.item_topics_suite(con, Thresholds(), max_failure_rate=0.5).success  # 1 of 3 answers
+
+
+@pytest.mark.slow
+def test_bad_or_missing_vectors_fail_the_gate_with_their_counts(runs: list[Run], home: Path, tmp_path: Path) -> None:
+    con = scratch_copy(home, tmp_path)
+    con.execute("update enrich.text_embeddings set embedding = list_transform(embedding, v -> v * 2) where entity_id = 'm1'")
+    con.execute("delete from enrich.text_embeddings where entity = 'user' and entity_id = 'u2'")
+    assert failed(enrich_suites.text_embeddings_suite(con, Thresholds())) == {
+        "expect_column_values_to_be_between:norm": 1, "expect_column_values_to_be_in_set:has_embedding": 1,
+    }
+
+
+@pytest.mark.slow
+def test_an_active_user_without_a_profile_fails_the_gate(runs: list[Run], home: Path, tmp_path: Path) -> None:
+    con = scratch_copy(home, tmp_path)
+    con.execute("delete from enrich.user_profiles where user_id = 'u3'")
+    report = enrich_suites.user_profiles_suite(con, Thresholds())
+    assert failed(report) == {
+        "expect_column_values_to_be_in_set:has_row": 1, "expect_column_values_to_be_in_set:has_facts": 1,
+    }
+
+
+def test_http_backend_sends_the_key_but_never_shows_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CROSSFADE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CROSSFADE_HOME", str(tmp_path))
+    monkeypatch.setenv("CROSSFADE_LLM_BACKEND", "http")
+    monkeypatch.setenv("CROSSFADE_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("CROSSFADE_LLM_MODEL", "served-model")
+    monkeypatch.setenv("CROSSFADE_LLM_API_KEY_ENV", "TEST_ENDPOINT_KEY")
+    monkeypatch.setenv("CROSSFADE_LLM_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("TEST_ENDPOINT_KEY", "sk-test-secret")
+    backend = LLMBackend()
+    with backend.chat_model() as model:
+        assert isinstance(model, OpenAICompatible)
+        assert (model.name, model.max_concurrency) == ("served-model", 3)
+        assert model._client.headers["authorization"] == "Bearer sk-test-secret"
+        assert "sk-test-secret" not in repr(model)
+    assert model._client.is_closed
+    assert backend.describe() == {"llm_backend": "http", "llm_base_url": "http://127.0.0.1:9/v1"}
+
+
+def test_local_backend_is_loaded_once_per_process(home: Path) -> None:
+    with LLMBackend().chat_model() as first, LLMBackend().chat_model() as second:
+        assert first is second and first.name == "SmolLM2-135M-Instruct.Q4_1"

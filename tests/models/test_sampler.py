@@ -106,14 +106,13 @@ def test_uniform_without_replacement():
     graph = star_graph(podcasts=5, audiobooks=0)
     csr = graph.csr["podcast__podcast"]
     hub, degree = 0, 5  # p0
-    g = torch.Generator().manual_seed(0)
-    draws = Counter()
-    for _ in range(3000):
-        _, slot = sample_neighbours(csr, torch.tensor([hub]), 2, g)
-        assert slot.unique().numel() == 2
-        draws.update(csr.indices[slot].tolist())
+    target, slot = sample_neighbours(csr, torch.full((3000,), hub), 2, torch.Generator().manual_seed(0))
+    assert torch.equal(target, torch.arange(3000).repeat_interleave(2))
+    pairs = slot.view(3000, 2)
+    assert (pairs[:, 0] != pairs[:, 1]).all()  # without replacement
+    draws = Counter(csr.indices[slot].tolist())
     expected = 3000 * 2 / degree
-    assert all(abs(n - expected) < 0.1 * expected for n in draws.values()) and len(draws) == degree
+    assert len(draws) == degree and all(abs(n - expected) < 0.1 * expected for n in draws.values())
 
 
 def test_redrawn_each_call_and_deterministic_by_seed(graph):

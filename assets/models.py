@@ -1,0 +1,284 @@
+"""Model stage: HGNN item vectors, the 2T-HGNN bundle registered as a candidate, the gate, and promotion."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from assets.common import check_result, markdown_table, preview
+from models import hgnn, two_tower
+from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle, slice_metrics
+from models.evaluate import EvaluateConfig
+from models.graph import build_graph, relation_names
+from models.recommender import FeatureFrames
+from models.text_features import MODEL_NAME as HASHED_MODEL
+from models.text_features import hashed_text_embeddings
+from pipelines.resources import Crossfade, Warehouse
+from pipelines.settings import Settings
+from quality import check, model_suites
+from warehouse import registry
+from warehouse.store import run_sql, scalar
+
+MODEL_NAME = "two_tower_hgnn"
+PROMOTION_TOLERANCE = 0.10  # relative drop in cold HR@10 against the promoted model the gate still accepts
+GATE_MODELS = ("popularity", BUNDLED_MODEL)  # what the candidate is scored against before registration
+
+
+class HGNNRun(dg.Config):
+    max_epochs: int = 15  # early stopping on the validation edges usually ends sooner
+    patience: int = 3
+    seed: int = 0
+
+
+class TwoTowerRun(dg.Config):
+    epochs: int = 10
+    seed: int = 0
+
+
+def frames_from(con: duckdb.DuckDBPyConnection) -> FeatureFrames:
+    """The feature tables and raw.items as the polars frames every model function reads."""
+    return FeatureFrames(
+        interactions=con.sql("select * from features.interactions").pl(),
+        user_stats=con.sql("select * from features.user_stats").pl(),
+        item_stats=con.sql("select * from features.item_stats").pl(),
+        items=con.sql("select * from raw.items").pl(),
+        splits=con.sql("select * from features.splits").pl(),
+    )
+
+
+def text_embeddings_from(con: duckdb.DuckDBPyConnection, items: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """(item_id, embedding) from enrich.text_embeddings, else hashed text features; and which one was used."""
+    if _has_rows(con, "enrich", "text_embeddings", "entity = 'item'"):
+        frame = con.sql("select entity_id as item_id, embedding, model from enrich.text_embeddings "
+                        "where entity = 'item'").pl()
+        return frame.select("item_id", "embedding"), f"enrich.text_embeddings ({frame['model'][0]})"
+    return hashed_text_embeddings(items), f"{HASHED_MODEL} fallback (enrich.text_embeddings missing or empty)"
+
+
+def profile_embeddings_from(con: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
+    """(user_id, embedding) of user profiles, or None before enrichment has run."""
+    if not _has_rows(con, "enrich", "text_embeddings", "entity = 'user'"):
+        return None
+    return con.sql("select entity_id as user_id, embedding from enrich.text_embeddings where entity = 'user'").pl()
+
+
+def model_dir(settings: Settings, model_version: str) -> Path:
+    return settings.home / "models" / model_version
+
+
+def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+@dg.asset(key=["models", "hgnn_item_embeddings"], group_name="models", kinds={"pytorch", "duckdb"},
+          deps=[["features", "co_listen_edges"], ["enrich", "text_embeddings"], ["raw", "items"]])
+def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNRun, crossfade: Crossfade,
+                                warehouse: Warehouse) -> dg.MaterializeResult:
+    """Unit-length HGNN vectors of every graph-type and target-type item, edges or not (inductive).
+
+    Two heterogeneous GraphSAGE layers over the co-listening graph, trained by link prediction with the
+    balanced multi-link sampler; node features are the items' text embeddings.
+    """
+    settings = crossfade.settings()
+    node_types = sorted({*settings.graph_types, settings.target_type})
+    with warehouse.read() as con:
+        as_of = crossfade.as_of(context, con)
+        edges = con.sql("select * from features.co_listen_edges").pl()
+        items = con.sql("select * from raw.items").pl()
+        text, text_source = text_embeddings_from(con, items)
+    nodes = items.filter(pl.col("item_type").is_in(node_types)).select("item_id", "item_type").unique("item_id").sort("item_id")
+    graph = build_graph(edges, nodes, relation_names(settings.graph_types))
+    aligned = nodes.join(text, on="item_id", how="left", maintain_order="left")
+    missing = int(aligned["embedding"].null_count())
+    dim = int(text["embedding"].list.len().max())
+    filled = aligned["embedding"].fill_null(pl.lit([0.0] * dim, dtype=pl.List(pl.Float32)))
+    features = filled.cast(pl.List(pl.Float32)).explode().to_torch().reshape(nodes.height, dim)  # (N, d)
+    hgnn_config = hgnn.HGNNConfig(max_epochs=config.max_epochs, patience=config.patience, seed=config.seed,
+                                  num_threads=1)  # one thread: the 2-core host is shared with other steps
+    context.log.info(f"HGNN: {graph.num_nodes:,} items, edges {graph.edge_counts()}, text from {text_source}")
+    result = hgnn.train(graph, features, hgnn_config)
+    version = f"hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
+    folder = model_dir(settings, version)
+    folder.mkdir(parents=True, exist_ok=True)
+    hgnn.save_checkpoint(result.model_state, folder / "hgnn.pt")
+    with warehouse.write() as con:
+        con.register("hgnn_vectors", result.embeddings_frame().to_arrow())
+        run_sql(con, "models/hgnn_item_embeddings", {"model_version": version})
+        con.unregister("hgnn_vectors")
+        rows = scalar(con, "select count(*) from models.hgnn_item_embeddings")
+        sample = preview(con, "(select item_id, item_type, embedding[1:4] as head, model_version "
+                              "from models.hgnn_item_embeddings)")
+    curve = pl.DataFrame(result.curve)
+    context.log.info(f"models.hgnn_item_embeddings: {rows:,} vectors, best epoch {result.best_epoch} of "
+                     f"{len(result.curve)}, {result.timings['total']:.1f} s")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows, "model_version": version, "as_of": as_of.isoformat(),
+        "text_features": text_source, "items_without_text": missing,
+        "edges_by_relation": dg.MetadataValue.md(graph.edge_counts_markdown()),
+        "best_epoch": result.best_epoch, "epochs_run": len(result.curve),
+        "best_valid_loss": float(curve["valid_loss"][result.best_epoch - 1]),
+        "best_valid_auc": float(curve["valid_auc"][result.best_epoch - 1]),
+        "seconds": dg.MetadataValue.json({k: round(v, 2) for k, v in result.timings.items()}),
+        "training_curve": png_markdown(_curve_png(curve), "HGNN training curve"),
+        "curve": dg.MetadataValue.md(markdown_table(curve.with_columns(pl.col(pl.Float64).round(4)))),
+        "config": dg.MetadataValue.json(asdict(hgnn_config)),
+        "checkpoint": str(folder / "hgnn.pt"), "preview": sample,
+    })
+
+
+@dg.asset_check(asset=models_hgnn_item_embeddings, blocking=True, name="models_hgnn_item_embeddings_suite",
+                description="Gate: one finite unit vector per graph and target item, one width, one version.")
+def models_hgnn_item_embeddings_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.read() as con:
+        return check_result(check(con, "models.hgnn_item_embeddings", crossfade.thresholds()))
+
+
+@dg.asset(key=["models", "two_tower"], group_name="models", kinds={"pytorch", "duckdb"},
+          deps=[models_hgnn_item_embeddings, ["features", "interactions"], ["features", "user_stats"],
+                ["features", "item_stats"], ["features", "splits"], ["enrich", "text_embeddings"]])
+def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, crossfade: Crossfade,
+                     warehouse: Warehouse) -> dg.MaterializeResult:
+    """The production 2T-HGNN: trained once on the train period, saved as a bundle, registered as a candidate.
+
+    The model evaluated offline is this one (eval/offline_metrics loads the bundle); serving replaces its
+    periods by train + holdout to read each user's whole history. Registered metrics are its own per slice
+    and Popularity's, which the promotion gate compares.
+    """
+    settings = crossfade.settings()
+    with warehouse.read() as con:
+        as_of = crossfade.as_of(context, con)
+        frames = frames_from(con)
+        text, text_source = text_embeddings_from(con, frames.items)
+        profile = profile_embeddings_from(con)
+        vectors = con.sql("select item_id, item_type, embedding, model_version from models.hgnn_item_embeddings").pl()
+    hgnn_version = vectors["model_version"][0]
+    tt_config = two_tower.TwoTowerConfig(
+        target_type=settings.target_type, graph_types=settings.graph_types, item_types=settings.item_types,
+        epochs=config.epochs, seed=config.seed)
+    model = two_tower.fit(frames, tt_config, text_embeddings=text, hgnn_embeddings=vectors, profile_embeddings=profile)
+    version = f"2t-hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
+    splits = dict(zip(frames.splits["split"], frames.splits.select("start_at", "end_at").rows()))
+    manifest = {"model_version": version, "model_name": MODEL_NAME, "as_of": as_of.isoformat(),
+                "target_type": settings.target_type, "graph_types": list(settings.graph_types),
+                "text_model": text_source, "hgnn_version": hgnn_version, "uses_profiles": profile is not None,
+                "train_start": splits["train"][0].isoformat(), "train_end": splits["train"][1].isoformat()}
+    checkpoint = hgnn.load_checkpoint(model_dir(settings, hgnn_version) / "hgnn.pt")
+    bundle = ModelBundle(model, vectors.drop("model_version"), manifest, checkpoint)
+    folder = bundle.save(model_dir(settings, version))
+    eval_config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
+                                 k=settings.k, models=GATE_MODELS, two_tower=tt_config)
+    scores, _ = evaluate_bundle(bundle, frames, text, profile, eval_config)
+    metrics = slice_metrics(scores, BUNDLED_MODEL) | {
+        "reference": {"popularity": slice_metrics(scores, "popularity")},
+        "training": {"losses": model.losses, "losses_finite": all(math.isfinite(x) for x in model.losses),
+                     "seconds": round(model.seconds, 2)},
+    }
+    row = {"model_version": version, "model_name": MODEL_NAME, "as_of": as_of,
+           "train_start": splits["train"][0], "train_end": splits["train"][1],
+           "config": {"two_tower": asdict(tt_config), "hgnn": checkpoint["config"], "hgnn_version": hgnn_version,
+                      "text_model": text_source},
+           "metrics": metrics, "checkpoint_dir": str(folder)}
+    with warehouse.write() as con:
+        registry.register(con, row)
+    gate_rows = scores.filter(pl.col("metric").is_in(["hr@10", "ndcg@10", "recall@20"]))
+    context.log.info(f"models.two_tower: {version} trained in {model.seconds:.1f} s, cold HR@10 "
+                     f"{metrics['cold']['hr@10']:.4f} vs Popularity {metrics['reference']['popularity']['cold']['hr@10']:.4f}")
+    return dg.MaterializeResult(metadata={
+        "model_version": version, "as_of": as_of.isoformat(), "checkpoint_dir": str(folder),
+        "text_features": text_source, "profile_embeddings": profile is not None, "hgnn_version": hgnn_version,
+        "training_seconds": round(model.seconds, 2), "epochs": len(model.losses),
+        "final_loss": round(model.losses[-1], 4),
+        "training_curve": png_markdown(_curve_png(pl.DataFrame({"epoch": range(1, len(model.losses) + 1),
+                                                                "train_loss": model.losses})), "two-tower loss"),
+        "metrics": dg.MetadataValue.md(markdown_table(
+            gate_rows.pivot(on="slice", index=["model", "metric"], values="value")
+            .with_columns(pl.col(pl.Float64).round(4)))),
+    })
+
+
+@dg.asset_check(asset=models_two_tower, blocking=True, name="models_two_tower_promotion_gate",
+                description="Gate: finite losses, beats Popularity on cold HR@10, no regression beyond "
+                            f"{PROMOTION_TOLERANCE:.0%} against the promoted model.")
+def models_two_tower_promotion_gate(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """A failed gate marks the candidate 'rejected' with the reason, so the registry says why."""
+    with warehouse.read() as con:
+        candidate = registry.latest(con)
+        if candidate is None:
+            raise dg.Failure("models.registry is empty: materialise models/two_tower first")
+        report, facts = model_suites.promotion_gate(con, candidate["model_version"], PROMOTION_TOLERANCE)
+    reason = model_suites.gate_reason(report, facts, PROMOTION_TOLERANCE)
+    if not report.success and candidate["status"] == "candidate":
+        with warehouse.write() as con:
+            registry.reject(con, candidate["model_version"], f"promotion gate: {reason}")
+    return check_result(report, {"verdict": reason, "facts": dg.MetadataValue.json(facts),
+                                 "tolerance": PROMOTION_TOLERANCE})
+
+
+@dg.asset(key=["models", "registry"], deps=[models_two_tower], group_name="models", kinds={"duckdb"})
+def models_registry(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """Promotes the newest candidate (runs only when its gate passed); the old promoted model retires.
+
+    Older candidates still waiting, whose runs stopped before a verdict, are rejected as superseded.
+    """
+    with warehouse.write() as con:
+        waiting = registry.candidates(con)
+        if not waiting:
+            raise dg.Failure("no candidate in models.registry; materialise models/two_tower (and pass its gate)")
+        newest, stale = waiting[0], waiting[1:]
+        previous = registry.promoted(con)
+        for row in stale:
+            registry.reject(con, row["model_version"], f"superseded by {newest['model_version']} before a verdict")
+        registry.promote(con, newest["model_version"])
+        rows = scalar(con, "select count(*) from models.registry")
+        table = con.sql("select model_version, status, as_of, created_at, promoted_at, reason, "
+                        "round((metrics->'cold'->>'hr@10')::double, 4) as cold_hr10 "
+                        "from models.registry order by created_at desc limit 10").pl()
+    context.log.info(f"models.registry: promoted {newest['model_version']}"
+                     + (f", retired {previous['model_version']}" if previous else ""))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows, "promoted": newest["model_version"],
+        "retired": previous["model_version"] if previous else "",
+        "rejected_stale": len(stale), "registry": dg.MetadataValue.md(markdown_table(table)),
+    })
+
+
+@dg.asset_check(asset=models_registry, blocking=True, name="models_registry_suite",
+                description="Gate: unique versions, known statuses, exactly one promoted model.")
+def models_registry_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.read() as con:
+        return check_result(check(con, "models.registry", crossfade.thresholds()))
+
+
+def _curve_png(curve: pl.DataFrame) -> bytes:
+    """Losses by epoch (and validation AUC when present) as a small PNG."""
+    figure = Figure(figsize=(6, 3), layout="constrained")
+    ax = figure.subplots()
+    for column in ("train_loss", "valid_loss"):
+        if column in curve.columns:
+            ax.plot(curve["epoch"].to_list(), curve[column].to_list(), marker="o", label=column)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if "valid_auc" in curve.columns:
+        twin = ax.twinx()
+        twin.plot(curve["epoch"].to_list(), curve["valid_auc"].to_list(), color="grey", linestyle="--",
+                  label="valid_auc")
+        twin.set_ylabel("validation AUC")
+    ax.legend(loc="upper right", fontsize="small")
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
+
+
+def _has_rows(con: duckdb.DuckDBPyConnection, schema: str, table: str, where: str) -> bool:
+    present = scalar(con, "select count(*) from duckdb_tables() where schema_name = $schema and table_name = $table",
+                     {"schema": schema, "table": table})
+    return bool(present) and bool(scalar(con, f"select count(*) from {schema}.{table} where {where}"))
+

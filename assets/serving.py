@@ -1,0 +1,187 @@
+"""Serving stage: nightly candidate lists staged, gated, then published to serving.candidates in one transaction."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from assets.common import check_result, markdown_table
+from models.bundle import ModelBundle
+from models.candidates import ServingInputs, generate
+from models.recommender import FeatureFrames
+from models.text_features import MODEL_NAME as HASHED_TEXT, hashed_text_embeddings
+from models.two_tower import TwoTowerModel
+from pipelines.partitions import events_partitions
+from pipelines.resources import Crossfade, Warehouse
+from pipelines.settings import Settings
+from quality import check
+from warehouse import registry
+from warehouse.enrichment_tables import table_exists
+from warehouse.store import run_sql, scalar, sql_text
+
+STAGING = "serving.candidates_staging"
+PUBLISHED = "serving.candidates"
+
+
+class CandidatesRun(dg.Config):
+    chunk_users: int = 0  # 0: retrieval sizes chunks to about 128 MiB of scores per worker
+
+
+def promoted_model(con: duckdb.DuckDBPyConnection, settings: Settings) -> tuple[str, TwoTowerModel, pl.DataFrame] | None:
+    """(model_version, two-tower, HGNN item embeddings) of the promoted bundle, or None before any promotion."""
+    row = registry.promoted(con)
+    if row is None:
+        return None
+    directory = Path(row.get("checkpoint_dir") or settings.home / "models" / row["model_version"])
+    bundle = ModelBundle.load(directory)
+    return row["model_version"], bundle.two_tower, bundle.hgnn_embeddings
+
+
+def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt.date,
+                   hgnn_embeddings: pl.DataFrame | None) -> tuple[ServingInputs, str]:
+    """Feature frames and embeddings for `as_of`, and the name of the text vectors used."""
+    features_as_of = scalar(con, "select max(end_at)::date from features.splits where split = 'holdout'")
+    if features_as_of != as_of:
+        raise dg.Failure(f"features.* were built for as-of {features_as_of}, candidates are for {as_of}; "
+                         "materialise the features/* assets for this partition first")
+    frames = FeatureFrames(
+        interactions=con.sql("select * from features.interactions").pl(),
+        user_stats=con.sql("select * from features.user_stats").pl(),
+        item_stats=con.sql("select * from features.item_stats").pl(),
+        items=con.sql("select * from raw.items").pl(),
+        splits=con.sql("select * from features.splits").pl(),
+    )
+    embeddings = pl.DataFrame(schema={"entity": pl.String, "entity_id": pl.String, "embedding": pl.List(pl.Float32)})
+    if table_exists(con, "enrich.text_embeddings"):
+        embeddings = con.sql("select entity, entity_id, embedding from enrich.text_embeddings").pl()
+    text = embeddings.filter(pl.col("entity") == "item").select(pl.col("entity_id").alias("item_id"), "embedding")
+    profiles = embeddings.filter(pl.col("entity") == "user").select(pl.col("entity_id").alias("user_id"), "embedding")
+    source = "enrich.text_embeddings"
+    if text.is_empty():
+        text, source = hashed_text_embeddings(frames.items), HASHED_TEXT
+    inputs = ServingInputs(frames, text, as_of, settings.target_type, settings.k, hgnn_embeddings,
+                           profiles if profiles.height else None)
+    return inputs, source
+
+
+@dg.asset(
+    key=["serving", "candidates_staging"], partitions_def=events_partitions, group_name="serving", kinds={"duckdb"},
+    deps=[["models", "registry"], ["features", "interactions"], ["features", "user_stats"],
+          ["features", "item_stats"], ["enrich", "text_embeddings"]],
+)
+def serving_candidates_staging(context: dg.AssetExecutionContext, config: CandidatesRun, crossfade: Crossfade,
+                               warehouse: Warehouse) -> dg.MaterializeResult:
+    """Top-K target-type items per active user from the promoted two-tower, staged for the gate.
+
+    Exact retrieval over released items the user has not touched, streamed to DuckDB a chunk of users at
+    a time. Users the model knows nothing about get popularity within their language and genre
+    (is_fallback). Before any model is promoted every list is that fallback, flagged, and a warning says so.
+    """
+    settings = crossfade.settings()
+    with warehouse.read() as con:
+        as_of = crossfade.as_of(context, con)
+        promoted = promoted_model(con, settings)
+        inputs, text_source = serving_inputs(con, settings, as_of, promoted[2] if promoted else None)
+    if promoted is None:
+        context.log.warning("models.registry has no promoted model: every list is the popularity fallback; "
+                            "materialise models/registry to promote one")
+    model_version, model = (promoted[0], promoted[1]) if promoted else ("none", None)
+    started = time.perf_counter()
+    with warehouse.write() as con:
+        con.execute(sql_text("serving/tables"))
+        run_sql(con, "serving/candidates_staging_clear", {"as_of": as_of})
+        for chunk in generate(inputs, model, model_version, chunk_users=config.chunk_users or None):
+            con.register("chunk", chunk.to_arrow())
+            run_sql(con, "serving/candidates_staging_insert", {"as_of": as_of})
+            con.unregister("chunk")
+        seconds = time.perf_counter() - started
+        rows, users, fallback_users = con.execute(
+            "select count(*), count(distinct user_id), count(distinct user_id) filter (where is_fallback) "
+            "from serving.candidates_staging where as_of = $as_of", {"as_of": as_of}).fetchall()[0]
+        sample = _sample(con, STAGING, as_of)
+    context.log.info(f"{STAGING} {as_of}: {rows:,} rows for {users:,} users ({fallback_users:,} fallback) "
+                     f"from model {model_version} in {seconds:.1f} s")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows, "as_of": as_of.isoformat(), "users": users, "fallback_users": fallback_users,
+        "model_version": model_version, "text_embeddings": text_source, "k": settings.k,
+        "seconds": round(seconds, 3), "users_per_s": round(users / seconds, 1) if seconds else 0.0,
+        "preview": sample,
+    })
+
+
+@dg.asset_check(asset=serving_candidates_staging, blocking=True, name="serving_candidates_staging_suite",
+                description="Gate before publish: K per active user, no duplicates, nothing consumed, "
+                            "released catalogue items only, scores descending by rank, catalogue coverage.")
+def serving_candidates_staging_gate(context: dg.AssetCheckExecutionContext, crossfade: Crossfade,
+                                    warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.read() as con:
+        as_of = crossfade.as_of(context, con)
+        report = check(con, STAGING, crossfade.thresholds((as_of,)))
+    return check_result(report, {"as_of": as_of.isoformat()})
+
+
+@dg.asset(key=["serving", "candidates"], deps=[serving_candidates_staging], partitions_def=events_partitions,
+          group_name="serving", kinds={"duckdb"})
+def serving_candidates(context: dg.AssetExecutionContext, crossfade: Crossfade,
+                       warehouse: Warehouse) -> dg.MaterializeResult:
+    """The served lists: the gated staging rows of the as-of date replace that date's lists in one transaction.
+
+    Runs only after the staging gate passed; readers of the published snapshot see the old lists or the
+    new ones, never a mix, and a failed gate leaves the previous lists in place.
+    """
+    with warehouse.write() as con:
+        as_of = crossfade.as_of(context, con)
+        con.execute(sql_text("serving/tables"))
+        con.begin()
+        try:
+            run_sql(con, "serving/candidates_unpublish", {"as_of": as_of})
+            run_sql(con, "serving/candidates_publish", {"as_of": as_of})
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        rows, users, fallback_users, dates = con.execute(
+            "select count(*) filter (where as_of = $as_of), count(distinct user_id) filter (where as_of = $as_of), "
+            "count(distinct user_id) filter (where as_of = $as_of and is_fallback), count(distinct as_of) "
+            "from serving.candidates", {"as_of": as_of}).fetchall()[0]
+        sample = _sample(con, PUBLISHED, as_of)
+    context.log.info(f"{PUBLISHED} {as_of}: published {rows:,} rows for {users:,} users")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows, "as_of": as_of.isoformat(), "users": users, "fallback_users": fallback_users,
+        "as_of_dates_served": dates, "preview": sample,
+    })
+
+
+@dg.asset_check(asset=serving_candidates, blocking=True, name="serving_candidates_suite",
+                description="The published lists of the as-of date pass the same suite as staging.")
+def serving_candidates_gate(context: dg.AssetCheckExecutionContext, crossfade: Crossfade,
+                            warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.read() as con:
+        as_of = crossfade.as_of(context, con)
+        report = check(con, PUBLISHED, crossfade.thresholds((as_of,)))
+    return check_result(report, {"as_of": as_of.isoformat()})
+
+
+def _sample(con: duckdb.DuckDBPyConnection, table: str, as_of: dt.date) -> dg.MetadataValue:
+    """The top 5 of one cold user (no target-type history) when there is one: what the stage is for."""
+    frame = con.execute(
+        f"""
+        with cold as (
+            select c.user_id, coalesce(not s.is_warm, true) as is_cold
+            from {table} as c left join features.user_stats as s on c.user_id = s.user_id
+            where c.as_of = $as_of
+            order by is_cold desc, c.user_id
+            limit 1
+        )
+        select c.user_id, c.rank, c.item_id, i.title, round(c.score, 4) as score, c.explanation, c.is_fallback
+        from {table} as c
+        inner join cold using (user_id)
+        left join raw.items as i on c.item_id = i.item_id
+        where c.as_of = $as_of and c.rank <= 5
+        order by c.rank
+        """, {"as_of": as_of}).pl()
+    return dg.MetadataValue.md(markdown_table(frame))

@@ -1,0 +1,209 @@
+"""Scale: time and peak memory of each nightly stage on a generated world, and how they grow with its size."""
+from pathlib import Path
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the package installed
+
+END_DATE = dt.date(2026, 1, 31)  # fixed, so a cached world stays valid on later days
+ITEM_TYPES = ("music", "podcast", "audiobook")
+ITEM_SHARES = {"music": 0.5, "podcast": 0.3, "audiobook": 0.2}  # of --items
+STAGES = ("ingest", "features", "retrieval")
+RETRIEVAL_DIM = 64
+RETRIEVAL_K = 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=50_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--fractions", default="0.1,1.0",
+                        help="sizes to run, as shares of --users/--items/--events (growth is reported between them)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "out",
+                        help="generated landing zones are kept here and reused")
+    parser.add_argument("--stage", choices=(*STAGES, "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(STAGE_WORKERS[args.stage](args)))
+        return
+    stages = tuple(stage.strip() for stage in args.stages.split(",") if stage.strip())
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"--stages: unknown {unknown}; choose from {list(STAGES)}")
+    fractions = sorted(float(part) for part in args.fractions.split(","))
+    if not fractions or min(fractions) <= 0:
+        raise SystemExit(f"--fractions must be positive shares such as 0.1,1.0 (got {args.fractions!r})")
+    runs = {fraction: _measure(args, fraction, stages) for fraction in fractions}
+    _print_growth(runs, stages)
+
+
+def _world(args: argparse.Namespace, fraction: float) -> tuple[Path, dict]:
+    """The cached landing zone of this size, generated on first use."""
+    from warehouse.simulate import WorldConfig, simulate
+
+    users, items, events = (max(1, round(value * fraction)) for value in (args.users, args.items, args.events))
+    name = f"scale-u{users}-i{items}-e{events}-d{args.days}-s{args.seed}"
+    folder = args.cache / name
+    if not (folder / "_world.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"generating {name} (once; later runs reuse it)", flush=True)
+        started = time.perf_counter()
+        config = WorldConfig(
+            users=users, days=args.days, seed=args.seed, end_date=END_DATE,
+            events_per_user_day=events / (users * args.days),
+            items_per_type={kind: max(200, round(items * share)) for kind, share in ITEM_SHARES.items()},
+        )
+        simulate(config, folder)
+        print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
+    return folder, json.loads((folder / "_world.json").read_text())
+
+
+def _run_stage(stage: str, landing_dir: Path, database: Path) -> dict:
+    """One stage in a fresh process; wait4 gives that process's own peak RSS."""
+    command = [sys.executable, __file__, f"--stage={stage}", f"--landing={landing_dir}", f"--database={database}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"stage {stage} failed:\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_gib"] = usage.ru_maxrss / 2**20  # KiB on Linux
+    return result
+
+
+def _measure(args: argparse.Namespace, fraction: float, stages: tuple[str, ...]) -> dict:
+    landing_dir, world = _world(args, fraction)
+    rows = world["event_rows"]
+    print(f"\nfraction {fraction:g}: {world['users']:,} users, {sum(world['items_per_type'].values()):,} items, "
+          f"{rows:,} event rows in {world['event_files']} files", flush=True)
+    work = args.cache / f"scale-work-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    database = work / "crossfade.duckdb"
+    try:
+        results = {"rows": rows, "baseline": _run_stage_baseline(landing_dir, work)}
+        base = results["baseline"]
+        print(f"  {'baseline: plain DuckDB load':<32}{base['seconds']:8.1f} s  peak {base['peak_gib']:5.2f} GiB  "
+              f"{rows / base['seconds']:>12,.0f} rows/s", flush=True)
+        for stage in stages:
+            result = _run_stage(stage, landing_dir, database)
+            results[stage] = result
+            detail = result.get("detail") or ", ".join(f"{key} {value:.1f}" for key, value in result["phases"].items())
+            print(f"  {stage:<32}{result['seconds']:8.1f} s  peak {result['peak_gib']:5.2f} GiB  [{detail}]", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _run_stage_baseline(landing_dir: Path, work: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    return _run_stage("baseline", landing_dir, work / "baseline.duckdb")
+
+
+def _print_growth(runs: dict[float, dict], stages: tuple[str, ...]) -> None:
+    fractions = sorted(runs)
+    print(f"\n{'stage':<12}" + "".join(f"{f'{f:g}: s':>12}{'GiB':>7}" for f in fractions) + f"{'time growth':>14}")
+    for stage in ("baseline", *stages):
+        cells = "".join(f"{runs[f][stage]['seconds']:>12.1f}{runs[f][stage]['peak_gib']:>7.2f}" for f in fractions)
+        growth = runs[fractions[-1]][stage]["seconds"] / runs[fractions[0]][stage]["seconds"]
+        print(f"{stage:<12}{cells}{growth:>13.1f}x")
+    size_growth = runs[fractions[-1]]["rows"] / runs[fractions[0]]["rows"]
+    print(f"event rows grew {size_growth:.1f}x")
+    top = runs[fractions[-1]]
+    ours = top["rows"] / top["ingest"]["seconds"] * 60 if "ingest" in top else 0.0
+    baseline = top["rows"] / top["baseline"]["seconds"] * 60
+    print(f"RESULT scale_ingest ours={ours:.0f} baseline={baseline:.0f} ratio={ours / baseline:.3f} unit=events/min")
+
+
+def _ingest(args: argparse.Namespace) -> dict:
+    from warehouse import ingest, landing
+    from warehouse.store import Store
+
+    phases: dict[str, float] = {}
+    started = time.perf_counter()
+    with Store(args.database).write(publish=False) as con:
+        mark = time.perf_counter()
+        ingest.ingest_items(con, args.landing, ITEM_TYPES)
+        ingest.ingest_users(con, args.landing)
+        phases["items+users"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        for key in landing.event_partitions(args.landing):
+            ingest.ingest_events(con, args.landing, key)
+        phases["events"] = time.perf_counter() - mark
+    return {"seconds": time.perf_counter() - started, "phases": phases}
+
+
+def _features(args: argparse.Namespace) -> dict:
+    from warehouse import features
+    from warehouse.store import Store
+
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+    with Store(args.database).write(publish=False) as con:
+        params = features.FeatureParams(as_of=features.latest_as_of(con))
+        for name in features.FEATURE_TABLES:
+            phases[name] = features.build_table(con, name, params).seconds
+    return {"seconds": time.perf_counter() - started, "phases": phases}
+
+
+def _retrieval(args: argparse.Namespace) -> dict:
+    """Top-K target items for every user from random unit vectors: the candidate stage's arithmetic."""
+    import numpy as np
+
+    from models.retrieval import top_k_items
+    from warehouse.store import Store
+
+    with Store(args.database).write(publish=False) as con:
+        users = con.execute("select count(*) from features.user_stats").fetchall()[0][0]
+        items = con.execute("select count(*) from raw.items where item_type = 'audiobook'").fetchall()[0][0]
+    rng = np.random.default_rng(0)
+    user_vectors = rng.standard_normal((users, RETRIEVAL_DIM), dtype=np.float32)
+    item_vectors = rng.standard_normal((items, RETRIEVAL_DIM), dtype=np.float32)
+    started = time.perf_counter()
+    ranked = sum(int((chunk.items >= 0).sum()) for chunk in top_k_items(user_vectors, item_vectors, RETRIEVAL_K))
+    return {"seconds": time.perf_counter() - started, "detail": f"{users:,} users x {items:,} items, top {RETRIEVAL_K}",
+            "ranked": ranked}
+
+
+def _baseline(args: argparse.Namespace) -> dict:
+    """Every event file loaded into one table by DuckDB with no typing, accounting or dedup."""
+    import duckdb
+
+    from warehouse import landing
+
+    started = time.perf_counter()
+    con = duckdb.connect(str(args.database))
+    readers = {"jsonl": "read_json_auto($paths, union_by_name = true, ignore_errors = true)",
+               "csv": "read_csv_auto($paths, union_by_name = true, ignore_errors = true, all_varchar = true)",
+               "parquet": "read_parquet($paths, union_by_name = true)"}
+    paths: dict[str, list[str]] = {}
+    for key in landing.event_partitions(args.landing):
+        for entry in landing.data_files(landing.event_partition_dir(args.landing, key)):
+            paths.setdefault(entry.fmt, []).append(str(entry.path))
+    con.execute("create table events (event_id varchar, user_id varchar, item_id varchar)")
+    for fmt, files in paths.items():
+        con.execute(f"insert into events select cast(event_id as varchar), cast(user_id as varchar), "
+                    f"cast(item_id as varchar) from {readers[fmt]}", {"paths": files})
+    con.execute("checkpoint")
+    con.close()
+    return {"seconds": time.perf_counter() - started}
+
+
+STAGE_WORKERS = {"ingest": _ingest, "features": _features, "retrieval": _retrieval, "baseline": _baseline}
+
+
+if __name__ == "__main__":
+    main()

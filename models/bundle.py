@@ -1,0 +1,109 @@
+"""A trained 2T-HGNN as one folder, and its offline evaluation beside the paper's baselines."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from models import hgnn
+from models.evaluate import EvaluateConfig, _builders, holdout_targets
+from models.metrics import offline_metrics
+from models.recommender import FeatureFrames, VectorRecommender
+from models.two_tower import TwoTowerModel
+
+FILES = {"two_tower": "two_tower.pt", "hgnn": "hgnn.pt", "embeddings": "hgnn_item_embeddings.parquet",
+         "manifest": "manifest.json"}
+BUNDLED_MODEL = "two_tower_hgnn"
+LIST_LENGTH_KEPT = 10  # the judge reads top-10 lists
+
+
+@dataclass
+class ModelBundle:
+    """What serving needs to score users: the two-tower model, the item vectors it was trained on, the HGNN."""
+
+    two_tower: TwoTowerModel
+    hgnn_embeddings: pl.DataFrame  # item_id, item_type, embedding
+    manifest: dict[str, Any]  # model_version, as_of, target_type, text_model, ...
+    hgnn_checkpoint: dict[str, Any] | None = None  # models.hgnn.checkpoint(); None when trained without HGNN
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the four files into `directory` (created); returns it."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.two_tower.save(folder / FILES["two_tower"])
+        if self.hgnn_checkpoint is not None:
+            hgnn.save_checkpoint(self.hgnn_checkpoint, folder / FILES["hgnn"])
+        self.hgnn_embeddings.select("item_id", "item_type", "embedding").write_parquet(folder / FILES["embeddings"])
+        (folder / FILES["manifest"]).write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
+        return folder
+
+    @staticmethod
+    def load(directory: str | Path) -> ModelBundle:
+        folder = Path(directory)
+        missing = [name for key, name in FILES.items() if key != "hgnn" and not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: missing {missing}; point at a folder written by ModelBundle.save "
+                                    "(checkpoint_dir in models.registry)")
+        checkpoint = hgnn.load_checkpoint(folder / FILES["hgnn"]) if (folder / FILES["hgnn"]).is_file() else None
+        return ModelBundle(
+            two_tower=TwoTowerModel.load(folder / FILES["two_tower"]),
+            hgnn_embeddings=pl.read_parquet(folder / FILES["embeddings"]),
+            manifest=json.loads((folder / FILES["manifest"]).read_text()),
+            hgnn_checkpoint=checkpoint,
+        )
+
+    def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
+                    profile_embeddings: pl.DataFrame | None = None) -> VectorRecommender:
+        """The bundled two-tower model over its own periods, with the HGNN vectors it was trained on."""
+        graph = self.hgnn_embeddings if self.two_tower.config.use_hgnn else None
+        return self.two_tower.recommender(frames, candidates, text_embeddings, graph, profile_embeddings)
+
+
+def evaluate_bundle(bundle: ModelBundle, frames: FeatureFrames, text_embeddings: pl.DataFrame,
+                    profile_embeddings: pl.DataFrame | None, config: EvaluateConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(metrics, lists) of every model in `config.models` on the holdout after the cut.
+
+    'two_tower_hgnn' is the bundled model itself (not retrained, so what is evaluated is what is served);
+    the baselines are trained here on the train period with the bundle's HGNN vectors, as models.evaluate
+    does. metrics: (model, slice, metric, value, std_error, users); lists: (model, user_id, item_id, rank,
+    score), the top 10 of every model for every evaluated user.
+    """
+    if bundle.two_tower.config.periods != ("train",):
+        raise ValueError(f"the bundle was trained on periods {bundle.two_tower.config.periods}; offline evaluation "
+                         "needs a model trained on ('train',) only, or it would have seen the holdout")
+    catalogue = frames.released(config.target_type, frames.cut())
+    if catalogue.len() == 0:
+        raise ValueError(f"no {config.target_type!r} item was released before the cut {frames.cut()}; "
+                         "check raw.items release dates or the target type")
+    targets = holdout_targets(frames, config.target_type, catalogue)
+    users = targets["user_id"].unique().sort()
+    tt = replace(bundle.two_tower.config, periods=("train",))
+    builders = _builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings, catalogue,
+                         replace(config, two_tower=tt))
+    builders[BUNDLED_MODEL] = lambda: bundle.recommender(frames, catalogue, text_embeddings, profile_embeddings)
+    unknown = [name for name in config.models if name not in builders]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {sorted(builders)}")
+    metrics, lists = [], []
+    for name in config.models:
+        recommendations = builders[name]().recommend(users, config.list_length)
+        scores = offline_metrics(recommendations, targets, frames.user_stats, frames.item_stats, catalogue.len(),
+                                 config.k, config.list_length)
+        metrics.append(scores.select(pl.lit(name).alias("model"), pl.all()))
+        lists.append(recommendations.filter(pl.col("rank") <= LIST_LENGTH_KEPT)
+                     .select(pl.lit(name).alias("model"), "user_id", "item_id", "rank", "score"))
+    return pl.concat(metrics), pl.concat(lists)
+
+
+def slice_metrics(metrics: pl.DataFrame, model: str) -> dict[str, dict[str, float]]:
+    """{slice: {metric: value}} of one model, the shape of models.registry.metrics."""
+    rows = metrics.filter(pl.col("model") == model)
+    if rows.height == 0:
+        raise ValueError(f"no metrics for model {model!r} (got models {metrics['model'].unique().to_list()})")
+    out: dict[str, dict[str, float]] = {}
+    for slice_name, metric, value in rows.select("slice", "metric", "value").iter_rows():
+        out.setdefault(slice_name, {})[metric] = value
+    return out

@@ -1,0 +1,254 @@
+"""Nightly candidate lists: exact two-tower top-K per active user, popularity fallback, short explanations."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from models.recommender import FeatureFrames, consumed_pairs, embedding_table, positions
+from models.retrieval import TopKChunk, top_k_items
+from models.two_tower import TwoTowerModel
+
+SERVING_PERIODS = ("train", "holdout")  # at serve time the whole window through as_of is history
+HISTORY_ITEMS = 20  # explanations compare each candidate with the user's most engaged items only
+USER_BATCH = 65_536  # users whose tower inputs are built at once; bounds memory on large user tables
+FALLBACK_MODEL = "popularity"  # model_version of fallback rows
+COLUMNS = {
+    "user_id": pl.String, "item_id": pl.String, "rank": pl.Int32, "score": pl.Float32,
+    "explanation": pl.String, "is_fallback": pl.Boolean, "model_version": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class ServingInputs:
+    """What candidate generation reads, all as of one date (features built for it)."""
+
+    frames: FeatureFrames
+    text_embeddings: pl.DataFrame  # (item_id, embedding): enrich.text_embeddings of items
+    as_of: dt.date
+    target_type: str
+    k: int
+    hgnn_embeddings: pl.DataFrame | None = None  # (item_id, embedding) of the promoted bundle
+    profile_embeddings: pl.DataFrame | None = None  # (user_id, embedding): enrich.text_embeddings of users
+
+    def history(self) -> pl.DataFrame:
+        return self.frames.history(SERVING_PERIODS)
+
+    def active_users(self) -> pl.Series:
+        """Users with any interaction in the window through as_of."""
+        return self.history()["user_id"].cast(pl.String).unique().sort()
+
+    def catalogue(self) -> pl.DataFrame:
+        """Target-type items released before as_of: (item_id, title, language, genres), by item_id."""
+        released = self.frames.released(self.target_type, self.as_of).cast(pl.String).to_frame("item_id")
+        return released.join(self.frames.items.select(pl.col("item_id").cast(pl.String), "title", "language", "genres")
+                              .unique("item_id"), on="item_id", how="left").sort("item_id")
+
+    def consumed(self) -> pl.DataFrame:
+        """(user_id, item_id) of every target-type item a user touched in the window, skips included."""
+        return consumed_pairs(self.history(), self.target_type).cast(pl.String)
+
+
+def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: str,
+             chunk_users: int | None = None) -> Iterator[pl.DataFrame]:
+    """Frames of candidate rows (COLUMNS), a bounded chunk of users at a time, every active user once.
+
+    Users the model can score (some history item known to it) get its exact top K by dot product;
+    the others, or everyone when `model` is None, get the popularity fallback (is_fallback = true).
+    """
+    users = inputs.active_users()
+    catalogue = inputs.catalogue()
+    if catalogue.height == 0:
+        raise ValueError(f"no {inputs.target_type!r} item is released before {inputs.as_of}; "
+                         "check raw.items and target_type")
+    consumed = inputs.consumed()
+    scorable = users.clear() if model is None else scorable_users(inputs, users)
+    fallback = users.filter(~users.is_in(scorable.implode()))
+    if fallback.len():
+        yield fallback_lists(inputs, fallback, catalogue, consumed)
+    if model is None or scorable.len() == 0:
+        return
+    serving = dataclasses.replace(model, config=dataclasses.replace(model.config, periods=SERVING_PERIODS))
+    item_ids, item_vectors = serving.item_vectors(inputs.frames, inputs.text_embeddings, inputs.hgnn_embeddings,
+                                                  catalogue["item_id"])
+    explainer = Explainer.build(inputs, catalogue)
+    for start in range(0, scorable.len(), USER_BATCH):
+        batch = scorable.slice(start, USER_BATCH)
+        user_ids, user_vectors = serving.user_vectors(inputs.frames, inputs.text_embeddings, inputs.hgnn_embeddings,
+                                                      inputs.profile_embeddings, user_ids=batch)
+        indptr, indices = consumed_csr(consumed, user_ids, item_ids)
+        chunks = top_k_items(user_vectors, item_vectors, inputs.k, exclude_indptr=indptr, exclude_indices=indices,
+                             chunk_users=chunk_users)
+        for chunk in chunks:
+            yield explainer.explain(_chunk_frame(chunk, user_ids, item_ids), model_version)
+
+
+def scorable_users(inputs: ServingInputs, users: pl.Series) -> pl.Series:
+    """Users with at least one history item the model has a vector for (text or HGNN).
+
+    A user whose every item is missing from the embedding tables (say, only items landed after the last
+    enrichment) would be placed by demographics alone; popularity in their language and genres beats that.
+    """
+    known = inputs.text_embeddings.select(pl.col("item_id").cast(pl.String))
+    if inputs.hgnn_embeddings is not None:
+        known = pl.concat([known, inputs.hgnn_embeddings.select(pl.col("item_id").cast(pl.String))])
+    history = inputs.history().select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+    ok = history.join(known.unique(), on="item_id", how="semi")["user_id"].unique()
+    return users.filter(users.is_in(ok.implode()))
+
+
+def consumed_csr(consumed: pl.DataFrame, user_ids: pl.Series, item_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """CSR over `user_ids` rows: row r lists the rows of `item_ids` that user r must not get."""
+    pairs = (consumed.join(positions(user_ids, "user_id").rename({"row": "u"}), on="user_id")
+             .join(positions(item_ids, "item_id").rename({"row": "i"}), on="item_id").sort("u", "i"))
+    counts = np.bincount(pairs["u"].to_numpy(), minlength=user_ids.len())
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return indptr, pairs["i"].to_numpy().astype(np.int64)
+
+
+def _chunk_frame(chunk: TopKChunk, user_ids: pl.Series, item_ids: pl.Series) -> pl.DataFrame:
+    rows, cols = np.nonzero(chunk.items >= 0)
+    return pl.DataFrame({
+        "user_id": user_ids.cast(pl.String).gather(chunk.user_start + rows),
+        "item_id": item_ids.cast(pl.String).gather(chunk.items[rows, cols]),
+        "rank": pl.Series(cols + 1, dtype=pl.Int32),
+        "score": pl.Series(chunk.scores[rows, cols], dtype=pl.Float32),
+    })
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """'because you listened to <title>': the user's history item whose text is nearest to the candidate's."""
+
+    history: pl.DataFrame  # (user_id, item_id, verb, h): each user's most engaged items, h = 0..H-1
+    titles: pl.DataFrame  # (item_id, title) of every item
+    text_ids: pl.Series
+    text: torch.Tensor  # (n, d) unit text vectors
+
+    @staticmethod
+    def build(inputs: ServingInputs, catalogue: pl.DataFrame) -> Explainer:
+        ids, text = embedding_table(inputs.text_embeddings, "item_id")
+        engaged = (
+            inputs.history().select(
+                pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String), "count_events",
+                pl.when(pl.col("is_played")).then(pl.lit("listened to")).otherwise(pl.lit("showed interest in"))
+                .alias("verb"))
+            .group_by("user_id", "item_id").agg(pl.col("count_events").sum(), pl.col("verb").min())
+            .join(ids.to_frame("item_id"), on="item_id", how="semi")
+            .sort(["user_id", "count_events", "item_id"], descending=[False, True, False])
+            .group_by("user_id", maintain_order=True).head(HISTORY_ITEMS)
+            .with_columns(h=pl.int_range(pl.len()).over("user_id"))
+            .drop("count_events")
+        )
+        titles = inputs.frames.items.select(pl.col("item_id").cast(pl.String),
+                                            pl.coalesce(pl.col("title"), pl.col("item_id")).alias("title"))
+        return Explainer(engaged, titles.unique("item_id"), ids, text)
+
+    def explain(self, frame: pl.DataFrame, model_version: str) -> pl.DataFrame:
+        """The frame (user_id, item_id, rank, score) with explanation, is_fallback = false and model_version."""
+        users = frame["user_id"].unique(maintain_order=True)
+        k = int(frame["rank"].max() or 0)
+        row_of = positions(users, "user_id").rename({"row": "u"})
+        history = self.history.join(row_of, on="user_id")
+        d = self.text.shape[1]
+        # Text vectors of each user's history (U, H, d) and of their candidates (U, K, d), zero where absent.
+        hist_rows = _rows(history["item_id"], self.text_ids)
+        hist = torch.zeros(users.len(), HISTORY_ITEMS, d)
+        present = torch.zeros(users.len(), HISTORY_ITEMS, dtype=torch.bool)
+        u, h = history["u"].to_torch(), history["h"].cast(pl.Int64).to_torch()
+        hist[u, h] = self.text[hist_rows.clamp(min=0)]
+        present[u, h] = hist_rows >= 0
+        ranked = frame.join(row_of, on="user_id")
+        cand_rows = _rows(ranked["item_id"], self.text_ids)
+        cand = torch.zeros(users.len(), k, d)
+        cu, cr = ranked["u"].to_torch(), ranked["rank"].cast(pl.Int64).to_torch() - 1
+        cand[cu, cr] = torch.where((cand_rows >= 0)[:, None], self.text[cand_rows.clamp(min=0)], 0.0)
+        similarity = torch.bmm(cand, hist.transpose(1, 2)).masked_fill_(~present[:, None, :], -torch.inf)  # (U, K, H)
+        best = similarity.argmax(2)[cu, cr]  # (rows,)
+        has_history = present[cu].any(1)
+        because = (
+            ranked.select("user_id", "item_id", "u", pl.Series("h", best.numpy()).alias("h"),
+                          pl.Series("has_history", has_history.numpy()))
+            .join(history.select("user_id", "h", pl.col("item_id").alias("because_id"), "verb"),
+                  on=["user_id", "h"], how="left")
+            .join(self.titles.rename({"item_id": "because_id"}), on="because_id", how="left")
+            .select("user_id", "item_id", pl.when(pl.col("has_history") & pl.col("title").is_not_null())
+                    .then(pl.format("because you {} {}", pl.col("verb"), pl.col("title")))
+                    .otherwise(pl.lit("picked from your listening profile")).alias("explanation"))
+        )
+        return (frame.join(because, on=["user_id", "item_id"], how="left", maintain_order="left")
+                .with_columns(is_fallback=pl.lit(False), model_version=pl.lit(model_version))
+                .select(list(COLUMNS)).cast(COLUMNS))  # type: ignore[arg-type]
+
+
+def _rows(ids: pl.Series, table_ids: pl.Series) -> torch.Tensor:
+    """Row of each id in the embedding table, -1 where it has none."""
+    found = ids.to_frame("id").join(positions(table_ids, "id"), on="id", how="left", maintain_order="left")
+    return found["row"].fill_null(-1).to_torch()
+
+
+def user_tastes(inputs: ServingInputs, users: pl.Series) -> pl.DataFrame:
+    """(user_id, language, genre) per user: most engaged language and target-type genre, '' where none."""
+    target_genres = inputs.frames.items.filter(pl.col("item_type") == inputs.target_type)["genres"].explode().unique()
+    engaged = (inputs.history().select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String),
+                                       "count_events")
+               .join(users.cast(pl.String).to_frame("user_id"), on="user_id", how="semi")
+               .join(inputs.frames.items.select(pl.col("item_id").cast(pl.String), "language", "genres"),
+                     on="item_id"))
+
+    def top(column: pl.DataFrame, name: str) -> pl.DataFrame:
+        return (column.group_by("user_id", name).agg(pl.col("count_events").sum())
+                .sort(["user_id", "count_events", name], descending=[False, True, False])
+                .group_by("user_id", maintain_order=True).first().select("user_id", name))
+
+    language = top(engaged.drop_nulls("language"), "language")
+    genres = engaged.explode("genres").rename({"genres": "genre"}).filter(pl.col("genre").is_in(target_genres.implode()))
+    return (users.cast(pl.String).to_frame("user_id")
+            .join(language, on="user_id", how="left").join(top(genres, "genre"), on="user_id", how="left")
+            .with_columns(pl.col("language", "genre").fill_null("")))
+
+
+def fallback_lists(inputs: ServingInputs, users: pl.Series, catalogue: pl.DataFrame,
+                   consumed: pl.DataFrame) -> pl.DataFrame:
+    """Popularity within the user's language and genre: items matching both first, then language, then genre.
+
+    Lists are ranked per (language, genre) segment, so the work grows with segments x catalogue, not users.
+    Score = tier (2 for the language, 1 for the genre) + popularity percentile in [0, 1).
+    """
+    tastes = user_tastes(inputs, users)
+    listeners = (inputs.history().filter(pl.col("item_type") == inputs.target_type)
+                 .group_by(pl.col("item_id").cast(pl.String)).agg(pl.col("user_id").n_unique().alias("listeners")))
+    items = (catalogue.join(listeners, on="item_id", how="left")
+             .with_columns(pl.col("listeners").fill_null(0))
+             .with_columns(percentile=(pl.col("listeners").rank("ordinal") - 1) / pl.len()))
+    extra = int(consumed.join(tastes, on="user_id", how="semi").group_by("user_id").len()["len"].max() or 0)
+    language_match = pl.col("item_language") == pl.col("language")
+    genre_match = pl.col("genres").list.contains(pl.col("genre"))
+    segments = (
+        tastes.select("language", "genre").unique()
+        .join(items.rename({"language": "item_language"}), how="cross")
+        .with_columns(tier=language_match.cast(pl.Int32) * 2 + genre_match.fill_null(False).cast(pl.Int32))
+        .with_columns(score=(pl.col("tier") + pl.col("percentile")).cast(pl.Float32))
+        .sort(["language", "genre", "score", "item_id"], descending=[False, False, True, False])
+        .group_by("language", "genre", maintain_order=True).head(inputs.k + extra)
+    )
+    explanation = (
+        pl.when(pl.col("tier") == 3).then(pl.format("popular with {} listeners who like {}", "language", "genre"))
+        .when(pl.col("tier") == 2).then(pl.format("popular with {} listeners", "language"))
+        .when(pl.col("tier") == 1).then(pl.format("popular with listeners who like {}", "genre"))
+        .otherwise(pl.lit("popular on the platform"))
+    )
+    return (
+        tastes.join(segments, on=["language", "genre"])
+        .join(consumed, on=["user_id", "item_id"], how="anti")
+        .sort(["user_id", "score", "item_id"], descending=[False, True, False])
+        .group_by("user_id", maintain_order=True).head(inputs.k)
+        .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"), explanation=explanation,
+                      is_fallback=pl.lit(True), model_version=pl.lit(FALLBACK_MODEL))
+        .select(list(COLUMNS)).cast(COLUMNS)  # type: ignore[arg-type]
+    )
