@@ -1,5 +1,4 @@
 """Offline evaluation stage: the bundled 2T-HGNN beside the paper's baselines on the global temporal split."""
-from __future__ import annotations
 
 import time
 

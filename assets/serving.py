@@ -1,26 +1,22 @@
 """Serving stage: nightly candidate lists staged, gated, then published to serving.candidates in one transaction."""
-from __future__ import annotations
 
 import datetime as dt
 import time
-from pathlib import Path
 
 import dagster as dg
 import duckdb
 import polars as pl
 
 from assets.common import check_result, markdown_table
+from assets.models import frames_from, model_dir, profile_embeddings_from, text_embeddings_from
 from models.bundle import ModelBundle
 from models.candidates import ServingInputs, generate
-from models.recommender import FeatureFrames
-from models.text_features import MODEL_NAME as HASHED_TEXT, hashed_text_embeddings
 from models.two_tower import TwoTowerModel
 from pipelines.partitions import events_partitions
 from pipelines.resources import Crossfade, Warehouse
 from pipelines.settings import Settings
 from quality import check
 from warehouse import registry
-from warehouse.enrichment_tables import table_exists
 from warehouse.store import run_sql, scalar, sql_text
 
 STAGING = "serving.candidates_staging"
@@ -36,35 +32,21 @@ def promoted_model(con: duckdb.DuckDBPyConnection, settings: Settings) -> tuple[
     row = registry.promoted(con)
     if row is None:
         return None
-    directory = Path(row.get("checkpoint_dir") or settings.home / "models" / row["model_version"])
-    bundle = ModelBundle.load(directory)
+    bundle = ModelBundle.load(row.get("checkpoint_dir") or model_dir(settings, row["model_version"]))
     return row["model_version"], bundle.two_tower, bundle.hgnn_embeddings
 
 
 def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt.date,
                    hgnn_embeddings: pl.DataFrame | None) -> tuple[ServingInputs, str]:
-    """Feature frames and embeddings for `as_of`, and the name of the text vectors used."""
+    """Feature frames and embeddings for `as_of` (the text vectors the models stage trains on), and their source."""
     features_as_of = scalar(con, "select max(end_at)::date from features.splits where split = 'holdout'")
     if features_as_of != as_of:
         raise dg.Failure(f"features.* were built for as-of {features_as_of}, candidates are for {as_of}; "
                          "materialise the features/* assets for this partition first")
-    frames = FeatureFrames(
-        interactions=con.sql("select * from features.interactions").pl(),
-        user_stats=con.sql("select * from features.user_stats").pl(),
-        item_stats=con.sql("select * from features.item_stats").pl(),
-        items=con.sql("select * from raw.items").pl(),
-        splits=con.sql("select * from features.splits").pl(),
-    )
-    embeddings = pl.DataFrame(schema={"entity": pl.String, "entity_id": pl.String, "embedding": pl.List(pl.Float32)})
-    if table_exists(con, "enrich.text_embeddings"):
-        embeddings = con.sql("select entity, entity_id, embedding from enrich.text_embeddings").pl()
-    text = embeddings.filter(pl.col("entity") == "item").select(pl.col("entity_id").alias("item_id"), "embedding")
-    profiles = embeddings.filter(pl.col("entity") == "user").select(pl.col("entity_id").alias("user_id"), "embedding")
-    source = "enrich.text_embeddings"
-    if text.is_empty():
-        text, source = hashed_text_embeddings(frames.items), HASHED_TEXT
+    frames = frames_from(con)
+    text, source = text_embeddings_from(con, frames.items)
     inputs = ServingInputs(frames, text, as_of, settings.target_type, settings.k, hgnn_embeddings,
-                           profiles if profiles.height else None)
+                           profile_embeddings_from(con))
     return inputs, source
 
 

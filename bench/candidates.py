@@ -1,4 +1,5 @@
 """Benchmark exact top-K candidates: models.retrieval against faiss IndexFlatIP and plain torch."""
+from collections.abc import Callable
 from pathlib import Path
 import argparse
 import json
@@ -12,6 +13,8 @@ import time
 import numpy as np
 
 METHODS = ("ours", "faiss", "torch")
+Keep = Callable[[int, np.ndarray], None]  # (first user row, (users, K) item rows) for the sample
+Method = Callable[[Keep], str]  # runs every timed user, returns what ran
 
 
 def main() -> None:
@@ -25,15 +28,19 @@ def main() -> None:
     parser.add_argument("--torch-chunk", type=int, default=1024, help="users per plain torch matmul")
     parser.add_argument("--consumed", type=int, default=0,
                         help="also time ours with this many random consumed items excluded per user")
+    parser.add_argument("--baseline-users", type=int,
+                        help="time faiss and plain torch on only the first N users and extrapolate their rate")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--check", type=int, default=500, help="sampled users for the exactness check")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="20k users: a smoke run in seconds")
     parser.add_argument("--worker", choices=METHODS + ("ours+consumed",), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--timed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.users = min(args.users, 20_000)
+    args.baseline_users = min(args.baseline_users or args.users, args.users)
     if args.worker:
         _work(args)
         return
@@ -42,8 +49,12 @@ def main() -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     """Run each method in its own process, so each peak RSS is its own, then compare."""
+    same = args.baseline_users == args.users
     print(f"exact top-{args.k}: {args.users:,} users x {args.items:,} items, d={args.dim}, "
-          f"{args.threads} threads, seed {args.seed}; every method times all {args.users:,} users")
+          f"{args.threads} threads, seed {args.seed}; " + (
+              f"every method times all {args.users:,} users" if same else
+              f"ours times all {args.users:,} users, faiss and torch only the first "
+              f"{args.baseline_users:,}: THEIR RATES ARE EXTRAPOLATED from that subset"))
     methods = list(METHODS) + (["ours+consumed"] if args.consumed else [])
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,20 +62,19 @@ def _compare(args: argparse.Namespace) -> None:
             out = Path(tmp) / f"{method}.npz"
             flags = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in (
                 "users", "items", "dim", "k", "chunk", "faiss_chunk", "torch_chunk", "consumed",
-                "threads", "check", "seed")]
+                "baseline_users", "threads", "check", "seed")]
+            timed = args.users if method.startswith("ours") else args.baseline_users
             done = subprocess.run(
-                [sys.executable, __file__, *flags, f"--worker={method}", f"--out={out}"],
+                [sys.executable, __file__, *flags, f"--worker={method}", f"--out={out}", f"--timed={timed}"],
                 check=True, capture_output=True, text=True,
             )
-            runs[method] = json.loads(done.stdout.strip().splitlines()[-1])
-            runs[method]["sample"] = dict(np.load(out))
-            run = runs[method]
-            print(f"{method:>14}: {run['seconds']:7.1f} s {args.users / run['seconds']:7.0f} users/s   "
-                  f"{args.users / run['cpu_seconds']:6.0f} users/CPU-s   peak RSS +{run['peak_mib']:5.0f} MiB   "
+            runs[method] = run = json.loads(done.stdout.strip().splitlines()[-1])
+            run["sample"], run["rate"] = dict(np.load(out)), timed / run["seconds"]
+            print(f"{method:>14}: {timed:9,} users {run['seconds']:7.1f} s {run['rate']:7.0f} users/s   "
+                  f"{timed / run['cpu_seconds']:6.0f} users/CPU-s   peak RSS +{run['peak_mib']:5.0f} MiB   "
                   f"({run['note']})", flush=True)
         _check(args, runs["ours"]["sample"], runs["faiss"]["sample"])
-    ours, faiss_rate = (args.users / runs[m]["seconds"] for m in ("ours", "faiss"))
-    torch_rate = args.users / runs["torch"]["seconds"]
+    ours, faiss_rate, torch_rate = (runs[m]["rate"] for m in ("ours", "faiss", "torch"))
     print(f"ours / plain torch: {ours / torch_rate:.2f}x")
     print(f"RESULT candidates ours={ours:.0f} baseline={faiss_rate:.0f} ratio={ours / faiss_rate:.3f} unit=users/s")
 
@@ -105,7 +115,10 @@ def _data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 
 def _work(args: argparse.Namespace) -> None:
     users, items = _data(args)
-    sample = np.sort(np.random.default_rng(args.seed + 1).choice(args.users, min(args.check, args.users), replace=False))
+    # Drawn among the users every method times, so every method has them.
+    sample = np.sort(np.random.default_rng(args.seed + 1).choice(
+        args.baseline_users, min(args.check, args.baseline_users), replace=False))
+    users = users[: args.timed]
     kept = {"rows": sample, "items": np.zeros((sample.size, args.k), dtype=np.int64)}
     exclusions = _consumed(args) if args.worker == "ours+consumed" else {}
 
@@ -126,13 +139,13 @@ def _work(args: argparse.Namespace) -> None:
                       "note": note + ("" if resettable else "; peak includes set-up")}))
 
 
-def _ours(args, users, items, exclusions):
+def _ours(args: argparse.Namespace, users: np.ndarray, items: np.ndarray, exclusions: dict) -> Method:
     import torch
     from models.retrieval import top_k_items
 
     torch.set_num_threads(args.threads)
 
-    def go(keep) -> str:
+    def go(keep: Keep) -> str:
         for chunk in top_k_items(users, items, args.k, chunk_users=args.chunk, **exclusions):
             keep(chunk.user_start, chunk.items)
         extra = f", {args.consumed} consumed items excluded per user" if exclusions else ""
@@ -140,29 +153,29 @@ def _ours(args, users, items, exclusions):
     return go
 
 
-def _faiss(args, users, items, exclusions):
+def _faiss(args: argparse.Namespace, users: np.ndarray, items: np.ndarray, exclusions: dict) -> Method:
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
     index = faiss.IndexFlatIP(args.dim)
     index.add(items)
 
-    def go(keep) -> str:
-        for start in range(0, args.users, args.faiss_chunk):
+    def go(keep: Keep) -> str:
+        for start in range(0, users.shape[0], args.faiss_chunk):
             _, found = index.search(users[start : start + args.faiss_chunk], args.k)
             keep(start, found)
         return f"faiss {faiss.__version__} IndexFlatIP.search, {args.faiss_chunk} queries per call"
     return go
 
 
-def _torch(args, users, items, exclusions):
+def _torch(args: argparse.Namespace, users: np.ndarray, items: np.ndarray, exclusions: dict) -> Method:
     import torch
 
     torch.set_num_threads(args.threads)
     user_t, item_t = torch.from_numpy(users), torch.from_numpy(items)
 
-    def go(keep) -> str:
-        for start in range(0, args.users, args.torch_chunk):
+    def go(keep: Keep) -> str:
+        for start in range(0, users.shape[0], args.torch_chunk):
             scores = user_t[start : start + args.torch_chunk] @ item_t.T
             keep(start, torch.topk(scores, args.k, dim=1).indices.numpy())
         return f"torch.mm + torch.topk, chunks of {args.torch_chunk} users"

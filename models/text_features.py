@@ -35,3 +35,19 @@ def hashed_text_embeddings(items: pl.DataFrame, dim: int = 384) -> pl.DataFrame:
     matrix = torch.nn.functional.normalize(matrix, dim=1)  # (I, dim); zero rows stay zero
     return pl.DataFrame({"item_id": items["item_id"].cast(pl.String),
                          "embedding": pl.Series(matrix.numpy()).cast(pl.List(pl.Float32))})
+
+
+def node_features(item_ids: pl.Series, embeddings: pl.DataFrame) -> tuple[torch.Tensor, int]:
+    """(N, d) float32 rows of `embeddings` (item_id, embedding) in `item_ids` order, and how many items had none.
+
+    An item without a vector gets zeros: the HGNN then embeds it from its neighbours alone.
+    """
+    if embeddings.height == 0:
+        raise ValueError("no text embeddings given; pass enrich.text_embeddings rows or hashed_text_embeddings(items)")
+    dim = int(embeddings["embedding"].list.len().max())
+    aligned = item_ids.cast(pl.String).to_frame("item_id").join(
+        embeddings.select(pl.col("item_id").cast(pl.String), "embedding"), on="item_id", how="left",
+        maintain_order="left")
+    missing = int(aligned["embedding"].null_count())
+    filled = aligned["embedding"].cast(pl.List(pl.Float32)).fill_null(pl.lit([0.0] * dim, dtype=pl.List(pl.Float32)))
+    return filled.explode().to_torch().reshape(item_ids.len(), dim), missing

@@ -21,14 +21,10 @@ class Vocabularies:
     country: list[str]
     language: list[str]
     genre: list[str]
-    history_item: list[str]  # items whose learned embeddings the user tower pools; empty = no item ids
 
     @staticmethod
-    def build(user_stats: pl.DataFrame, items: pl.DataFrame, target_type: str, max_genres: int,
-              history: pl.DataFrame, min_item_users: int | None) -> Vocabularies:
+    def build(user_stats: pl.DataFrame, items: pl.DataFrame, target_type: str, max_genres: int) -> Vocabularies:
         targets = items.filter(pl.col("item_type") == target_type)
-        users = history.group_by("item_id").agg(pl.col("user_id").n_unique().alias("n"))
-        known = [] if min_item_users is None else users.filter(pl.col("n") >= min_item_users)["item_id"]
         genre_counts = targets["genres"].explode().drop_nulls().value_counts(sort=True, name="n")
         # Rare genres beyond max_genres fall into 'unknown' so the multi-hot stays a fixed, small width.
         genres = genre_counts.sort(["n", "genres"], descending=[True, False]).head(max_genres)["genres"]
@@ -37,7 +33,6 @@ class Vocabularies:
             country=_values(user_stats["country"]),
             language=_values(targets["language"]),
             genre=sorted(genres.to_list()),
-            history_item=_values(pl.Series(known, dtype=pl.String)),
         )
 
     def to_dict(self) -> dict[str, list[str]]:
@@ -51,17 +46,6 @@ class TowerInputs:
     ids: pl.Series  # (n,)
     categorical: torch.Tensor  # (n, c) int64, 0 = unknown
     dense: torch.Tensor  # (n, d) float32
-    bag_indptr: torch.Tensor | None = None  # (n + 1,) row r's history items are bag_items[indptr[r]:indptr[r + 1]]
-    bag_items: torch.Tensor | None = None  # (nnz,) int64 indices into vocab.history_item, 1-based
-
-    def bags(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(flat item indices, (B,) offsets) of the bags of `rows`, the layout nn.EmbeddingBag takes."""
-        assert self.bag_indptr is not None and self.bag_items is not None
-        starts = self.bag_indptr[rows]  # (B,)
-        counts = self.bag_indptr[rows + 1] - starts  # (B,)
-        offsets = torch.cumsum(counts, 0) - counts  # (B,)
-        flat = torch.repeat_interleave(starts - offsets, counts) + torch.arange(int(counts.sum()))
-        return self.bag_items[flat], offsets
 
 
 def user_inputs(
@@ -100,15 +84,7 @@ def user_inputs(
     if profile_dim:
         profile_rows, has_profile = _aligned(ids, profile, profile_dim)
         parts += [profile_rows, has_profile.unsqueeze(1).float()]
-    if not vocab.history_item:
-        return TowerInputs(ids, categorical, torch.cat(parts, dim=1))
-    members = (history.select("user_id", "item_id").unique()
-               .join(positions(ids, "user_id").rename({"row": "u"}), on="user_id")
-               .join(positions(pl.Series(vocab.history_item), "item_id"), on="item_id")
-               .sort("u", "row"))
-    counts = torch.bincount(members["u"].to_torch(), minlength=ids.len())
-    indptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)])
-    return TowerInputs(ids, categorical, torch.cat(parts, dim=1), indptr, members["row"].to_torch() + 1)
+    return TowerInputs(ids, categorical, torch.cat(parts, dim=1))
 
 
 def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, text: Table,
@@ -140,8 +116,7 @@ def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, t
 
 def item_popularity(item_ids: pl.Series, history: pl.DataFrame) -> pl.DataFrame:
     """(item_id, percentile, log_share): distinct users per item in `history`, as a percentile among
-    `item_ids` and as log1p over log1p of the maximum. Both ignore the history's size, so training
-    (labels hidden) and inference (whole window) see one scale."""
+    `item_ids` and as log1p over log1p of the maximum, so windows of any length give one scale."""
     users = history.group_by("item_id").agg(pl.col("user_id").n_unique().alias("users"))
     counts = (item_ids.cast(pl.String).unique().to_frame("item_id")
               .join(users, on="item_id", how="left").with_columns(pl.col("users").fill_null(0).cast(pl.Float64)))

@@ -7,10 +7,15 @@ example looks exactly like a cold user at evaluation time (podcasts, music, demo
 audiobooks) and the tower learns to cross over; otherwise each item is hidden with probability
 `label_fraction`, and always at least one. A hidden item disappears from the features entirely
 (plays and weak signals), so nothing about a label leaks into its own input. The mask is drawn
-once from `seed`. Random hiding rather than a time cut inside the window keeps every warm user's
-items usable as labels on short windows and sets the share of cold-like examples directly.
-Positives include weak-signal items (follow, save, preview, purchase) unless `use_weak_signals`
-is off (ablation B: weak-only items leave features and labels alike).
+from `seed + epoch`, afresh every epoch unless `redraw_labels` is off: few warm users then still
+give many distinct examples. Random hiding rather than a time cut inside the window keeps every
+warm user's items usable as labels on short windows and sets the share of cold-like examples
+directly. Positives include weak-signal items (follow, save, preview, purchase) unless
+`use_weak_signals` is off (ablation B: weak-only items leave features and labels alike).
+
+Item tower: language, genres, text embedding, HGNN embedding (the paper's) and, unless
+`use_popularity` is off, the item's reach over the history (crossfade's addition: without an item
+id the tower cannot otherwise tell a hit from an obscure title once logQ removes the frequency bias).
 
 Loss: in-batch sampled softmax over unit-length tower outputs with temperature, each logit
 corrected by the log of its item's frequency among the labels (logQ, Yi et al. 2019), the usual
@@ -50,8 +55,6 @@ class TwoTowerConfig:
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
     label_fraction: float = 0.5
     cold_example_rate: float = 0.3
-    use_item_ids: bool = True
-    min_item_users: int = 2
     redraw_labels: bool = True  # a fresh mask every epoch: more distinct examples from few warm users
     temperature: float = 0.05  # outputs are unit vectors: cosines need sharpening before the softmax
     dropout: float = 0.1
@@ -68,15 +71,11 @@ class TwoTowerNet(nn.Module):
         self.age = nn.Embedding(len(vocab.age_bucket) + 1, e)
         self.country = nn.Embedding(len(vocab.country) + 1, e)
         self.language = nn.Embedding(len(vocab.language) + 1, e)
-        self.history = nn.EmbeddingBag(len(vocab.history_item) + 1, e, mode="mean", padding_idx=0)
-        self.user_mlp = _mlp(3 * e + user_dim, config.hidden, config.dropout)
+        self.user_mlp = _mlp(2 * e + user_dim, config.hidden, config.dropout)
         self.item_mlp = _mlp(e + item_dim, config.hidden, config.dropout)
 
-    def users(self, categorical: torch.Tensor, dense: torch.Tensor,
-              bags: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        pooled = (self.history(*bags) if bags is not None
-                  else torch.zeros(len(dense), self.history.embedding_dim))  # (B, e)
-        x = torch.cat([self.age(categorical[:, 0]), self.country(categorical[:, 1]), pooled, dense], dim=1)
+    def users(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.age(categorical[:, 0]), self.country(categorical[:, 1]), dense], dim=1)  # (B, 2e + Du)
         return F.normalize(self.user_mlp(x), dim=1)  # (B, out)
 
     def items(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -112,7 +111,7 @@ class TwoTowerModel:
         ids = frames.user_stats["user_id"] if user_ids is None else user_ids
         history = frames.history(self.config.periods, self.config.use_weak_signals)
         inputs = _user_inputs(ids, history, frames, self.config, self.vocab, self.dims["profile"], text, graph, profile)
-        return inputs.ids, self._encode(inputs, users=True)
+        return inputs.ids, self._encode(self.net.users, inputs)
 
     def item_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
                      hgnn_embeddings: pl.DataFrame | None = None,
@@ -124,7 +123,7 @@ class TwoTowerModel:
         popularity = item_popularity(_target_items(frames, self.config.target_type), history)
         inputs = item_inputs(ids, frames.items, self.vocab, text, hgnn, self.dims["hgnn"],
                              popularity if self.config.use_popularity else None)
-        return inputs.ids, self._encode(inputs, users=False)
+        return inputs.ids, self._encode(self.net.items, inputs)
 
     def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
                     hgnn_embeddings: pl.DataFrame | None = None,
@@ -160,16 +159,10 @@ class TwoTowerModel:
         return tables
 
     @torch.no_grad()
-    def _encode(self, inputs: TowerInputs, users: bool, chunk: int = 8192) -> torch.Tensor:
+    def _encode(self, tower: nn.Module, inputs: TowerInputs, chunk: int = 8192) -> torch.Tensor:
         self.net.eval()
-        out = []
-        for start in range(0, inputs.ids.len(), chunk):
-            rows = torch.arange(start, min(start + chunk, inputs.ids.len()))
-            if users:
-                bags = inputs.bags(rows) if inputs.bag_indptr is not None else None
-                out.append(self.net.users(inputs.categorical[rows], inputs.dense[rows], bags))
-            else:
-                out.append(self.net.items(inputs.categorical[rows], inputs.dense[rows]))
+        out = [tower(inputs.categorical[s:s + chunk], inputs.dense[s:s + chunk])
+               for s in range(0, inputs.ids.len(), chunk)]
         return torch.cat(out) if out else torch.zeros(0, self.config.hidden[-1])
 
 
@@ -183,9 +176,8 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
                                          profile_embeddings if config.use_profile else None)
     dims = {"text": text[1].shape[1], "hgnn": hgnn[1].shape[1] if hgnn else 0,
             "profile": profile[1].shape[1] if profile else 0}
+    vocab = Vocabularies.build(frames.user_stats, frames.items, config.target_type, config.max_genres)
     history = frames.history(config.periods, config.use_weak_signals)
-    vocab = Vocabularies.build(frames.user_stats, frames.items, config.target_type, config.max_genres, history,
-                               config.min_item_users if config.use_item_ids else None)
     targets = _target_items(frames, config.target_type)
     items = item_inputs(targets, frames.items, vocab, text, hgnn, dims["hgnn"],
                         item_popularity(targets, history) if config.use_popularity else None)
@@ -251,8 +243,7 @@ def _train(net: TwoTowerNet, items: TowerInputs, first: Examples, draw: Callable
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
             u, i = u_rows[batch], i_rows[batch]  # (B,), (B,)
-            bags = users.bags(u) if users.bag_indptr is not None else None
-            user_vec = net.users(users.categorical[u], users.dense[u], bags)  # (B, out)
+            user_vec = net.users(users.categorical[u], users.dense[u])  # (B, out)
             item_vec = net.items(items.categorical[i], items.dense[i])  # (B, out)
             logits = user_vec @ item_vec.T / config.temperature - log_q[i].unsqueeze(0)  # (B, B)
             # Another row's item is no negative when it is the same item or another positive of this user.

@@ -141,19 +141,40 @@ class Store:
                 time.sleep(0.5)
 
     def _publish(self) -> Path:
-        """Copy the checkpointed file and switch the pointer atomically; keep the last few copies."""
+        """Copy the checkpointed file and switch the pointer atomically; keep the last few copies.
+
+        A publish that fails (a full disk) removes what it wrote and leaves the pointer as it was; the
+        leftovers of a writer killed mid-publish are removed by the next writer, which holds the lock.
+        """
         self.snapshots.mkdir(parents=True, exist_ok=True)
+        self._remove_leftovers()
         name = f"crossfade-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.duckdb"
         partial = self.snapshots / f".{name}.partial"
-        shutil.copyfile(self.database, partial)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, self.snapshots / name)
         pointer_tmp = self.snapshots / f".{SNAPSHOT_POINTER}.{uuid.uuid4().hex[:8]}"
-        pointer_tmp.write_text(name)
-        os.replace(pointer_tmp, self.snapshots / SNAPSHOT_POINTER)
+        try:
+            shutil.copyfile(self.database, partial)
+            with open(partial, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(partial, self.snapshots / name)
+            pointer_tmp.write_text(name)
+            os.replace(pointer_tmp, self.snapshots / SNAPSHOT_POINTER)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            pointer_tmp.unlink(missing_ok=True)
+            if self._pointed_name() != name:
+                (self.snapshots / name).unlink(missing_ok=True)
+            raise
         self._prune(keep=name)
         return self.snapshots / name
+
+    def _pointed_name(self) -> str | None:
+        pointer = self.snapshots / SNAPSHOT_POINTER
+        return pointer.read_text().strip() if pointer.exists() else None
+
+    def _remove_leftovers(self) -> None:
+        # Only a writer killed between copy and pointer switch leaves these; nobody reads them.
+        for path in [*self.snapshots.glob(".crossfade-*.partial"), *self.snapshots.glob(f".{SNAPSHOT_POINTER}.*")]:
+            path.unlink(missing_ok=True)
 
     def _prune(self, keep: str) -> None:
         # Open readers keep their file alive after unlink, so dropping old copies never breaks a query.

@@ -1,4 +1,5 @@
 """Exact top-K retrieval: brute-force agreement, exclusions, masks, streaming, ties, frames."""
+from collections.abc import Iterable
 from pathlib import Path
 import inspect
 
@@ -27,7 +28,14 @@ def _consumed(n_users: int, n_items: int, most: int, seed: int) -> tuple[np.ndar
     return np.concatenate([[0], np.cumsum(counts)]), indices
 
 
-def _brute_force(users, items, k, indptr=None, indices=None, mask=None) -> list[np.ndarray]:
+def _brute_force(
+    users: np.ndarray,
+    items: np.ndarray,
+    k: int,
+    indptr: np.ndarray | None = None,
+    indices: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> list[np.ndarray]:
     """Each user's ranked eligible, unconsumed items, in float64, at most k."""
     scores = users.astype(np.float64) @ items.astype(np.float64).T
     if mask is not None:
@@ -39,7 +47,7 @@ def _brute_force(users, items, k, indptr=None, indices=None, mask=None) -> list[
     return [row[np.isfinite(scores[u, row])] for u, row in enumerate(order)]
 
 
-def _collect(chunks) -> tuple[np.ndarray, np.ndarray]:
+def _collect(chunks: Iterable[TopKChunk]) -> tuple[np.ndarray, np.ndarray]:
     chunks = list(chunks)
     return np.concatenate([c.items for c in chunks]), np.concatenate([c.scores for c in chunks])
 
@@ -125,7 +133,7 @@ def test_memory_grows_with_chunk_not_users() -> None:
     rows = sum(c.items.shape[0] for c in top_k_items(users, items, 10, chunk_users=1024))
     growth_mib = (_status_kib("VmHWM") - before) / 1024
     assert rows == 50_000
-    # The full score matrix would be 50_000 * 2000 * 4 B = 381 MiB; one chunk's is 8 MiB.
+    # The full score matrix would be 50_000 * 2000 * 4 B = 381 MiB; a worker's chunk is 8 MiB.
     assert growth_mib < 64, f"peak RSS grew {growth_mib:.0f} MiB"
 
 

@@ -1,0 +1,198 @@
+"""Profile-aware LLM judge: pointwise and pairwise prompts, verdict schemas, order-swap agreement, summary rates.
+
+Pairwise lists are judged in both orders (A/B swapped); a model wins a comparison only when both orders
+name it, and any disagreement counts as a tie (position bias, PAPERS.md 2.7).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from models.enrichment import EnrichRequest
+
+POINTWISE_VERSION = "judge_pointwise.v1"
+PAIRWISE_VERSION = "judge_pairwise.v1"
+POINTWISE_MAX_TOKENS = 160
+PAIRWISE_MAX_TOKENS = 220
+DESCRIPTION_CHARS = 160  # a 135M model with a 2k context reads a few lines per item well
+ORDERS = ("ab", "ba")  # 'ab' shows model_a's list as A; 'ba' shows it as B
+
+Rationale = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=400)]
+Confidence = Literal["low", "medium", "high"]
+
+SYSTEM = ("You judge recommendations for one listener, using only their profile. Be critical: say an item "
+          "does not fit unless the profile supports it. Answer with JSON only.")
+POINTWISE_INSTRUCTION = ("Does this item fit the listener's interests? Return JSON: rationale (one short sentence), "
+                         "aligned (true or false), confidence (low, medium or high).")
+PAIRWISE_INSTRUCTION = ("Which list fits the listener better, judging relevance to their interests and variety? "
+                        "Return JSON: rationale (one or two short sentences on strengths and weaknesses of each list), "
+                        "verdict (A, B or tie), confidence (low, medium or high).")
+
+
+class PointwiseJudgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rationale: Rationale
+    aligned: bool
+    confidence: Confidence
+
+
+class PairwiseJudgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rationale: Rationale
+    verdict: Literal["A", "B", "tie"]
+    confidence: Confidence
+
+
+def profile_text(narrative_json: str | None, facts_json: str) -> str:
+    """The listener as the judge reads them: the LLM narrative where there is one, else the SQL facts."""
+    facts = json.loads(facts_json)
+    lines = []
+    if narrative_json:
+        narrative = json.loads(narrative_json)
+        for key in ("listening_habits", "engagement_depth", "format_preference", "exploration_vs_specialization",
+                    "cross_disciplinary_curiosity"):
+            lines.append(f"{key.replace('_', ' ')}: {narrative[key]}")
+        lines.append("interests: " + ", ".join(narrative["interests"]))
+    else:
+        shares = ", ".join(f"{kind} {share:.0%}" for kind, share in sorted(facts["type_shares"].items(),
+                                                                          key=lambda kv: -kv[1]))
+        lines.append(f"plays by type: {shares or 'none'}")
+        if facts.get("top_topics"):
+            lines.append("top topics: " + ", ".join(facts["top_topics"]))
+    titles = [f'"{item["title"]}" ({item["item_type"]}, {item["completion_rate"]:.0%} finished)'
+              for item in facts.get("top_items", [])[:5]]
+    if titles:
+        lines.append("recently engaged with: " + "; ".join(titles))
+    return "\n".join(lines)
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """One line per item: title, type, genres and the start of its description."""
+    genres = ", ".join(item.get("genres") or []) or "-"
+    description = (item.get("description") or "").strip().replace("\n", " ")[:DESCRIPTION_CHARS]
+    return f'"{item.get("title") or item["item_id"]}" ({item.get("item_type") or "item"}; {genres}): {description}'
+
+
+def pointwise_request(user_id: str, profile: str, item: dict[str, Any]) -> EnrichRequest:
+    """Profile + one candidate -> rationale, aligned, confidence. entity_id is 'user_id|item_id'."""
+    prompt = f"Listener profile:\n{profile}\n\nCandidate item:\n{item_text(item)}\n\n{POINTWISE_INSTRUCTION}"
+    return EnrichRequest(
+        entity_id=f"{user_id}|{item['item_id']}", prompt_version=POINTWISE_VERSION,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+        output_type=PointwiseJudgement, max_tokens=POINTWISE_MAX_TOKENS,
+    )
+
+
+def pairwise_request(user_id: str, profile: str, list_a: Sequence[dict[str, Any]],
+                     list_b: Sequence[dict[str, Any]], entity_id: str) -> EnrichRequest:
+    """Profile + two blinded ranked lists (shown as A and B) -> rationale, verdict A|B|tie, confidence."""
+    shown = "\n".join(f"{n}. {item_text(item)}" for n, item in enumerate(list_a, 1))
+    other = "\n".join(f"{n}. {item_text(item)}" for n, item in enumerate(list_b, 1))
+    prompt = (f"Listener profile:\n{profile}\n\nList A:\n{shown}\n\nList B:\n{other}\n\n{PAIRWISE_INSTRUCTION}")
+    return EnrichRequest(
+        entity_id=entity_id, prompt_version=PAIRWISE_VERSION,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+        output_type=PairwiseJudgement, max_tokens=PAIRWISE_MAX_TOKENS,
+    )
+
+
+def pairwise_pair(user_id: str, profile: str, model_a: str, model_b: str, lists: dict[str, list[dict[str, Any]]]
+                  ) -> list[tuple[str, EnrichRequest]]:
+    """Both orders of one comparison: [('ab', A = model_a's list), ('ba', A = model_b's list)]."""
+    first, second = lists[model_a], lists[model_b]
+    return [
+        ("ab", pairwise_request(user_id, profile, first, second, f"{user_id}|{model_a}|{model_b}|ab")),
+        ("ba", pairwise_request(user_id, profile, second, first, f"{user_id}|{model_a}|{model_b}|ba")),
+    ]
+
+
+def order_winners(pairwise: pl.DataFrame) -> pl.DataFrame:
+    """Adds `winner`: the model one order's verdict favours ('tie' for a tie, null when not answered).
+
+    In order 'ab' list A is model_a's; in order 'ba' list A is model_b's.
+    """
+    favours_a = (pl.col("order") == "ab") == (pl.col("verdict") == "A")
+    return pairwise.with_columns(
+        winner=pl.when(pl.col("verdict").is_null()).then(pl.lit(None, dtype=pl.String))
+        .when(pl.col("verdict") == "tie").then(pl.lit("tie"))
+        .when(favours_a).then(pl.col("model_a")).otherwise(pl.col("model_b"))
+    )
+
+
+def combine_orders(pairwise: pl.DataFrame) -> pl.DataFrame:
+    """One row per (user_id, model_a, model_b) from rows with `order` and `verdict` (null = no answer):
+    ab_winner, ba_winner, final_winner (the model both orders name, 'tie' when they differ or both tie,
+    null while an order is unanswered) and is_consistent (both orders answered and agree)."""
+    winners = order_winners(pairwise)
+    by_order = winners.group_by("user_id", "model_a", "model_b", maintain_order=True).agg(
+        ab_winner=pl.col("winner").filter(pl.col("order") == "ab").first(),
+        ba_winner=pl.col("winner").filter(pl.col("order") == "ba").first(),
+    )
+    complete = pl.col("ab_winner").is_not_null() & pl.col("ba_winner").is_not_null()
+    return by_order.with_columns(
+        final_winner=pl.when(~complete).then(pl.lit(None, dtype=pl.String))
+        .when(pl.col("ab_winner") == pl.col("ba_winner")).then(pl.col("ab_winner"))
+        .otherwise(pl.lit("tie")),
+        is_consistent=complete & (pl.col("ab_winner") == pl.col("ba_winner")),
+    )
+
+
+def summary(pointwise: pl.DataFrame, combined: pl.DataFrame) -> dict[str, Any]:
+    """Rates a person reads: pointwise positive rate and agreement with the holdout, pairwise ties and wins.
+
+    pointwise: (verdict 'aligned'|'not_aligned'|null, confidence, in_holdout bool|null); combined: the
+    output of `combine_orders`.
+    """
+    judged = pointwise.filter(pl.col("verdict").is_not_null())
+    aligned = pl.col("verdict") == "aligned"
+    out: dict[str, Any] = {"pointwise_judged": judged.height, "pointwise_unanswered": pointwise.height - judged.height}
+    if judged.height:
+        out["positive_rate"] = round(float(judged.select(aligned.mean()).item()), 4)
+        high = judged.filter(pl.col("confidence") == "high")
+        out["high_confidence_share"] = round(high.height / judged.height, 4)
+    known = judged.filter(pl.col("in_holdout").is_not_null())
+    if known.height:
+        counts = known.select(
+            tp=(aligned & pl.col("in_holdout")).sum(), fp=(aligned & ~pl.col("in_holdout")).sum(),
+            fn=(~aligned & pl.col("in_holdout")).sum(), tn=(~aligned & ~pl.col("in_holdout")).sum(),
+        ).row(0, named=True)
+        out["holdout_judged"] = known.height
+        out["holdout_agreement"] = round((counts["tp"] + counts["tn"]) / known.height, 4)
+        out["holdout_confusion"] = {key: int(value) for key, value in counts.items()}
+        high = known.filter(pl.col("confidence") == "high")
+        if high.height:
+            out["holdout_agreement_high_confidence"] = round(
+                float(high.select((aligned == pl.col("in_holdout")).mean()).item()), 4)
+    done = combined.filter(pl.col("final_winner").is_not_null())
+    out["pairwise_compared"] = done.height
+    out["pairwise_incomplete"] = combined.height - done.height
+    if done.height:
+        out["tie_rate"] = round(float(done.select((pl.col("final_winner") == "tie").mean()).item()), 4)
+        out["order_consistency"] = round(float(done.select(pl.col("is_consistent").mean()).item()), 4)
+    pairs = []
+    for (model_a, model_b), rows in done.group_by("model_a", "model_b", maintain_order=True):
+        n = rows.height
+        pairs.append({
+            "model_a": model_a, "model_b": model_b, "comparisons": n,
+            "win_rate_a": round(int((rows["final_winner"] == model_a).sum()) / n, 4),
+            "win_rate_b": round(int((rows["final_winner"] == model_b).sum()) / n, 4),
+            "tie_rate": round(int((rows["final_winner"] == "tie").sum()) / n, 4),
+        })
+    out["pairs"] = pairs
+    return out
+
+
+def sample_cohort(user_ids: Sequence[str] | pl.Series, n: int, seed: int) -> list[str]:
+    """n users drawn without replacement, the same for the same ids and seed whatever their order."""
+    ids = sorted(set(pl.Series(user_ids, dtype=pl.String).to_list()))
+    if n >= len(ids):
+        return ids
+    picked = np.random.default_rng(seed).choice(len(ids), size=n, replace=False)
+    return [ids[i] for i in sorted(picked)]

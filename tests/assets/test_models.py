@@ -1,0 +1,121 @@
+"""Model stage assets on the small sample world: vectors, a registered and promoted bundle, offline metrics, the gate."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets import evaluation, models
+from models.bundle import ModelBundle
+from models.evaluate import MODELS
+from pipelines.resources import Crossfade, Warehouse
+from warehouse import registry
+from warehouse.store import Store
+
+pytestmark = pytest.mark.slow  # trains the HGNN and the two-tower model: about a minute on 2 cores
+RUN_CONFIG = {"ops": {"models__hgnn_item_embeddings": {"config": {"max_epochs": 2, "patience": 1}},
+                      "models__two_tower": {"config": {"epochs": 4}}}}
+STAGE = [models.models_hgnn_item_embeddings, models.models_hgnn_item_embeddings_gate, models.models_two_tower,
+         models.models_two_tower_promotion_gate, models.models_registry, models.models_registry_gate,
+         evaluation.eval_offline_metrics, evaluation.eval_offline_metrics_gate]
+
+
+@dataclass(frozen=True)
+class Stage:
+    home: Path
+    store: Store
+    result: dg.ExecuteInProcessResult
+
+
+def materialise(selection: list, config: dict) -> dg.ExecuteInProcessResult:
+    return dg.materialize(selection, resources={"crossfade": Crossfade(), "warehouse": Warehouse()},
+                          run_config=config, raise_on_error=False)
+
+
+@pytest.fixture(scope="module")
+def stage(ingested_world, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
+    home = tmp_path_factory.mktemp("models_home")
+    store = ingested_world.copy_to(home)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("CROSSFADE_"):
+                patch.delenv(name)
+        patch.setenv("CROSSFADE_HOME", str(home))
+        yield Stage(home, store, materialise(STAGE, RUN_CONFIG))
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def test_the_whole_stage_materialises_and_every_gate_passes(stage) -> None:
+    assert stage.result.success
+    assert checks(stage.result) == {
+        "models_hgnn_item_embeddings_suite": True, "models_two_tower_promotion_gate": True,
+        "models_registry_suite": True, "eval_offline_metrics_suite": True}
+
+
+def test_every_graph_and_target_item_gets_one_vector(stage) -> None:
+    with stage.store.read() as con:
+        items = con.execute("select count(*) from raw.items where item_type in ('podcast', 'audiobook')").fetchone()[0]
+        vectors = con.execute("select count(distinct item_id), count(distinct model_version) "
+                              "from models.hgnn_item_embeddings").fetchone()
+    assert vectors == (items, 1)
+
+
+def test_the_registered_bundle_is_promoted_and_loads(stage) -> None:
+    with stage.store.read() as con:
+        row = registry.promoted(con)
+        assert [r["model_version"] for r in registry.candidates(con)] == []
+    assert row["model_name"] == "two_tower_hgnn"
+    assert row["as_of"] == dt.date(2026, 11, 2)
+    assert row["metrics"]["training"]["losses_finite"]
+    assert {"all", "warm", "cold", "long_tail"} <= set(row["metrics"])
+    bundle = ModelBundle.load(row["checkpoint_dir"])
+    assert bundle.manifest["model_version"] == row["model_version"]
+    assert Path(row["checkpoint_dir"]).parent == stage.home / "models"
+
+
+def test_offline_metrics_hold_every_model_and_the_judge_lists(stage) -> None:
+    with stage.store.read() as con:
+        metrics = con.sql("select * from eval.offline_metrics").pl()
+        lists = con.sql("select model, user_id, count(*) as n, max(rank) as last from eval.offline_lists "
+                        "group by all").pl()
+        version = registry.promoted(con)["model_version"]
+    assert set(metrics["model"]) == set(MODELS)
+    assert set(metrics["model_version"]) == {version}
+    assert set(lists["model"]) <= set(MODELS) and lists["n"].max() == 10 and lists["last"].max() == 10
+
+
+def test_two_tower_hgnn_beats_popularity_on_cold_users(stage) -> None:
+    with stage.store.read() as con:
+        hr = dict(con.execute("select model, value from eval.offline_metrics where slice = 'cold' "
+                              "and metric = 'hr@10'").fetchall())
+    assert hr["two_tower_hgnn"] > hr["popularity"]
+
+
+def test_the_gate_refuses_a_model_worse_than_the_promoted_one(stage) -> None:
+    with stage.store.read() as con:
+        real = registry.promoted(con)
+    strong = real | {"model_version": "strong", "metrics": {"cold": {"hr@10": 0.99}}, "created_at": None}
+    with stage.store.write() as con:
+        con.execute("update models.registry set status = 'retired' where status = 'promoted'")
+        registry.register(con, strong)
+        registry.promote(con, "strong")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CROSSFADE_HOME", str(stage.home))
+        result = materialise([models.models_two_tower, models.models_two_tower_promotion_gate, models.models_registry],
+                             {"ops": {"models__two_tower": {"config": {"epochs": 1}}}})
+    assert checks(result) == {"models_two_tower_promotion_gate": False}
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [dg.AssetKey(["models", "two_tower"])]
+    with stage.store.read() as con:
+        newest = registry.latest(con)
+        assert registry.promoted(con)["model_version"] == "strong"
+    assert newest["status"] == "rejected"
+    assert "below promoted strong" in newest["reason"]

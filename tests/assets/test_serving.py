@@ -1,0 +1,169 @@
+"""Nightly candidates on the sample world: the list contract, the gate before publish, readers during a write."""
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets import serving
+from assets.models import frames_from
+from models import candidates, two_tower
+from models.bundle import ModelBundle
+from models.text_features import hashed_text_embeddings
+from pipelines import cli
+from pipelines.resources import Crossfade, Warehouse
+from tests.conftest import WORLD_AS_OF, IngestedWorld
+from warehouse import registry
+from warehouse.store import Store, run_sql
+
+K = 100  # settings' default
+PARTITION = (WORLD_AS_OF - dt.timedelta(days=1)).isoformat()  # the nightly run for K serves K + 1
+SMALL = two_tower.TwoTowerConfig(hidden=(64, 32), epochs=2, use_hgnn=False, seed=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    home: Path
+    store: Store
+    result: dg.ExecuteInProcessResult
+
+
+def promote_bundle(store: Store, home: Path, version: str, seed: int) -> None:
+    """Train a small two-tower on the world's features and make it the promoted model."""
+    with store.read() as con:
+        frames = frames_from(con)
+    model = two_tower.fit(frames, dataclasses.replace(SMALL, seed=seed),
+                          text_embeddings=hashed_text_embeddings(frames.items))
+    empty = pl.DataFrame(schema={"item_id": pl.String, "item_type": pl.String, "embedding": pl.List(pl.Float32)})
+    folder = ModelBundle(model, empty, {"model_version": version}).save(home / "models" / version)
+    with store.write() as con:
+        registry.register(con, {"model_version": version, "model_name": "two_tower_hgnn", "as_of": WORLD_AS_OF,
+                                "config": {}, "metrics": {}, "checkpoint_dir": str(folder)})
+        registry.promote(con, version)
+
+
+def materialise(home: Path, store: Store) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [serving.serving_candidates_staging, serving.serving_candidates_staging_gate,
+         serving.serving_candidates, serving.serving_candidates_gate],
+        partition_key=PARTITION, raise_on_error=False,
+        resources={"crossfade": Crossfade(home=str(home)), "warehouse": Warehouse(database=str(store.database))},
+    )
+
+
+@pytest.fixture(scope="module")
+def served(ingested_world: IngestedWorld, tmp_path_factory: pytest.TempPathFactory) -> Served:
+    """The world with a promoted model v1 and its candidates published for the world's as-of date."""
+    home = tmp_path_factory.mktemp("served")
+    store = ingested_world.copy_to(home)
+    promote_bundle(store, home, "v1", seed=0)
+    return Served(home, store, materialise(home, store))
+
+
+def published(store: Store) -> pl.DataFrame:
+    with store.read() as con:
+        return con.sql("select * from serving.candidates").pl()
+
+
+def test_every_active_user_gets_k_released_unconsumed_items_in_score_order(served: Served) -> None:
+    assert served.result.success
+    with served.store.read() as con:
+        interactions = con.sql("select user_id, item_id, item_type from features.interactions").pl()
+        items = con.sql("select item_id, item_type, release_date from raw.items").pl()
+    lists = published(served.store)
+    released = items.filter((pl.col("item_type") == "audiobook")
+                            & (pl.col("release_date").is_null() | (pl.col("release_date") < WORLD_AS_OF)))
+    consumed = interactions.filter(pl.col("item_type") == "audiobook").select("user_id", "item_id").unique()
+    eligible = (interactions.select("user_id").unique()
+                .join(consumed.join(released, on="item_id").group_by("user_id").len(), on="user_id", how="left")
+                .select("user_id", expected=pl.min_horizontal(pl.lit(K), released.height - pl.col("len").fill_null(0))))
+    per_user = lists.group_by("user_id").agg(rows=pl.len(), items=pl.col("item_id").n_unique(),
+                                             ranks=pl.col("rank").sort(),
+                                             ordered=(pl.col("score").sort_by("rank").diff().fill_null(0) <= 0).all())
+    checked = eligible.join(per_user, on="user_id", how="left")
+    assert checked.filter(pl.col("rows") != pl.col("expected")).is_empty()
+    assert (checked["rows"] == checked["items"]).all() and checked["ordered"].all()
+    assert all(ranks == list(range(1, len(ranks) + 1)) for ranks in checked["ranks"].to_list())
+    assert lists.join(consumed, on=["user_id", "item_id"]).is_empty()
+    assert lists.join(released, on="item_id", how="anti").is_empty()
+    assert (lists["as_of"] == WORLD_AS_OF).all() and (lists["model_version"] == "v1").all()
+    assert not lists["is_fallback"].any()
+    assert lists["explanation"].str.starts_with("because you ").all()
+
+
+def test_users_the_model_knows_nothing_about_get_the_flagged_fallback(served: Served) -> None:
+    with served.store.read() as con:
+        frames = frames_from(con)
+    text = hashed_text_embeddings(frames.items)
+    history = frames.history(candidates.SERVING_PERIODS)
+    loner = history.group_by("user_id").len().sort("len", "user_id")["user_id"][0]
+    unknown = history.filter(pl.col("user_id") == loner)["item_id"]
+    expected = set(history.group_by("user_id").agg(pl.col("item_id").is_in(unknown.implode()).all().alias("all"))
+                   .filter("all")["user_id"])
+    model = two_tower.fit(frames, SMALL, text_embeddings=text)
+    inputs = candidates.ServingInputs(frames, text.filter(~pl.col("item_id").is_in(unknown.implode())),
+                                      WORLD_AS_OF, "audiobook", 10)
+    lists = pl.concat(list(candidates.generate(inputs, model, "v1")))
+    fallback = lists.filter(pl.col("is_fallback"))
+    assert set(fallback["user_id"]) == expected and loner in expected
+    assert (fallback["model_version"] == candidates.FALLBACK_MODEL).all()
+    assert fallback.group_by("user_id").len()["len"].to_list() == [10] * len(expected)
+    assert fallback["explanation"].str.starts_with("popular").all()
+    assert (fallback.sort("user_id", "rank").group_by("user_id", maintain_order=True)
+            .agg((pl.col("score").diff().fill_null(0) <= 0).all())["score"].all())
+
+
+def test_without_a_promoted_model_every_list_is_the_flagged_popularity_fallback(served: Served) -> None:
+    with served.store.read() as con:
+        frames = frames_from(con)
+    inputs = candidates.ServingInputs(frames, hashed_text_embeddings(frames.items), WORLD_AS_OF, "audiobook", 5)
+    lists = pl.concat(list(candidates.generate(inputs, None, "none")))
+    assert lists["is_fallback"].all()
+    assert lists["user_id"].n_unique() == frames.history(candidates.SERVING_PERIODS)["user_id"].n_unique()
+
+
+def test_a_failing_gate_keeps_the_previous_publish(served: Served, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "warehouse" / "crossfade.duckdb")
+    store.database.parent.mkdir(parents=True)
+    (tmp_path / "warehouse" / "crossfade.duckdb").write_bytes(served.store.database.read_bytes())
+    with store.write() as con:  # publishes the copy so readers have a snapshot
+        before = con.sql("select * from serving.candidates order by user_id, rank").pl()
+
+    def duplicating(*args: object, **kwargs: object) -> Iterator[pl.DataFrame]:
+        for n, chunk in enumerate(generate(*args, **kwargs)):
+            yield pl.concat([chunk, chunk.head(1)]) if n == 0 else chunk  # a buggy model repeats an item
+
+    generate = candidates.generate
+    monkeypatch.setattr(serving, "generate", duplicating)
+    result = materialise(served.home, store)
+    gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "serving_candidates_staging_suite"]
+    assert len(gate) == 1 and not gate[0].passed
+    failures = gate[0].metadata["failures"].value
+    assert any(f["column"] == "count_duplicates" for f in failures)
+    materialised = {e.event_specific_data.materialization.asset_key for e in result.get_asset_materialization_events()}
+    assert materialised == {dg.AssetKey(["serving", "candidates_staging"])}  # publishing never ran
+    assert published(store).sort("user_id", "rank").equals(before)
+
+
+def test_a_reader_during_a_write_sees_the_previous_complete_publish(served: Served, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    (home / "warehouse").mkdir(parents=True)
+    (home / "warehouse" / "crossfade.duckdb").write_bytes(served.store.database.read_bytes())
+    store = Store(home / "warehouse" / "crossfade.duckdb", lock_timeout_s=5)
+    with store.write():
+        pass
+    rows = published(store).height
+    monkeypatch.setenv("CROSSFADE_HOME", str(home))
+    with store.write() as con:  # half way through a publish: the old lists are gone from the working file
+        run_sql(con, "serving/candidates_unpublish", {"as_of": WORLD_AS_OF})
+        assert con.sql("select count(*) from serving.candidates").fetchone()[0] == 0
+        assert published(store).height == rows
+        assert cli.main(["sql", "select count(*) as n, min(model_version) as v from serving.candidates",
+                         "--format", "csv"]) == 0
+        assert capsys.readouterr().out.splitlines()[1] == f"{rows},v1"

@@ -1,0 +1,58 @@
+"""ModelBundle: a saved and reloaded bundle scores users and items exactly as before."""
+import polars as pl
+import pytest
+import torch
+
+from models import hgnn, two_tower
+from models.bundle import ModelBundle, evaluate_bundle, slice_metrics
+from models.evaluate import EvaluateConfig
+from models.two_tower import TwoTowerConfig
+
+CONFIG = TwoTowerConfig(epochs=2, batch_size=128, seed=0)
+
+
+@pytest.fixture(scope="module")
+def bundle(world) -> ModelBundle:
+    vectors = world.hgnn.join(world.frames.items.select("item_id", "item_type"), on="item_id")
+    model = two_tower.fit(world.frames, CONFIG, text_embeddings=world.text, hgnn_embeddings=vectors,
+                          profile_embeddings=world.profile)
+    encoder = hgnn.HGNN(16, ["audiobook__audiobook", "audiobook__podcast"], hgnn.HGNNConfig(hidden_dim=8, out_dim=8))
+    return ModelBundle(model, vectors, {"model_version": "v1", "as_of": "2024-04-15"}, hgnn.checkpoint(encoder))
+
+
+def vectors(world, bundle: ModelBundle) -> list[tuple[pl.Series, torch.Tensor]]:
+    return [bundle.two_tower.user_vectors(world.frames, world.text, bundle.hgnn_embeddings, world.profile),
+            bundle.two_tower.item_vectors(world.frames, world.text, bundle.hgnn_embeddings)]
+
+
+def test_round_trip_gives_identical_vectors(world, bundle, tmp_path) -> None:
+    loaded = ModelBundle.load(bundle.save(tmp_path / "v1"))
+    for (ids_before, before), (ids_after, after) in zip(vectors(world, bundle), vectors(world, loaded)):
+        assert ids_after.equals(ids_before)
+        assert torch.equal(after, before)
+
+
+def test_round_trip_keeps_manifest_embeddings_and_hgnn(bundle, tmp_path) -> None:
+    loaded = ModelBundle.load(bundle.save(tmp_path / "v1"))
+    assert loaded.manifest == bundle.manifest
+    assert loaded.hgnn_embeddings.equals(bundle.hgnn_embeddings.select("item_id", "item_type", "embedding"))
+    for name, tensor in bundle.hgnn_checkpoint["state_dict"].items():
+        assert torch.equal(loaded.hgnn_checkpoint["state_dict"][name], tensor)
+    assert sorted(p.name for p in (tmp_path / "v1").iterdir()) == [
+        "hgnn.pt", "hgnn_item_embeddings.parquet", "manifest.json", "two_tower.pt"]
+
+
+def test_loading_an_incomplete_folder_names_the_missing_files(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="two_tower.pt"):
+        ModelBundle.load(tmp_path)
+
+
+def test_evaluation_scores_the_bundled_model_and_keeps_top_10_lists(world, bundle) -> None:
+    config = EvaluateConfig(k=50, models=("popularity", "two_tower_hgnn"), two_tower=CONFIG)
+    metrics, lists = evaluate_bundle(bundle, world.frames, world.text, world.profile, config)
+    assert set(metrics["model"]) == {"popularity", "two_tower_hgnn"}
+    assert lists["rank"].max() == 10
+    assert lists.group_by("model", "user_id").len()["len"].max() == 10
+    scores = slice_metrics(metrics, "two_tower_hgnn")
+    assert set(scores) == {"all", "warm", "cold", "long_tail"}
+    assert scores["cold"]["hr@10"] > slice_metrics(metrics, "popularity")["cold"]["hr@10"]
