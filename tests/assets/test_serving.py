@@ -45,11 +45,12 @@ def promote_bundle(store: Store, home: Path, version: str, seed: int) -> None:
         registry.promote(con, version)
 
 
-def materialise(home: Path, store: Store) -> dg.ExecuteInProcessResult:
+def materialise(home: Path, store: Store, partition: str = PARTITION) -> dg.ExecuteInProcessResult:
+    """Staging, its gate, publish and the published suite for one events partition (as-of = partition + 1)."""
     return dg.materialize(
         [serving.serving_candidates_staging, serving.serving_candidates_staging_gate,
          serving.serving_candidates, serving.serving_candidates_gate],
-        partition_key=PARTITION, raise_on_error=False,
+        partition_key=partition, raise_on_error=False,
         resources={"crossfade": Crossfade(home=str(home)), "warehouse": Warehouse(database=str(store.database))},
     )
 

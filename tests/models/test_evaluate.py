@@ -5,7 +5,7 @@ import pytest
 from models.evaluate import MODELS, EvaluateConfig, evaluate, holdout_targets, plot_metrics
 from models.two_tower import TwoTowerConfig
 
-CONFIG = EvaluateConfig(k=50, two_tower=TwoTowerConfig(epochs=10, batch_size=128))
+CONFIG = EvaluateConfig(k=50, two_tower=TwoTowerConfig(epochs=5, batch_size=128))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The judge's prompts, schemas, order-swap agreement and summary rates, on hand-made verdicts."""
 import json
+from typing import Any
 
 import polars as pl
 import pytest
@@ -105,7 +106,8 @@ class ScriptedJudge:
     def __init__(self) -> None:
         self.calls = 0
 
-    def complete(self, messages, schema, *, max_tokens, temperature, seed) -> Completion:
+    def complete(self, messages: list[dict[str, str]], schema: dict[str, Any], *, max_tokens: int,
+                 temperature: float, seed: int) -> Completion:
         self.calls += 1
         return Completion(json.dumps({"rationale": "A reads better", "verdict": "A", "confidence": "high"}),
                           10, 10, 0.0, "stop")
@@ -113,12 +115,12 @@ class ScriptedJudge:
 
 class MemoryCache:
     def __init__(self) -> None:
-        self.rows: dict = {}
+        self.rows: dict[tuple[str, str, str], dict[str, Any]] = {}
 
-    def get_many(self, keys):
+    def get_many(self, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Any]]:
         return {key: self.rows[key] for key in keys if key in self.rows}
 
-    def put_many(self, rows):
+    def put_many(self, rows: list[dict[str, Any]]) -> None:
         self.rows.update({(row["model"], row["prompt_version"], row["input_hash"]): row for row in rows})
 
 

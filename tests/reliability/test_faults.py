@@ -380,7 +380,8 @@ def test_the_item_topics_asset_completes_with_the_endpoint_down(ingested_world, 
     )
     assert result.success
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
-    assert metadata["backend_errors"].value == 3 and metadata["calls"].value == 3
+    # it stops starting calls after 3 endpoint errors; calls already in flight finish (3 at a time)
+    assert 3 <= metadata["backend_errors"].value == metadata["calls"].value <= 6
     assert metadata["left_for_next_run"].value == metadata["dagster/row_count"].value  # all pending, none lost
     with Store(crossfade_home / "warehouse" / "crossfade.duckdb").read() as con:
         assert con.execute("select distinct status from enrich.item_topics").fetchall() == [("pending",)]
