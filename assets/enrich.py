@@ -21,6 +21,7 @@ from pipelines.resources import Crossfade, Warehouse
 from pipelines.settings import Settings
 from quality import enrich_suites
 from warehouse import enrichment_tables as tables
+from warehouse.llm_cache import LLMCache
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -54,7 +55,7 @@ def _ask(
         return run_batch(model, requests, cache, settings.llm_call_budget, seed=settings.seed)
     except BaseException:
         with warehouse.write() as con:
-            tables.save_answers(con, cache.new_rows)
+            LLMCache(con).put_many(cache.new_rows)
         raise
 
 
@@ -101,7 +102,7 @@ def enrich_item_topics(
         input_hash=pl.Series([request.input_hash for request in requests], dtype=pl.String)
     )
     with warehouse.write() as con:
-        tables.save_answers(con, cache.new_rows)
+        LLMCache(con).put_many(cache.new_rows)
         rows = tables.write_item_topics(con, requested, model_name, item_topics.PROMPT_VERSION)
         by_status = con.execute("select status, count(*) as items from enrich.item_topics group by 1 order by 1").pl()
         sample = con.execute(
@@ -144,7 +145,7 @@ def enrich_user_profiles(
         input_hash=pl.Series([request.input_hash for request in requests], dtype=pl.String)
     )
     with warehouse.write() as con:
-        tables.save_answers(con, cache.new_rows)
+        LLMCache(con).put_many(cache.new_rows)
         rows = tables.write_user_profiles(con, facts, requested, model_name, user_profiles.PROMPT_VERSION)
         by_status = con.execute("select status, count(*) as users from enrich.user_profiles group by 1 order by 1").pl()
         sample = con.execute(

@@ -13,7 +13,8 @@ from models import judge
 from models.enrichment import EnrichRequest, EnrichResult, run_batch
 from pipelines.llm import LLMBackend
 from pipelines.resources import Crossfade, Warehouse
-from warehouse.enrichment_tables import BufferedCache, cached_answers, save_answers, table_exists
+from warehouse.enrichment_tables import BufferedCache, cached_answers, table_exists
+from warehouse.llm_cache import LLMCache
 from warehouse.store import run_sql, scalar
 
 
@@ -132,7 +133,7 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
             batch = run_batch(model, requests, cache, settings.llm_call_budget, seed=settings.seed)
         finally:
             with warehouse.write() as con:
-                save_answers(con, cache.new_rows)  # paid-for answers are kept even if the run stops here
+                LLMCache(con).put_many(cache.new_rows)  # paid-for answers are kept even if the run stops here
     judged = described.join(_answers(batch.results), on="entity_id", how="left").with_columns(
         pl.col("status").fill_null("pending"))
     pointwise = judged.filter(pl.col("kind") == "pointwise")

@@ -52,8 +52,8 @@ def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt
 
 @dg.asset(
     key=["serving", "candidates_staging"], partitions_def=events_partitions, group_name="serving", kinds={"duckdb"},
-    deps=[["models", "registry"], ["features", "interactions"], ["features", "user_stats"],
-          ["features", "item_stats"], ["enrich", "text_embeddings"]],
+    deps=[["models", "registry"], ["features", "splits"], ["features", "interactions"], ["features", "user_stats"],
+          ["features", "item_stats"], ["raw", "items"], ["enrich", "text_embeddings"]],
 )
 def serving_candidates_staging(context: dg.AssetExecutionContext, config: CandidatesRun, crossfade: Crossfade,
                                warehouse: Warehouse) -> dg.MaterializeResult:

@@ -59,10 +59,6 @@ def cached_answers(con: duckdb.DuckDBPyConnection, keys: Sequence[CacheKey]) -> 
     return {(row[0], row[1], row[2]): dict(zip(llm_cache.COLUMNS, row)) for row in rows}
 
 
-def save_answers(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
-    LLMCache(con).put_many(rows)
-
-
 def pending_first(queue: pl.DataFrame, previous: pl.DataFrame, key: str) -> pl.DataFrame:
     """The queue with entities left 'pending' by the last run moved to the front, each part in its own order.
 

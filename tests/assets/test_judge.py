@@ -71,6 +71,8 @@ def judged_home(tmp_path: Path) -> tuple[Path, Store]:
                             schema_overrides={"narrative_json": pl.String})
     holdout = pl.DataFrame(HOLDOUT, schema=["user_id", "item_id"], orient="row")
     with store.write() as con:
+        for name, frame in (("items", items), ("lists", lists), ("profiles", profiles), ("holdout", holdout)):
+            con.register(name, frame.to_arrow())
         con.execute("insert into raw.items by name select * from items")
         con.execute("create table eval.offline_lists as select * from lists")
         con.execute("create table enrich.user_profiles as select * from profiles")
@@ -107,6 +109,6 @@ def test_judge_counts_wins_only_across_both_orders_and_resumes_within_budget(jud
     assert point.select("user_id", "item_id", "verdict", "in_holdout").rows() == [
         ("u1", "a1", "aligned", True), ("u1", "a3", "aligned", False),
         ("u2", "a1", "aligned", False), ("u2", "a3", "aligned", False)]
-    metadata = second.asset_materializations_for_node("eval_judge_scores")[0].metadata
+    metadata = second.asset_materializations_for_node("eval__judge_scores")[0].metadata
     assert metadata["positive_rate"].value == 1.0 and metadata["tie_rate"].value == 0.5
     assert metadata["holdout_agreement"].value == 0.25

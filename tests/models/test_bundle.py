@@ -47,6 +47,7 @@ def test_loading_an_incomplete_folder_names_the_missing_files(tmp_path) -> None:
         ModelBundle.load(tmp_path)
 
 
+@pytest.mark.slow  # ranks the whole catalogue for 800 users twice: tens of seconds on a busy host
 def test_evaluation_scores_the_bundled_model_and_keeps_top_10_lists(world, bundle) -> None:
     config = EvaluateConfig(k=50, models=("popularity", "two_tower_hgnn"), two_tower=CONFIG)
     metrics, lists = evaluate_bundle(bundle, world.frames, world.text, world.profile, config)

@@ -1,0 +1,125 @@
+"""Beyond one machine: the k8s deployment files validate, user shards cover everyone once, sharded top-K equals one process."""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from models.retrieval import candidates_frame, top_k_items
+from pipelines.shards import (
+    assign_shards,
+    candidate_shard_partitions,
+    parse_shard_key,
+    shard_key,
+    shard_of,
+    shard_partitions,
+    users_in_shard,
+)
+from tests.reliability.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+DEPLOY = ROOT / "deploy" / "k8s"
+
+
+def _k8s_nightly_job():
+    import dagster as dg
+    from dagster_k8s import k8s_job_executor
+
+    from pipelines.definitions import defs
+
+    # The deployment's definitions: the same assets, jobs and resources, each step a Kubernetes Job.
+    k8s_defs = dg.Definitions(
+        assets=list(defs.assets), asset_checks=list(defs.asset_checks or []), jobs=list(defs.jobs),
+        resources=dict(defs.resources), executor=k8s_job_executor,
+    )
+    return k8s_defs.resolve_job_def("nightly")
+
+
+def test_the_run_config_validates_against_the_nightly_job_on_the_k8s_executor() -> None:
+    import dagster as dg
+
+    job = _k8s_nightly_job()
+    assert job.executor_def.name == "k8s"
+    config = yaml.safe_load((DEPLOY / "run_config.yaml").read_text())
+    dg.validate_run_config(job, config)  # raises DagsterInvalidConfigError on any wrong key or type
+
+
+def test_a_misspelt_run_config_is_refused() -> None:
+    import dagster as dg
+
+    config = yaml.safe_load((DEPLOY / "run_config.yaml").read_text())
+    config["execution"]["config"]["max_concurent"] = config["execution"]["config"].pop("max_concurrent")
+    with pytest.raises(dg.DagsterInvalidConfigError, match="max_concurent"):
+        dg.validate_run_config(_k8s_nightly_job(), config)
+
+
+def test_the_instance_file_configures_a_valid_k8s_run_launcher() -> None:
+    from dagster._config import process_config, resolve_to_config_type
+    from dagster_k8s import K8sRunLauncher
+
+    instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    assert (instance["run_launcher"]["module"], instance["run_launcher"]["class"]) == ("dagster_k8s", "K8sRunLauncher")
+    result = process_config(resolve_to_config_type(K8sRunLauncher.config_type()), instance["run_launcher"]["config"])
+    assert result.success, result.errors
+    values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["dagster-user-deployments"]["deployments"][0]["dagsterApiGrpcArgs"] == ["-m", "pipelines.definitions"]
+
+
+def test_shards_cover_every_user_exactly_once(ingested_world) -> None:
+    shards = 4
+    with ingested_world.store.read() as con:
+        everyone = [row[0] for row in con.execute("select user_id from features.user_stats order by user_id").fetchall()]
+        per_shard = [users_in_shard(con, index, shards) for index in range(shards)]
+    flat = [user for users in per_shard for user in users]
+    assert sorted(flat) == everyone and len(set(flat)) == len(flat)  # all of them, none twice
+    assert min(len(users) for users in per_shard) > len(everyone) / shards / 2  # roughly balanced
+    for index, users in enumerate(per_shard):  # SQL, bulk and one-at-a-time agree
+        assert {shard_of(user, shards) for user in users} == {index}
+    bulk = assign_shards(pl.Series(everyone), shards)
+    assert bulk.to_list() == [shard_of(user, shards) for user in everyone]
+
+
+def test_shard_assignment_is_pinned() -> None:
+    # md5('u1') starts e4d909c290d0fb1c: 16462711477639921542 % 16 == 6. A change here moves users between shards.
+    assert shard_of("u1", 16) == 6
+    assert shard_of("🎧'; drop table raw.users; --", 16) == shard_of("🎧'; drop table raw.users; --", 16)
+    assert [shard_of(f"u{n}", 1) for n in range(5)] == [0] * 5
+
+
+def test_shard_keys_and_partitions() -> None:
+    assert shard_key(3, 16) == "shard-03-of-16" and parse_shard_key("shard-03-of-16") == (3, 16)
+    assert shard_partitions(4).get_partition_keys() == [f"shard-0{n}-of-04" for n in range(4)]
+    assert set(candidate_shard_partitions.partitions_defs[1].partitions_def.get_partition_keys()) >= {"shard-15-of-16"}
+    for bad in ("shard-16-of-16", "../shard-01-of-16", "shard-1-of-16", "shard-01-of-16/.."):
+        with pytest.raises(ValueError, match="shard key"):
+            parse_shard_key(bad)
+    with pytest.raises(ValueError, match="shards must be"):
+        shard_of("u1", 0)
+
+
+def test_union_of_per_shard_top_k_equals_one_process() -> None:
+    rng = np.random.default_rng(3)
+    users = np.array([f"user-{n:04d}" for n in range(600)])
+    items = np.array([f"book-{n:03d}" for n in range(250)])
+    user_vectors = rng.standard_normal((len(users), 16)).astype(np.float32)
+    item_vectors = rng.standard_normal((len(items), 16)).astype(np.float32)
+    item_vectors[10] = item_vectors[11]  # a tie: the lower item index must win in both layouts
+    consumed = [np.sort(rng.choice(len(items), size=rng.integers(0, 6), replace=False)) for _ in users]
+
+    def run(rows: np.ndarray) -> pl.DataFrame:
+        indptr = np.concatenate([[0], np.cumsum([len(consumed[r]) for r in rows])]).astype(np.int64)
+        indices = np.concatenate([consumed[r] for r in rows] or [np.array([], dtype=np.int64)]).astype(np.int64)
+        chunks = top_k_items(user_vectors[rows], item_vectors, 20, exclude_indptr=indptr, exclude_indices=indices,
+                             chunk_users=64, threads=1)
+        return candidates_frame(chunks, users[rows], items)
+
+    single = run(np.arange(len(users))).sort("user_id", "rank")
+    shard = assign_shards(pl.Series(users), 8).to_numpy()
+    sharded = pl.concat([run(np.flatnonzero(shard == index)) for index in range(8)]).sort("user_id", "rank")
+    assert sharded.height == len(users) * 20
+    # the same items in the same order; a score may differ in its last float32 bit, since BLAS sums
+    # a product in an order that depends on how many users share the matmul
+    assert sharded.select("user_id", "item_id", "rank").equals(single.select("user_id", "item_id", "rank"))
+    assert np.allclose(sharded["score"].to_numpy(), single["score"].to_numpy(), rtol=1e-5, atol=1e-5)
