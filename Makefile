@@ -12,6 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 DEMO_USERS ?= 2000
 DEMO_DAYS ?= 120
 DEMO_SEED ?= 7
+DEMO_LLM_CALL_BUDGET ?= 8  # LLM calls per enrichment asset in the demo; SmolLM2 on 2 cores takes seconds a call
 
 .PHONY: install demo test test-fast ui bench clean
 
@@ -30,7 +31,7 @@ demo: $(STAMP)
 	@if [ ! -d "$(CROSSFADE_HOME)/landing/events" ]; then \
 		$(VENV)/bin/crossfade simulate --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --out "$(CROSSFADE_HOME)/landing"; \
 	fi
-	$(VENV)/bin/crossfade run
+	CROSSFADE_LLM_CALL_BUDGET=$${CROSSFADE_LLM_CALL_BUDGET:-$(DEMO_LLM_CALL_BUDGET)} $(VENV)/bin/crossfade run
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -54,19 +54,20 @@ def main() -> None:
     base_hgnn = hgnn.HGNNConfig(max_epochs=args.hgnn_epochs, patience=2, batch_size=1024, seed=args.seed, num_threads=1)
     base_tt = two_tower.TwoTowerConfig(target_type=target, graph_types=graph_types, item_types=settings.item_types,
                                        epochs=args.tt_epochs, seed=args.seed)
+    # name -> (HGNN variant, its config, kept relations (None: all), two-tower config)
     variants = {
-        "full": (base_hgnn, None, base_tt),
-        "no_balanced_sampler": (dataclasses.replace(base_hgnn, balanced=False, per_relation_fanout=False), None, base_tt),
-        "no_weak_signals": (base_hgnn, None, dataclasses.replace(base_tt, use_weak_signals=False)),
+        "full": ("full", base_hgnn, None, base_tt),
+        "no_balanced_sampler": ("no_balanced_sampler",
+                                dataclasses.replace(base_hgnn, balanced=False, per_relation_fanout=False), None, base_tt),
+        "no_weak_signals": ("full", base_hgnn, None, dataclasses.replace(base_tt, use_weak_signals=False)),
     }
     if cross:
         kept = [r for r in relation_names(graph_types) if r != cross]
-        variants[f"drop_{cross}"] = (base_hgnn, kept, base_tt)
-        variants["single_relation"] = (base_hgnn, [relation_name(target, target)], base_tt)
+        variants[f"drop_{cross}"] = (f"drop_{cross}", base_hgnn, kept, base_tt)
+        variants["single_relation"] = ("single_relation", base_hgnn, [relation_name(target, target)], base_tt)
     rows, popularity, trained = [], None, {}
-    for name, (hgnn_config, relations, tt_config) in variants.items():
+    for name, (key, hgnn_config, relations, tt_config) in variants.items():
         started = time.perf_counter()
-        key = (hgnn_config, tuple(relations or ()))
         if key not in trained:  # no_weak_signals reuses the full model's HGNN
             trained[key] = _hgnn_vectors(frames, edges, text, graph_types, target, relations, hgnn_config)
         vectors, state = trained[key]

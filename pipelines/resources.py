@@ -32,7 +32,7 @@ class Crossfade(dg.ConfigurableResource):
             item_types=s.item_types, graph_types=s.graph_types, target_type=s.target_type,
             max_reject_rate=s.max_reject_rate, volume_tolerance=s.volume_tolerance,
             min_co_listeners=s.min_co_listeners, min_catalog_coverage=s.min_catalog_coverage,
-            k=s.k, partitions=partitions,
+            k=s.k, partitions=partitions, llm_max_failure_rate=s.llm_max_failure_rate,
         )
 
     def as_of(self, context: dg.OpExecutionContext | dg.AssetCheckExecutionContext, con: duckdb.DuckDBPyConnection) -> dt.date:

@@ -12,6 +12,7 @@ VERSION = "enrich/v1"
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2: the contract of enrich.text_embeddings
 NORM_TOLERANCE = 1e-3  # float32 vectors normalised by the encoder land within 1e-6 of 1
 DEFAULT_MAX_FAILURE_RATE = 0.2  # settings.llm_max_failure_rate's default, for callers without it
+MIN_ANSWERS_JUDGED = 10  # below this many answers one failure is no rate: the limit is not applied yet
 ITEM_STATUSES = ["ok", "failed", "pending"]
 USER_STATUSES = ["ok", "failed", "pending", "no_activity"]
 
@@ -19,7 +20,7 @@ USER_STATUSES = ["ok", "failed", "pending", "no_activity"]
 def _failure_rate_limit(limits: Thresholds, max_failure_rate: float | None) -> float:
     if max_failure_rate is not None:
         return max_failure_rate
-    return getattr(limits, "llm_max_failure_rate", DEFAULT_MAX_FAILURE_RATE)
+    return limits.llm_max_failure_rate
 
 
 def _failure_rate(table: str, statuses: pl.Series, limit: float) -> Report:
@@ -27,7 +28,7 @@ def _failure_rate(table: str, statuses: pl.Series, limit: float) -> Report:
     answered = int(statuses.is_in(["ok", "failed"]).sum())
     failed = int((statuses == "failed").sum())
     rates = pl.DataFrame({
-        "count_answered": [answered], "count_failed": [failed], "failure_rate": [failed / answered if answered else 0.0],
+        "count_answered": [answered], "count_failed": [failed], "failure_rate": [failed / answered if answered >= MIN_ANSWERS_JUDGED else None],
     })
     return validate_frame(table, rates, [
         gxe.ExpectColumnValuesToBeBetween(column="failure_rate", min_value=0, max_value=limit),

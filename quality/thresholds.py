@@ -18,4 +18,5 @@ class Thresholds:
     min_co_listeners: int = 1
     min_catalog_coverage: float = 0.05
     k: int = 100
+    llm_max_failure_rate: float = 0.2
     partitions: tuple[dt.date, ...] = ()  # events arrival dates (or candidate as-of dates) to check

@@ -36,7 +36,7 @@ def scratch(ingested_world, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnectio
     con.close()
 
 
-@pytest.mark.parametrize("table", sorted(SUITES))
+@pytest.mark.parametrize("table", sorted(name for name in SUITES if name.startswith(("raw.", "features."))))
 def test_every_suite_passes_on_the_sample_world(ingested_world, table: str) -> None:
     with ingested_world.store.read() as con:
         report = check(con, table, limits_for(con))
