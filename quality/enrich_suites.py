@@ -11,8 +11,6 @@ from quality.validate import Report, validate_frame
 VERSION = "enrich/v1"
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2: the contract of enrich.text_embeddings
 NORM_TOLERANCE = 1e-3  # float32 vectors normalised by the encoder land within 1e-6 of 1
-DEFAULT_MAX_FAILURE_RATE = 0.2  # settings.llm_max_failure_rate's default, for callers without it
-MIN_ANSWERS_JUDGED = 10  # below this many answers one failure is no rate: the limit is not applied yet
 ITEM_STATUSES = ["ok", "failed", "pending"]
 USER_STATUSES = ["ok", "failed", "pending", "no_activity"]
 
@@ -23,12 +21,13 @@ def _failure_rate_limit(limits: Thresholds, max_failure_rate: float | None) -> f
     return limits.llm_max_failure_rate
 
 
-def _failure_rate(table: str, statuses: pl.Series, limit: float) -> Report:
+def _failure_rate(table: str, statuses: pl.Series, limit: float, min_answers: int) -> Report:
     """Of the answers the table holds (ok or failed), the failed share, against the limit."""
     answered = int(statuses.is_in(["ok", "failed"]).sum())
     failed = int((statuses == "failed").sum())
     rates = pl.DataFrame({
-        "count_answered": [answered], "count_failed": [failed], "failure_rate": [failed / answered if answered >= MIN_ANSWERS_JUDGED else None],
+        "count_answered": [answered], "count_failed": [failed], # below min_answers one failure is no rate yet: the limit applies once enough answers are stored
+        "failure_rate": [failed / answered if answered >= min_answers else None],
     })
     return validate_frame(table, rates, [
         gxe.ExpectColumnValuesToBeBetween(column="failure_rate", min_value=0, max_value=limit),
@@ -63,7 +62,8 @@ def item_topics_suite(
     ], VERSION)
     if extra:
         report.failed.append({"expectation": "every listed item is in raw.items", "column": "item_id", "unexpected_count": extra})
-    report.merge(_failure_rate("enrich.item_topics", rows["status"], _failure_rate_limit(limits, max_failure_rate)))
+    report.merge(_failure_rate("enrich.item_topics", rows["status"], _failure_rate_limit(limits, max_failure_rate),
+                                limits.llm_min_answers_judged))
     return report
 
 
@@ -88,7 +88,8 @@ def user_profiles_suite(
         gxe.ExpectColumnValuesToBeInSet(column="has_facts", value_set=[True]),
         gxe.ExpectColumnValuesToBeInSet(column="is_whole_answer", value_set=[True]),
     ], VERSION)
-    report.merge(_failure_rate("enrich.user_profiles", rows["status"], _failure_rate_limit(limits, max_failure_rate)))
+    report.merge(_failure_rate("enrich.user_profiles", rows["status"], _failure_rate_limit(limits, max_failure_rate),
+                                limits.llm_min_answers_judged))
     return report
 
 

@@ -19,4 +19,5 @@ class Thresholds:
     min_catalog_coverage: float = 0.05
     k: int = 100
     llm_max_failure_rate: float = 0.2
+    llm_min_answers_judged: int = 10  # the failure rate is gated once this many LLM answers are stored
     partitions: tuple[dt.date, ...] = ()  # events arrival dates (or candidate as-of dates) to check
