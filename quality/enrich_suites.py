@@ -25,10 +25,11 @@ def _failure_rate(table: str, statuses: pl.Series, limit: float, min_answers: in
     """Of the answers the table holds (ok or failed), the failed share, against the limit."""
     answered = int(statuses.is_in(["ok", "failed"]).sum())
     failed = int((statuses == "failed").sum())
+    # Below min_answers one failure is no rate yet: the limit applies once enough answers are stored.
     rates = pl.DataFrame({
-        "count_answered": [answered], "count_failed": [failed], # below min_answers one failure is no rate yet: the limit applies once enough answers are stored
+        "count_answered": [answered], "count_failed": [failed],
         "failure_rate": [failed / answered if answered >= min_answers else None],
-    })
+    }, schema_overrides={"failure_rate": pl.Float64})
     return validate_frame(table, rates, [
         gxe.ExpectColumnValuesToBeBetween(column="failure_rate", min_value=0, max_value=limit),
     ], VERSION, batch="failure_rate")
