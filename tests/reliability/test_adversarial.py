@@ -10,9 +10,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from models.item_topics import item_request
+from models.item_topics import ItemTopics, item_request
 from models.llm import LLMError, OpenAICompatible, generate
-from models.item_topics import ItemTopics
 from pipelines import cli
 from tests.reliability.conftest import llm_stub
 from warehouse import landing

@@ -23,7 +23,6 @@ from tests.reliability.conftest import (
     ROOT,
     checksums,
     closed_port_url,
-    file_digest,
     ingest_totals,
     llm_stub,
     published_state_kept,
