@@ -121,7 +121,8 @@ def test_two_tower_hgnn_beats_popularity_on_cold_users(stage) -> None:
 def test_the_gate_refuses_a_model_worse_than_the_promoted_one(stage) -> None:
     with stage.store.read() as con:
         real = registry.promoted(con)
-    strong = real | {"model_version": "strong", "metrics": {"cold": {"hr@10": 0.99}}, "created_at": None}
+    strong = real | {"model_version": "strong", "metrics": {"cold": {"hr@10": 0.99}}, "created_at": None,
+                     "status": "candidate", "reason": None, "promoted_at": None}
     with stage.store.write() as con:
         con.execute("update models.registry set status = 'retired' where status = 'promoted'")
         registry.register(con, strong)
