@@ -154,5 +154,25 @@ def _summary(settings: Settings) -> None:
                 if metrics.height:
                     print("\noffline HR@10 by model and slice:")
                     print(metrics)
+            if any(name == "models.registry" for name, _ in tables):
+                for version, status, reason in con.execute(
+                    "select model_version, status, coalesce(reason, '') from models.registry order by created_at desc limit 3"
+                ).fetchall():
+                    print(f"  model {version}: {status} {reason}")
+            if any(name == "serving.candidates" for name, _ in tables):
+                published = con.execute(
+                    "select as_of, count(distinct user_id), count(*), count(*) filter (where is_fallback) "
+                    "from serving.candidates group by 1 order by 1 desc limit 1"
+                ).fetchall()
+                for as_of, users, rows, fallback in published:
+                    print(f"\npublished candidates for {as_of}: {users:,} users, {rows:,} rows, {fallback:,} fallback rows")
+            if any(name == "eval.judge_scores" for name, _ in tables):
+                verdicts = con.execute(
+                    "select kind, coalesce(final_winner, verdict, status) as outcome, count(*) as judgements "
+                    "from eval.judge_scores group by all order by all"
+                ).pl()
+                if verdicts.height:
+                    print("\nLLM judge (pairwise wins count only when both orders agree):")
+                    print(verdicts)
     except NothingPublishedError:
         print("nothing published yet")
