@@ -45,7 +45,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         result = {"ours": _ours, "baseline": _baseline, "edges": _edges, "naive": _naive}[args.worker](args)
-        result["peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result["peak_gib"] = usage.ru_maxrss / 2**20  # KiB on Linux
+        result["cpu_s"] = usage.ru_utime + usage.ru_stime  # steadier than wall time beside busy neighbours
         print(json.dumps(result))
         return
     if args.quick:
@@ -114,9 +116,10 @@ def _print_run(round_no: int, name: str, run: dict, rows: int) -> None:
     if "failed" in run:
         print(f"  round {round_no + 1} {name:>8}: failed ({run['failed']})", flush=True)
         return
+    rate = f"{rows / run['seconds']:>10,.0f} events/s" if name in ("ours", "baseline") else f"{run['edges']:>10,} pairs   "
     phases = ", ".join(f"{key} {value:.1f}" for key, value in run.get("phases", {}).items())
-    print(f"  round {round_no + 1} {name:>8}: {run['seconds']:7.1f} s  {rows / run['seconds']:>10,.0f} events/s  "
-          f"peak RSS {run['peak_gib']:.2f} GiB  [{phases}]", flush=True)
+    print(f"  round {round_no + 1} {name:>8}: {run['seconds']:7.1f} s  {rate}  CPU {run['cpu_s']:6.1f} s  "
+          f"peak RSS {run['peak_gib']:.2f} GiB  {phases}", flush=True)
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -127,31 +130,31 @@ def _median(runs: list[dict], key: str) -> float:
 
 
 def _print_table(rounds: dict[str, list[dict]], naive: dict | None, rows: int, args: argparse.Namespace) -> None:
-    ours_s, base_s, edge_s = (_median(rounds[name], "seconds") for name in ("ours", "baseline", "edges"))
+    ours_s, base_s = _median(rounds["ours"], "seconds"), _median(rounds["baseline"], "seconds")
     ours_rate, base_rate = rows / ours_s, rows / base_s
     print(f"\nmedians of {args.repeats} rounds, {rows:,} event rows")
-    print(f"{'measure':<52}{'seconds':>9}{'events/s':>13}{'peak RSS GiB':>14}")
-    print(f"{'ours: ingest items, users, every partition + features':<52}{ours_s:>9.1f}{ours_rate:>13,.0f}"
-          f"{_median(rounds['ours'], 'peak_gib'):>14.2f}")
-    print(f"{'baseline: plain DuckDB read + GROUP BY user, item':<52}{base_s:>9.1f}{base_rate:>13,.0f}"
-          f"{_median(rounds['baseline'], 'peak_gib'):>14.2f}")
+    print(f"{'measure':<64}{'seconds':>9}{'events/s':>12}{'CPU s':>9}{'peak RSS GiB':>14}")
+
+    def line(label: str, runs: list[dict], rate: bool = False) -> None:
+        seconds = _median(runs, "seconds")
+        speed = f"{rows / seconds:>12,.0f}" if rate else f"{'':>12}"
+        print(f"{label:<64}{seconds:>9.1f}{speed}{_median(runs, 'cpu_s'):>9.1f}{_median(runs, 'peak_gib'):>14.2f}")
+
+    line("ours: items, users, every partition, every feature", rounds["ours"], rate=True)
     for phase in rounds["ours"][0].get("phases", {}):
         seconds = statistics.median(run["phases"][phase] for run in rounds["ours"] if "failed" not in run)
-        print(f"{'  ours phase: ' + phase:<52}{seconds:>9.1f}")
-    edges = rounds["edges"][0].get("edges", 0)
-    label = f"co-listen edges, capped per user ({edges:,} edges)"
-    print(f"{label:<52}{edge_s:>9.1f}{'':>13}"
-          f"{_median(rounds['edges'], 'peak_gib'):>14.2f}")
+        print(f"{'  phase: ' + phase:<64}{seconds:>9.1f}")
+    line("baseline: plain DuckDB read + GROUP BY user_id, item_id", rounds["baseline"], rate=True)
+    line(f"co-listen edges alone, capped per user ({rounds['edges'][0].get('edges', 0):,} edges)", rounds["edges"])
     if naive is not None:
-        label = "naive self-join, no per-user cap (not used)"
+        label = "naive self-join of events, no cap, not used"
         if "failed" in naive:
-            print(f"{label:<52}  failed: {naive['failed']}")
+            print(f"{label:<64}  failed: {naive['failed']}")
         else:
-            label += f" ({naive['edges']:,} pairs)"
-            print(f"{label:<52}{naive['seconds']:>9.1f}{'':>13}{naive['peak_gib']:>14.2f}")
-    print(f"ratios per round (ours/baseline): "
-          + ", ".join(f"{b['seconds'] / o['seconds']:.2f}" for o, b in zip(rounds["ours"], rounds["baseline"])
-                      if "failed" not in o and "failed" not in b))
+            line(f"{label} ({naive['edges']:,} pairs, 1 run)", [naive])
+    pairs = [(o, b) for o, b in zip(rounds["ours"], rounds["baseline"]) if "failed" not in o and "failed" not in b]
+    print("ours/baseline per round, by wall time: " + ", ".join(f"{b['seconds'] / o['seconds']:.3f}" for o, b in pairs)
+          + "; by CPU time: " + ", ".join(f"{b['cpu_s'] / o['cpu_s']:.3f}" for o, b in pairs))
     print(f"RESULT ingest ours={ours_rate:.0f} baseline={base_rate:.0f} ratio={ours_rate / base_rate:.3f} unit=events/s")
 
 
@@ -215,23 +218,25 @@ def _naive(args: argparse.Namespace) -> dict:
             con.execute(f"set memory_limit = '{args.memory_limit}'")
         params = features.FeatureParams(as_of=features.latest_as_of(con))
         started = time.perf_counter()
-        pairs = con.execute(
+        con.execute(
             """
+            create or replace table features._naive_co_listen_pairs as
             with train as (
                 select e.user_id, e.item_id
                 from raw.events as e
                 inner join features.splits as s on s.split = 'train' and e.ts >= s.start_at and e.ts < s.end_at
                 inner join raw.items as i on e.item_id = i.item_id and list_contains($graph_types::varchar[], i.item_type)
             )
-            select count(*) from (
-                select a.item_id, b.item_id, count(distinct a.user_id)
-                from train as a inner join train as b on a.user_id = b.user_id and a.item_id < b.item_id
-                group by 1, 2
-            )
+            select a.item_id as src_item_id, b.item_id as dst_item_id, count(distinct a.user_id) as co_listeners
+            from train as a inner join train as b on a.user_id = b.user_id and a.item_id < b.item_id
+            group by a.item_id, b.item_id
             """,
             {"graph_types": list(params.graph_types)},
-        ).fetchall()[0][0]
-    return {"seconds": time.perf_counter() - started, "edges": pairs}
+        )
+        seconds = time.perf_counter() - started
+        pairs = con.execute("select count(*) from features._naive_co_listen_pairs").fetchall()[0][0]
+        con.execute("drop table features._naive_co_listen_pairs")
+    return {"seconds": seconds, "edges": pairs}
 
 
 if __name__ == "__main__":
