@@ -115,3 +115,19 @@ def test_run_ingests_and_builds_features_then_has_nothing_left_to_ingest(crossfa
     assert capsys.readouterr().out == f"events,users,has_edges\n{summary['clean_events']},{summary['users']},true\n"
     assert main(["run", "--select", "raw"]) == 0
     assert "every arrival partition is up to date" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_run_as_of_builds_features_from_events_strictly_before_that_date(crossfade_home: Path, capsys,
+                                                                       monkeypatch) -> None:
+    monkeypatch.setenv("CROSSFADE_HOLDOUT_DAYS", "4")  # the world's 12 days before the as-of date hold both splits
+    landing = crossfade_home / "landing"
+    assert main(["simulate", "--users", "60", "--days", "20", "--seed", "5", "--out", str(landing), "--end-date", "2026-11-01"]) == 0
+    assert main(["run", "--select", "raw"]) == 0  # the warehouse holds every landed day, later ones included
+    capsys.readouterr()
+    assert main(["run", "--as-of", "2026-10-25", "--select", "raw", "--select", "features"]) == 0
+    assert "as-of 2026-10-25" in capsys.readouterr().out
+    assert main(["sql", "select (select count(*) from raw.events where ts >= '2026-10-25') > 0 as later_events_landed, "
+                 "(select max(last_seen_at) from features.interactions) < '2026-10-25' as features_before, "
+                 "(select max(end_at) from features.splits) <= '2026-10-25' as splits_before", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "later_events_landed,features_before,splits_before\ntrue,true,true\n"
