@@ -132,6 +132,7 @@ class OpenAICompatible:
         self.backoff_s = backoff_s
         self.response_format = response_format
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._secret = api_key or ""  # redacted from everything an endpoint sends back (some echo headers)
         self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s))
         self._slots = threading.BoundedSemaphore(max_concurrency)
 
@@ -165,12 +166,19 @@ class OpenAICompatible:
         }
         started = time.perf_counter()
         with self._slots:
-            response = self._post_with_retries(body)
+            try:
+                response = self._post_with_retries(body)
+            except LLMError as error:
+                raise LLMError(self._redact(str(error)), self._redact(error.raw_text)) from None
+        text = self._redact(response.text)
         try:
-            reply = response.json()
+            reply = json.loads(text)
         except json.JSONDecodeError:
-            raise LLMError(f"{self.url} answered non-JSON (status {response.status_code})", response.text) from None
-        return _completion(reply, time.perf_counter() - started, raw=response.text)
+            raise LLMError(f"{self.url} answered non-JSON (status {response.status_code})", text) from None
+        return _completion(reply, time.perf_counter() - started, raw=text)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "[redacted api key]") if self._secret else text
 
     def _post_with_retries(self, body: dict[str, Any]) -> httpx.Response:
         problem = ""

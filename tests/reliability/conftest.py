@@ -192,6 +192,10 @@ class _Stub(BaseHTTPRequestHandler):
         if self.mode == "echo_401":
             # a misbehaving proxy that puts the request's headers in its error page
             self._reply(401, json.dumps({"error": "unauthorized", "headers": dict(self.headers)}))
+        elif self.mode == "echo_200":
+            # an endpoint that answers with the request's headers as the completion
+            self._reply(200, json.dumps({"choices": [{"message": {"content": json.dumps(dict(self.headers))},
+                                                      "finish_reason": "stop"}]}))
         elif self.mode == "status_500":
             self._reply(500, "internal error")
         else:
@@ -216,7 +220,7 @@ class _Stub(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def llm_stub(mode: str, delay_s: float = 0.0) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A local OpenAI-compatible endpoint: 'invalid_json', 'slow' (delay_s), 'status_500' or 'echo_401'.
+    """A local OpenAI-compatible endpoint: 'invalid_json', 'slow' (delay_s), 'status_500', 'echo_401' or 'echo_200'.
 
     Yields the base URL and the list of request headers it received.
     """
