@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import polars as pl
 import torch
@@ -21,10 +21,12 @@ class Vocabularies:
     country: list[str]
     language: list[str]
     genre: list[str]
+    history_item: list[str] = field(default_factory=list)  # items with a learned history embedding
 
     @staticmethod
-    def build(user_stats: pl.DataFrame, items: pl.DataFrame, target_type: str, max_genres: int) -> Vocabularies:
-        targets = items.filter(pl.col("item_type") == target_type)
+    def build(user_stats: pl.DataFrame, items: pl.DataFrame, item_types: Sequence[str],
+              max_genres: int, history: pl.DataFrame | None = None, max_history_items: int = 0) -> Vocabularies:
+        targets = items.filter(pl.col("item_type").is_in(list(item_types)))
         genre_counts = targets["genres"].explode().drop_nulls().value_counts(sort=True, name="n")
         # Rare genres beyond max_genres fall into 'unknown' so the multi-hot stays a fixed, small width.
         genres = genre_counts.sort(["n", "genres"], descending=[True, False]).head(max_genres)["genres"]
@@ -33,6 +35,7 @@ class Vocabularies:
             country=_values(user_stats["country"]),
             language=_values(targets["language"]),
             genre=sorted(genres.to_list()),
+            history_item=_history_vocabulary(history, max_history_items),
         )
 
     def to_dict(self) -> dict[str, list[str]]:
@@ -46,6 +49,7 @@ class TowerInputs:
     ids: pl.Series  # (n,)
     categorical: torch.Tensor  # (n, c) int64, 0 = unknown
     dense: torch.Tensor  # (n, d) float32
+    bags: torch.Tensor | None = None  # (n, types, length) int32 rows of Vocabularies.history_item + 1, 0 = none
 
 
 def user_inputs(
@@ -60,6 +64,7 @@ def user_inputs(
     item_types: Sequence[str],
     graph_types: Sequence[str],
     music_type: str,
+    bag_length: int = 0,
 ) -> TowerInputs:
     """User tower inputs from the history each user is allowed to see.
 
@@ -84,7 +89,41 @@ def user_inputs(
     if profile_dim:
         profile_rows, has_profile = _aligned(ids, profile, profile_dim)
         parts += [profile_rows, has_profile.unsqueeze(1).float()]
-    return TowerInputs(ids, categorical, torch.cat(parts, dim=1))
+    bags = history_bags(ids, history, vocab.history_item, item_types, bag_length) if bag_length else None
+    return TowerInputs(ids, categorical, torch.cat(parts, dim=1), bags)
+
+
+def history_bags(user_ids: pl.Series, history: pl.DataFrame, vocabulary: list[str], item_types: Sequence[str],
+                 length: int) -> torch.Tensor:
+    """(U, types, length) int32: per user and item type, the vocabulary rows (+1) of their most-played items,
+    most events first, zero-padded; items outside the vocabulary are left out.
+
+    The paper's user tower reads "interaction features ... given as lists of embeddings"; these lists
+    index embeddings the two-tower learns, so co-listening taste that item text cannot show (which
+    scene of a topic a user follows) still reaches the user tower.
+    """
+    bags = torch.zeros(user_ids.len(), len(item_types), length, dtype=torch.int32)
+    if not vocabulary or history.height == 0:
+        return bags
+    rows = (history.select("user_id", "item_id", "item_type", "count_events")
+            .join(positions(user_ids, "user_id").rename({"row": "u"}), on="user_id")
+            .join(positions(pl.Series(vocabulary), "item_id").rename({"row": "v"}), on="item_id")
+            .join(pl.DataFrame({"item_type": list(item_types), "t": range(len(item_types))}), on="item_type")
+            .sort(["u", "t", "count_events", "v"], descending=[False, False, True, False])
+            .with_columns(slot=pl.int_range(pl.len()).over("u", "t"))
+            .filter(pl.col("slot") < length))
+    bags[rows["u"].to_torch().long(), rows["t"].to_torch().long(), rows["slot"].to_torch().long()] = (
+        rows["v"].to_torch().int() + 1)
+    return bags
+
+
+def _history_vocabulary(history: pl.DataFrame | None, limit: int) -> list[str]:
+    """The `limit` items most users touched in `history` (at least two users each: one user teaches nothing)."""
+    if history is None or limit <= 0:
+        return []
+    reach = (history.group_by("item_id").agg(pl.col("user_id").n_unique().alias("users"))
+             .filter(pl.col("users") >= 2).sort(["users", "item_id"], descending=[True, False]).head(limit))
+    return sorted(reach["item_id"].to_list())
 
 
 def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, text: Table,

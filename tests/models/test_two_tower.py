@@ -37,11 +37,23 @@ def test_split_labels_hides_labels_from_the_features(world) -> None:
 def test_split_labels_makes_cold_like_examples_at_the_configured_rate(world) -> None:
     history = world.frames.history(["train"])
     seen, labels = two_tower.split_labels(history, TwoTowerConfig(cold_example_rate=0.3, label_fraction=0.0), seed=0)
-    warm = labels["user_id"].unique()
+    kinds = labels.join(history.select("user_id", "item_id", "item_type"), on=["user_id", "item_id"])
+    warm = kinds.filter(pl.col("item_type") == "audiobook")["user_id"].unique()
     still_warm = seen.filter(pl.col("item_type") == "audiobook")["user_id"].unique()
     cold_like = warm.len() - still_warm.len()
-    assert warm.len() == 400  # every warm user yields at least one label
+    assert warm.len() == 400  # every warm user yields at least one audiobook label
     assert 0.2 < cold_like / warm.len() < 0.4
+
+
+def test_podcast_labels_come_from_every_podcast_listener_cold_ones_included(world) -> None:
+    history = world.frames.history(["train"])
+    _, labels = two_tower.split_labels(history, TwoTowerConfig(label_fraction=0.0), seed=0)
+    podcast = history.filter(pl.col("item_type") == "podcast")
+    labelled = labels.join(podcast, on=["user_id", "item_id"], how="semi")
+    assert labelled["user_id"].n_unique() == podcast["user_id"].n_unique()  # at least one each
+    assert labelled.height == podcast["user_id"].n_unique()  # and, with label_fraction 0, exactly one
+    _, only_target = two_tower.split_labels(history, TwoTowerConfig(label_types=("audiobook",)), seed=0)
+    assert only_target.join(podcast, on=["user_id", "item_id"], how="semi").height == 0
 
 
 def test_training_loss_falls(model) -> None:
