@@ -9,9 +9,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from warehouse.exchange import check_uri
+
 KNOWN_ITEM_TYPES = ("music", "podcast", "audiobook")
 ENV_PREFIX = "CROSSFADE_"
 LIST_KEYS = ("item_types", "graph_types")
+EXECUTORS = ("multiprocess", "in_process", "k8s")
 
 
 class SettingsError(ValueError):
@@ -47,6 +50,8 @@ class Settings(BaseModel):
     llm_max_failure_rate: float = 0.2
     judge_users: int = 20
     seed: int = 0
+    executor: str = "multiprocess"  # in_process, or k8s: each step a Kubernetes Job (deploy/k8s)
+    exchange_uri: str = ""  # Parquet exchange of sharded steps: a directory, file://, s3://, gs:// or az://; "" = off
 
     @field_validator("item_types", "graph_types")
     @classmethod
@@ -84,6 +89,18 @@ class Settings(BaseModel):
         if value not in ("local", "http"):
             raise ValueError(f"must be one of ['local', 'http'] (got '{value}')")
         return value
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str) -> str:
+        if value not in EXECUTORS:
+            raise ValueError(f"must be one of {list(EXECUTORS)} (got '{value}')")
+        return value
+
+    @field_validator("exchange_uri")
+    @classmethod
+    def _exchange_uri(cls, value: str) -> str:
+        return check_uri(value)  # the exchange module owns what DuckDB can write and list
 
     @model_validator(mode="after")
     def _types_agree(self) -> Settings:

@@ -100,3 +100,43 @@ def test_the_command_line_exits_2_without_a_traceback(crossfade_home: Path) -> N
     assert done.returncode == 2
     assert "window_days: must be a positive integer (got -3)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_executor_and_exchange_uri_default_off_and_come_from_the_environment(crossfade_home: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.executor, settings.exchange_uri) == ("multiprocess", "")
+    monkeypatch.setenv("CROSSFADE_EXECUTOR", "k8s")
+    monkeypatch.setenv("CROSSFADE_EXCHANGE_URI", "s3://crossfade-prod/exchange/")
+    settings = load_settings()
+    assert (settings.executor, settings.exchange_uri) == ("k8s", "s3://crossfade-prod/exchange")
+    (crossfade_home / "crossfade.yaml").write_text("exchange_uri: file:///srv/exchange\n")
+    monkeypatch.delenv("CROSSFADE_EXCHANGE_URI")
+    assert load_settings().exchange_uri == "/srv/exchange"
+    assert load_settings(environ={"CROSSFADE_EXCHANGE_URI": "exchange"}).exchange_uri == str(Path("exchange").absolute())
+
+
+EXCHANGE_ERRORS = [
+    ("executor: spark\n", ["executor", "['multiprocess', 'in_process', 'k8s']", "'spark'"]),
+    ("exchange_uri: https://cdn.example.com/x\n", ["exchange_uri", "s3://, gs:// or az://", "cannot write or list",
+                                                   "'https://cdn.example.com/x'"]),
+    ("exchange_uri: ftp://host/x\n", ["exchange_uri", "a local directory", "'ftp://host/x'"]),
+    ("exchange_uri: s3://\n", ["exchange_uri", "needs a bucket"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), EXCHANGE_ERRORS, ids=["executor", "https", "ftp", "no_bucket"])
+def test_executor_and_exchange_uri_errors_name_the_key_and_allowed_values(crossfade_home: Path, text: str,
+                                                                         expected: list[str]) -> None:
+    (crossfade_home / "crossfade.yaml").write_text(text)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    for fragment in expected:
+        assert fragment in str(error.value)
+
+
+def test_a_bad_executor_variable_names_the_key(crossfade_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROSSFADE_EXECUTOR", "kubernetes")
+    with pytest.raises(SettingsError, match=r"executor: must be one of \['multiprocess', 'in_process', 'k8s'\] "
+                                            r"\(got 'kubernetes'\)"):
+        load_settings()

@@ -1,6 +1,10 @@
 """Beyond one machine: the k8s deployment files validate, user shards cover everyone once, sharded top-K equals one process."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
@@ -22,18 +26,16 @@ pytestmark = pytest.mark.slow
 DEPLOY = ROOT / "deploy" / "k8s"
 
 
+def _k8s_definitions():
+    from pipelines.definitions import build_definitions
+    from pipelines.settings import load_settings
+
+    # The deployment's definitions: the same assets, jobs and resources, built with CROSSFADE_EXECUTOR=k8s.
+    return build_definitions(load_settings(environ={"CROSSFADE_EXECUTOR": "k8s"}))
+
+
 def _k8s_nightly_job():
-    import dagster as dg
-    from dagster_k8s import k8s_job_executor
-
-    from pipelines.definitions import defs
-
-    # The deployment's definitions: the same assets, jobs and resources, each step a Kubernetes Job.
-    k8s_defs = dg.Definitions(
-        assets=list(defs.assets), asset_checks=list(defs.asset_checks or []), jobs=list(defs.jobs),
-        resources=dict(defs.resources), executor=k8s_job_executor,
-    )
-    return k8s_defs.resolve_job_def("nightly")
+    return _k8s_definitions().resolve_job_def("nightly")
 
 
 def test_the_run_config_validates_against_the_nightly_job_on_the_k8s_executor() -> None:
@@ -43,6 +45,35 @@ def test_the_run_config_validates_against_the_nightly_job_on_the_k8s_executor() 
     assert job.executor_def.name == "k8s"
     config = yaml.safe_load((DEPLOY / "run_config.yaml").read_text())
     dg.validate_run_config(job, config)  # raises DagsterInvalidConfigError on any wrong key or type
+
+
+def test_the_candidate_shards_run_config_validates_and_limits_the_writing_step() -> None:
+    import dagster as dg
+
+    job = _k8s_definitions().resolve_job_def("candidate_shards")
+    assert job.executor_def.name == "k8s"
+    config = yaml.safe_load((DEPLOY / "candidate_shards_run_config.yaml").read_text())
+    dg.validate_run_config(job, config)
+    writers = [node.name for node in job.graph.nodes if node.definition.tags.get("crossfade/writes") == "duckdb"]
+    assert writers == ["candidates_load_shards"]  # shard steps write Parquet, never the DuckDB file
+    execution = config["execution"]["config"]
+    assert {"key": "crossfade/writes", "value": "duckdb", "limit": 1} in execution["tag_concurrency_limits"]
+    assert set(execution["per_step_k8s_config"]) <= {node.name for node in job.graph.nodes}
+    assert len([node for node in job.graph.nodes if node.name.startswith("candidates_shard_")]) == 16
+
+
+def test_the_code_location_picks_its_executor_from_the_environment(tmp_path) -> None:
+    probe = ("from pipelines.definitions import defs; "
+             "print({defs.resolve_job_def(name).executor_def.name for name in ('nightly', 'candidate_shards')})")
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("CROSSFADE_")}
+    environ["CROSSFADE_HOME"] = str(tmp_path)  # no crossfade.yaml of the developer's
+    done = subprocess.run([sys.executable, "-c", probe], env={**environ, "CROSSFADE_EXECUTOR": "k8s"},
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "{'k8s'}", done.stderr[-2000:]
+    done = subprocess.run([sys.executable, "-c", probe], env={**environ, "CROSSFADE_EXECUTOR": "kubernetes"},
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode != 0
+    assert "executor: must be one of ['multiprocess', 'in_process', 'k8s'] (got 'kubernetes')" in done.stderr
 
 
 def test_a_misspelt_run_config_is_refused() -> None:
