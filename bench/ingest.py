@@ -20,7 +20,7 @@ from warehouse.store import Store  # noqa: E402
 
 END_DATE = dt.date(2026, 1, 31)  # fixed, so a cached world stays valid on later days
 ITEM_TYPES = ("music", "podcast", "audiobook")
-WORKERS = ("ours", "baseline", "edges", "naive")
+WORKERS = ("ours", "baseline", "edges", "naive", "store")
 
 
 def main() -> None:
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--naive-memory-gib", type=float, default=12.0, help="memory limit of the naive self-join")
     parser.add_argument("--naive-timeout-s", type=float, default=300.0)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-store", action="store_true", help="skip the plain read + copy into a DuckDB table")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "out",
                         help="generated landing zones are kept here and reused")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
@@ -44,7 +45,8 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        result = {"ours": _ours, "baseline": _baseline, "edges": _edges, "naive": _naive}[args.worker](args)
+        workers = {"ours": _ours, "baseline": _baseline, "edges": _edges, "naive": _naive, "store": _store}
+        result = workers[args.worker](args)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         result["peak_gib"] = usage.ru_maxrss / 2**20  # KiB on Linux
         result["cpu_s"] = usage.ru_utime + usage.ru_stime  # steadier than wall time beside busy neighbours
@@ -93,6 +95,7 @@ def _compare(args: argparse.Namespace) -> None:
           f"{world['rows_per_format']}, {args.users:,} users, {args.days} days", flush=True)
     rounds: dict[str, list[dict]] = {name: [] for name in ("ours", "baseline", "edges")}
     naive: dict | None = None
+    store: dict | None = None
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         for round_no in range(args.repeats):
             database = Path(tmp) / f"round{round_no}" / "crossfade.duckdb"
@@ -107,16 +110,19 @@ def _compare(args: argparse.Namespace) -> None:
                 naive = _run("naive", args, landing_dir, database, timeout=args.naive_timeout_s,
                              memory_limit=f"{args.naive_memory_gib:g}GiB")
                 _print_run(round_no, "naive", naive, rows)
+            if store is None and not args.skip_store:
+                store = _run("store", args, landing_dir, Path(tmp) / "store.duckdb")
+                _print_run(round_no, "store", store, rows)
             if round_no + 1 < args.repeats:
                 shutil.rmtree(database.parent)
-        _print_table(rounds, naive, rows, args)
+        _print_table(rounds, naive, store, rows, args)
 
 
 def _print_run(round_no: int, name: str, run: dict, rows: int) -> None:
     if "failed" in run:
         print(f"  round {round_no + 1} {name:>8}: failed ({run['failed']})", flush=True)
         return
-    if name in ("ours", "baseline"):
+    if name in ("ours", "baseline", "store"):
         rate = f"{rows / run['seconds']:>10,.0f} events/s  (read {run['read']:,} records)"
     else:
         rate = f"{run['edges']:>10,} pairs"
@@ -132,7 +138,8 @@ def _median(runs: list[dict], key: str) -> float:
     return statistics.median(good)
 
 
-def _print_table(rounds: dict[str, list[dict]], naive: dict | None, rows: int, args: argparse.Namespace) -> None:
+def _print_table(rounds: dict[str, list[dict]], naive: dict | None, store: dict | None, rows: int,
+                 args: argparse.Namespace) -> None:
     ours_s, base_s = _median(rounds["ours"], "seconds"), _median(rounds["baseline"], "seconds")
     ours_rate, base_rate = rows / ours_s, rows / base_s
     print(f"\nmedians of {args.repeats} rounds, {rows:,} event rows")
@@ -148,6 +155,12 @@ def _print_table(rounds: dict[str, list[dict]], naive: dict | None, rows: int, a
         seconds = statistics.median(run["phases"][phase] for run in rounds["ours"] if "failed" not in run)
         print(f"{'  phase: ' + phase:<64}{seconds:>9.1f}")
     line("baseline: plain DuckDB read + GROUP BY user_id, item_id", rounds["baseline"], rate=True)
+    if store is not None:  # the floor under any ingestion that keeps the events in DuckDB
+        label = "plain read + typed copy into a DuckDB table, no checks (1 run)"
+        if "failed" in store:
+            print(f"{label:<64}  failed: {store['failed']}")
+        else:
+            line(label, [store], rate=True)
     line(f"co-listen edges alone, capped per user ({rounds['edges'][0].get('edges', 0):,} edges)", rounds["edges"])
     if naive is not None:
         label = "naive self-join of events, no cap, not used"
@@ -170,7 +183,8 @@ def _ours(args: argparse.Namespace) -> dict:
         ingest.ingest_users(con, args.landing)
         phases["items+users"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        read = sum(ingest.ingest_events(con, args.landing, key).read for key in landing.event_partitions(args.landing))
+        partitions = ingest.ingest_event_partitions(con, args.landing, landing.event_partitions(args.landing))
+        read = sum(result.read for result in partitions.values())
         phases["events"] = time.perf_counter() - mark
         params = features.FeatureParams(as_of=features.latest_as_of(con))
         for name in features.FEATURE_TABLES:
@@ -180,33 +194,60 @@ def _ours(args: argparse.Namespace) -> dict:
     return {"seconds": time.perf_counter() - started, "read": read, "phases": phases}
 
 
-def _baseline(args: argparse.Namespace) -> dict:
-    import duckdb
-
-    started = time.perf_counter()
-    con = duckdb.connect()
-    # Broken rows are skipped: the plain read does none of the checking and accounting ours does.
+def _plain_scans(landing_dir: Path, columns: tuple[str, ...]) -> tuple[str, dict[str, list[str]]]:
+    """One union of DuckDB's own readers over every events file, `columns` as text, broken rows skipped."""
     readers = {
         "jsonl": "read_json_auto(${}, union_by_name = true, ignore_errors = true)",
         "csv": "read_csv_auto(${}, union_by_name = true, ignore_errors = true)",
         "parquet": "read_parquet(${}, union_by_name = true)",
     }
     scans, files = [], {}
-    for folder in sorted((args.landing / "events").iterdir()):
+    for folder in sorted((landing_dir / "events").iterdir()):
         by_format: dict[str, list[str]] = {}
         for entry in landing.data_files(folder):
             by_format.setdefault(entry.fmt, []).append(str(entry.path))
         for fmt, paths in by_format.items():
             name = f"files{len(files)}"
             files[name] = paths
-            scans.append(f"select cast(user_id as varchar) as user_id, cast(item_id as varchar) as item_id "
-                         f"from {readers[fmt].format(name)}")
+            values = ", ".join(f"cast({column} as varchar) as {column}" for column in columns)
+            scans.append(f"select {values} from {readers[fmt].format(name)}")
+    return " union all ".join(scans), files
+
+
+def _baseline(args: argparse.Namespace) -> dict:
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect()
+    # Broken rows are skipped: the plain read does none of the checking and accounting ours does.
+    scans, files = _plain_scans(args.landing, ("user_id", "item_id"))
     groups, counted = con.execute(
-        f"select count(*), sum(n) from (select user_id, item_id, count(*) as n from ({' union all '.join(scans)}) "
-        "group by user_id, item_id)",
+        f"select count(*), sum(n) from (select user_id, item_id, count(*) as n from ({scans}) group by user_id, item_id)",
         files,
     ).fetchall()[0]
     return {"seconds": time.perf_counter() - started, "groups": groups, "read": counted}
+
+
+def _store(args: argparse.Namespace) -> dict:
+    """What storing the events costs alone: every column read, typed and written to a DuckDB file, no checks."""
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect(str(args.database))
+    scans, files = _plain_scans(args.landing, landing.EVENT_COLUMNS)
+    con.execute(
+        f"""
+        create table events as
+        select event_id, user_id, item_id, try_cast(ts as timestamptz) as ts, event_type,
+               try_cast(ms_played as bigint) as ms_played, context, country
+        from ({scans})
+        """,
+        files,
+    )
+    con.execute("checkpoint")
+    read = con.execute("select count(*) from events").fetchall()[0][0]
+    con.close()
+    return {"seconds": time.perf_counter() - started, "read": read}
 
 
 def _edges(args: argparse.Namespace) -> dict:

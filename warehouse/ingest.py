@@ -1,9 +1,11 @@
-"""Raw ingestion: landing files into raw.items, raw.users and one arrival partition of raw.events."""
+"""Raw ingestion: landing files into raw.items, raw.users and arrival partitions of raw.events."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -32,22 +34,6 @@ class IngestResult:
         return self.rejected / self.read if self.read else 0.0
 
 
-def _create_stage(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]) -> None:
-    text_columns = ", ".join(f'"{column}" varchar' for column in columns)
-    con.execute(
-        f"create or replace temp table {table} (source_file varchar, source_line bigint, "
-        f"raw_record varchar, parse_error varchar, {text_columns})"
-    )
-
-
-def _stage_folder(con: duckdb.DuckDBPyConnection, folder: Path, columns: tuple[str, ...], table: str) -> int:
-    files = landing.data_files(folder)
-    _create_stage(con, table, columns)
-    for entry in files:
-        landing.stage_file(con, entry, columns, table)
-    return len(files)
-
-
 def _reasons(con: duckdb.DuckDBPyConnection, query: str, params: dict | None = None) -> dict[str, int]:
     return {reason: count for reason, count in con.execute(query, params or {}).fetchall()}
 
@@ -57,24 +43,21 @@ def _ingest_snapshot(
 ) -> IngestResult:
     started = time.perf_counter()
     stage = f"_{entity}s_stage"
-    count_files = _stage_folder(con, folder, columns, stage)
-    if count_files == 0:
+    files = landing.data_files(folder)
+    if not files:
         raise landing.LandingError(f"{folder}: no {entity} files; the landing zone needs {folder.name}/*.parquet|jsonl|csv")
-    # Later files replace earlier ones by name order: rank files so the newest record per id wins.
-    con.execute(f"alter table {stage} add column reason varchar")
-    con.execute(f"alter table {stage} add column file_rank integer")
-    con.execute(
-        f"update {stage} set file_rank = ranks.file_rank from ("
-        f"select source_file, dense_rank() over (order by source_file) as file_rank "
-        f"from (select distinct source_file from {stage})) as ranks where {stage}.source_file = ranks.source_file"
-    )
+    # Later files replace earlier ones by name order: file_rank orders them so the newest record per id wins.
+    with landing.staged(con, files, columns, f"_{entity}s_files") as view:
+        con.execute(f"create or replace temp table {stage} as select *, null::varchar as reason, file_no + 1 as file_rank "
+                    f"from {view}")
     run_sql(con, f"raw/{entity}s_classify", params)
     run_sql(con, f"raw/{entity}s", params)
     con.execute("delete from raw.rejected_records where entity = $entity", {"entity": entity})
+    fields = ", ".join(f'"{column}" := "{column}"' for column in columns)
     con.execute(
         f"""
         insert into raw.rejected_records
-        select $entity, source_file, source_line, reason, coalesce(raw_record, '')
+        select $entity, source_file, source_line, reason, coalesce(raw_record, to_json(struct_pack({fields}))::varchar)
         from {stage} where reason is not null
         """,
         {"entity": entity},
@@ -86,7 +69,7 @@ def _ingest_snapshot(
     return IngestResult(
         table=f"raw.{entity}s", read=read, accepted=stored, rejected=rejected,
         duplicates=read - rejected - stored,  # older snapshots of the same id
-        files=count_files, seconds=time.perf_counter() - started, rejects_by_reason=rejects,
+        files=len(files), seconds=time.perf_counter() - started, rejects_by_reason=rejects,
     )
 
 
@@ -100,52 +83,113 @@ def ingest_users(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> IngestRes
     return _ingest_snapshot(con, landing_dir / "users", "user", landing.USER_COLUMNS, {})
 
 
+# Files of about this size on disk are ingested in one transaction: small daily partitions then share
+# statements and take DuckDB's bulk write path, while memory stays bounded (a big partition goes alone).
+BATCH_BYTES = 64 * 2**20
+
+
 def ingest_events(con: duckdb.DuckDBPyConnection, landing_dir: Path, partition: str) -> IngestResult:
     """Replace one arrival partition of raw.events (and its rejects) exactly, in one transaction."""
+    return _ingest_batch(con, landing_dir, [partition])[partition]
+
+
+def ingest_event_partitions(
+    con: duckdb.DuckDBPyConnection, landing_dir: Path, partitions: list[str], batch_bytes: int = BATCH_BYTES
+) -> dict[str, IngestResult]:
+    """Replace several arrival partitions, oldest first, a few per transaction (about `batch_bytes` of files).
+
+    Each partition is replaced exactly as ingest_events would; an event_id landing in several of them is
+    kept by the earliest arrival. A partition's `seconds` is its share (by records read) of its batch.
+    """
+    keys = sorted({landing.parse_partition(key).isoformat() for key in partitions})
+    results: dict[str, IngestResult] = {}
+    batch: list[str] = []
+    size = 0
+    for key in keys:
+        folder = landing.event_partition_dir(landing_dir, key)
+        key_size = sum(entry.path.stat().st_size for entry in landing.data_files(folder))
+        if batch and size + key_size > batch_bytes:
+            results |= _ingest_batch(con, landing_dir, batch)
+            batch, size = [], 0
+        batch.append(key)
+        size += key_size
+    if batch:
+        results |= _ingest_batch(con, landing_dir, batch)
+    return results
+
+
+def _ingest_batch(con: duckdb.DuckDBPyConnection, landing_dir: Path, keys: list[str]) -> dict[str, IngestResult]:
     started = time.perf_counter()
-    arrival = landing.parse_partition(partition)
-    folder = landing.event_partition_dir(landing_dir, partition)
-    files = landing.data_files(folder)
-    _create_stage(con, "_events_stage", landing.EVENT_COLUMNS)
-    for entry in files:
-        landing.stage_file(con, entry, landing.EVENT_COLUMNS, "_events_stage")
-    params = {"arrival_date": arrival}
-    run_sql(con, "raw/events_classify", params)
+    files = {key: landing.data_files(landing.event_partition_dir(landing_dir, key)) for key in keys}
+    days = {key: landing.parse_partition(key) for key in keys}
+    params = {"days": list(days.values())}
+    try:
+        _classify(con, files, days)
+        counted = {day: (read, rejected) for day, read, rejected in con.execute(
+            "select arrival_date, count(*), count(reason) from _events_classified group by 1").fetchall()}
+        rejects: dict[dt.date, dict[str, int]] = {}
+        for day, reason, count in con.execute(
+            "select arrival_date, reason, count(*) from _events_classified where reason is not null "
+            "group by 1, 2 order by 3 desc, 2"
+        ).fetchall():
+            rejects.setdefault(day, {})[reason] = count
+        with _transaction(con):
+            con.execute("delete from raw.events where arrival_date in (select unnest($days::date[]))", params)
+            con.execute("delete from raw.rejected_events where arrival_date in (select unnest($days::date[]))", params)
+            run_sql(con, "raw/events_insert")
+            run_sql(con, "raw/rejected_events_insert")
+            stored = {day: (accepted, late) for day, accepted, late in con.execute(
+                "select arrival_date, count(*), count(*) filter (where event_date < arrival_date) from raw.events "
+                "where arrival_date in (select unnest($days::date[])) group by 1",
+                params,
+            ).fetchall()}
+            results = {}
+            for key, day in days.items():
+                (read, rejected), (accepted, late) = counted.get(day, (0, 0)), stored.get(day, (0, 0))
+                results[key] = IngestResult(
+                    table="raw.events", read=read, accepted=accepted, rejected=rejected,
+                    duplicates=read - rejected - accepted,  # repeats here, and events another partition already holds
+                    files=len(files[key]), seconds=0.0, rejects_by_reason=rejects.get(day, {}), late_events=late,
+                    fingerprint=landing.fingerprint(files[key]),
+                )
+                con.execute(
+                    "insert into raw.ingest_log values ($day, now()::timestamp, $files, $read, $accepted, $rejected, "
+                    "$duplicates, $fingerprint)",
+                    {"day": day, "files": len(files[key]), "read": read, "accepted": accepted, "rejected": rejected,
+                     "duplicates": results[key].duplicates, "fingerprint": results[key].fingerprint},
+                )
+    finally:
+        con.execute("drop table if exists _events_classified; drop table if exists _events_files")
+    seconds = time.perf_counter() - started
+    total_read = sum(result.read for result in results.values())
+    return {key: replace(result, seconds=seconds * (result.read / total_read if total_read else 1 / len(keys)))
+            for key, result in results.items()}
+
+
+def _classify(
+    con: duckdb.DuckDBPyConnection, files: dict[str, list[landing.LandingFile]], days: dict[str, dt.date]
+) -> None:
+    """_events_classified: every record of the batch typed, with its reason if bad; _events_files names its file."""
+    every_file = [entry for key in files for entry in files[key]]
+    # file_no is the file's place in the staged view: oldest partition first, then by name
+    con.execute(
+        "create or replace temp table _events_files as select unnest(range(len($paths::varchar[]))) as file_no, "
+        "unnest($days::date[]) as arrival_date, unnest($paths::varchar[]) as source_file",
+        {"days": [days[key] for key in files for _ in files[key]], "paths": [str(entry.path) for entry in every_file]},
+    )
+    with landing.staged(con, every_file, landing.EVENT_COLUMNS, "_events_stage"):
+        run_sql(con, "raw/events_classify")
+
+
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("begin transaction")
     try:
-        con.execute("delete from raw.events where arrival_date = $arrival_date", params)
-        con.execute("delete from raw.rejected_events where arrival_date = $arrival_date", params)
-        run_sql(con, "raw/events_insert", params)
-        run_sql(con, "raw/rejected_events_insert", params)
-        read, rejected, accepted, late = one_row(
-            con,
-            """
-            select count(*), count(reason),
-                   count(*) filter (where reason is null and copy_no = 1 and not seen_elsewhere),
-                   count(*) filter (where reason is null and copy_no = 1 and not seen_elsewhere
-                                    and cast(ts_utc as date) < $arrival_date)
-            from _events_classified
-            """,
-            params,
-        )
-        duplicates = read - rejected - accepted
-        con.execute(
-            "insert into raw.ingest_log values ($arrival_date, now()::timestamp, $files, $read, $accepted, "
-            "$rejected, $duplicates, $fingerprint)",
-            {**params, "files": len(files), "read": read, "accepted": accepted, "rejected": rejected,
-             "duplicates": duplicates, "fingerprint": landing.fingerprint(files)},
-        )
-        con.execute("commit")
-    except Exception:
+        yield
+    except BaseException:
         con.execute("rollback")
         raise
-    rejects = _reasons(con, "select reason, count(*) from _events_classified where reason is not null group by 1 order by 2 desc")
-    con.execute("drop table _events_stage; drop table _events_classified")
-    return IngestResult(
-        table="raw.events", read=read, accepted=accepted, rejected=rejected, duplicates=duplicates,
-        files=len(files), seconds=time.perf_counter() - started, rejects_by_reason=rejects,
-        late_events=late, fingerprint=landing.fingerprint(files),
-    )
+    con.execute("commit")
 
 
 def changed_partitions(con: duckdb.DuckDBPyConnection, landing_dir: Path, before: dt.date | None = None) -> list[str]:

@@ -1,18 +1,21 @@
-"""The landing zone: find partition folders and files, read any supported format into text columns."""
+"""The landing zone: find partition folders and files, and show every supported format as one view of text columns."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import gzip
 import hashlib
 import re
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 FORMATS = ("jsonl", "csv", "parquet")
-PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 EVENT_COLUMNS = ("event_id", "user_id", "item_id", "ts", "event_type", "ms_played", "context", "country")
 ITEM_COLUMNS = (
     "item_id", "item_type", "title", "description", "creator", "language", "genres",
@@ -23,6 +26,10 @@ USER_COLUMNS = ("user_id", "country", "age_bucket", "signup_date", "plan")
 
 class LandingError(ValueError):
     """The landing zone does not follow the contract in the README."""
+
+
+class LandingWarning(UserWarning):
+    """Something in the landing zone was skipped; the message names it and says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -70,15 +77,23 @@ def event_partition_dir(landing: Path, key: str) -> Path:
 
 
 def event_partitions(landing: Path) -> list[str]:
-    """Arrival dates that have a folder in landing/events, oldest first."""
+    """Arrival dates that have a folder in landing/events, oldest first.
+
+    A folder named date=... that is not a calendar date is skipped with a LandingWarning, so one bad
+    folder never hides the good ones.
+    """
     root = landing / "events"
     if not root.is_dir():
         return []
     keys = []
     for child in root.iterdir():
-        match = PARTITION_RE.match(child.name)
-        if child.is_dir() and match:
-            keys.append(parse_partition(match.group(1)).isoformat())
+        if not child.is_dir() or not child.name.startswith("date="):
+            continue
+        try:
+            keys.append(parse_partition(child.name.removeprefix("date=")).isoformat())
+        except LandingError as error:
+            warnings.warn(f"{child}: skipped, {error}; rename it to date=YYYY-MM-DD with the day its files arrived",
+                          LandingWarning, stacklevel=2)
     return sorted(keys)
 
 
@@ -91,164 +106,258 @@ def fingerprint(files: list[LandingFile]) -> str:
     return digest.hexdigest()[:16]
 
 
-def stage_file(con: duckdb.DuckDBPyConnection, entry: LandingFile, columns: tuple[str, ...], table: str) -> None:
-    """Append one file's records to `table` as text, with source line, raw record and parse error.
+@contextlib.contextmanager
+def staged(
+    con: duckdb.DuckDBPyConnection, files: list[LandingFile], columns: tuple[str, ...], name: str
+) -> Iterator[str]:
+    """A temp view `name` of every record of `files` as text; the tables behind it are dropped on exit.
 
-    The staging table has columns (source_file, source_line, raw_record, parse_error, *columns); a
-    record that cannot be parsed keeps its raw text and a reason instead of values.
+    Columns: file_no (position in `files`, so name order), source_file, source_line (1-based line of
+    JSONL and CSV, row of Parquet), raw_record (the text as read where it could not be parsed or the
+    file has another schema, else null), parse_error (null when parsed), then `columns` as varchar.
+    Each file is read once into a narrow temp table; parsing and numbering happen when the view is scanned.
     """
-    path = str(entry.path)
-    if entry.fmt == "jsonl":
-        _stage_jsonl(con, path, columns, table)
-    elif entry.fmt == "csv":
-        _stage_csv(con, path, entry.compressed, columns, table)
-    else:
-        _stage_parquet(con, path, columns, table)
+    tables: list[str] = []
+    variables: list[str] = []
+    try:
+        parts = []
+        for file_no, entry in enumerate(files):
+            part = _Part(con, entry, columns, f"{name}_{file_no}", file_no, tables, variables)
+            try:
+                parts += _READERS[entry.fmt](part)
+            except (duckdb.Error, OSError, EOFError) as error:
+                reason = str(error).strip().splitlines()[0][:300]
+                raise LandingError(f"{entry.path}: cannot be read as {entry.fmt} ({reason}); replace or remove the file, "
+                                   "then ingest the partition again") from error
+        empty = ", ".join(["null::integer as file_no", "null::varchar as source_file", "null::bigint as source_line",
+                           "null::varchar as raw_record", "null::varchar as parse_error", *_nulls(columns)])
+        union = " union all ".join(f"({part})" for part in parts) or f"select {empty} where false"
+        con.execute(f"create or replace temp view {name} as {union}")
+        yield name
+    finally:
+        con.execute(f"drop view if exists {name}")
+        for table in tables:
+            con.execute(f"drop table if exists {table}")
+        for variable in variables:
+            con.execute(f"reset variable {variable}")
 
 
-def _select_columns(present: set[str], columns: tuple[str, ...], source: str) -> str:
-    parts = []
-    for column in columns:
-        if column in present:
-            parts.append(f'cast({source}"{column}" as varchar) as "{column}"')
-        else:
-            parts.append(f'null::varchar as "{column}"')
-    return ", ".join(parts)
+def _nulls(columns: tuple[str, ...]) -> list[str]:
+    return [f'null::varchar as "{column}"' for column in columns]
 
 
-def _stage_jsonl(con: duckdb.DuckDBPyConnection, path: str, columns: tuple[str, ...], table: str) -> None:
-    structure = "{" + ", ".join(f'"{column}": "VARCHAR"' for column in columns) + "}"
-    # Lines go to a table first: its rowid numbers them in file order while the JSON parsing below
-    # runs on every core (row_number() over a file scan would force that scan onto one thread).
-    # One text column per line: JSON that fails to parse keeps its line number and raw text.
-    con.execute(
+@dataclass
+class _Part:
+    """One file behind a staged view. Its temp tables are named after `table`; its path and schema error
+    are session variables, since a view cannot hold bound values. Both are listed for the clean-up."""
+
+    con: duckdb.DuckDBPyConnection
+    entry: LandingFile
+    columns: tuple[str, ...]
+    table: str
+    file_no: int
+    tables: list[str]
+    variables: list[str]
+
+    def register(self, schema_error: str | None) -> None:
+        for suffix, value in (("path", str(self.entry.path)), ("error", schema_error)):
+            self.con.execute(f"set variable {self.table}_{suffix} = $value::varchar", {"value": value})
+            self.variables.append(f"{self.table}_{suffix}")
+
+    def head(self, line: str) -> str:
+        """The leading columns of this file's select; `line` is its source_line expression."""
+        return (f"select {self.file_no}::integer as file_no, getvariable('{self.table}_path') as source_file, "
+                f"{line}::bigint as source_line")
+
+    def schema_error(self) -> str:
+        return f"getvariable('{self.table}_error')"
+
+    def read_lines(self, reader: str) -> tuple[str, str, str | None]:
+        """Load `reader` (a read_csv call on $path with store_rejects) into the file's table.
+
+        Returns the source_line expression and FROM clause of the accepted rows, and the select of the
+        refused rows as broken_line records (None when every line was read).
         """
-        create or replace temp table _jsonl_lines as
-        select line
-        from read_csv($path, columns = {'line': 'VARCHAR'}, delim = '\x1e', quote = '', escape = '', header = false,
-                      auto_detect = false, compression = 'auto', strict_mode = false)
-        """,
-        {"path": path},
-    )
-    con.execute(
-        f"""
-        insert into {table}
-        with parsed as (
-            select rowid + 1 as source_line, line, json_valid(line) and starts_with(ltrim(line), '{{') as is_valid
-            from _jsonl_lines
-            where line is not null and trim(line) <> ''
+        table = self.table
+        self.tables += [table, f"{table}_rejects", f"{table}_scans", f"{table}_bad", f"{table}_lines"]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # DuckDB reads a gzip stream cut short without complaint, dropping the rest of the file
+            # silently; the check runs beside the single-threaded gzip read, so it costs no wall time.
+            intact = pool.submit(_check_gzip, self.entry.path) if self.entry.compressed else None
+            self.con.execute(f"create or replace temp table {table} as select * from {reader}",
+                             {"path": str(self.entry.path)})
+            if intact is not None:
+                intact.result()
+        self.con.execute(
+            f"""
+            create or replace temp table {table}_bad as
+            select line::bigint as line, any_value(csv_line) as raw_record,
+                   'broken_line: ' || string_agg(distinct lower(error_type::varchar), ', '
+                                                 order by lower(error_type::varchar)) as reason
+            from {table}_rejects group by line
+            """
         )
-        select
-            $path as source_file, source_line, line as raw_record,
-            case when is_valid then null else 'broken_line' end as parse_error,
-            unnest(case when is_valid then json_transform(line, $structure) end)
-        from parsed
-        """,
-        {"path": path, "structure": structure},
+        first = 2 if self.entry.fmt == "csv" else 1  # a CSV header is line 1
+        if self.con.execute(f"select count(*) from {table}_bad").fetchall() == [(0,)]:
+            return f"r.rowid + {first}", f"{table} as r", None
+        # The k-th accepted row is the k-th line that was not refused. Between two refused lines the
+        # lines run on with a fixed offset, so the map from k to line is generated segment by segment.
+        self.con.execute(
+            f"""
+            create or replace temp table {table}_lines as
+            with
+            refused as (
+                select line, row_number() over (order by line) as count_refused from {table}_bad
+                union all
+                select {first - 1}, 0
+            ),
+            segments as (
+                select line + 1 as start_line, count_refused, coalesce(
+                    lead(line) over (order by line),
+                    {first} + (select count(*) from {table}) + (select count(*) from {table}_bad)  -- after the last line
+                ) as end_line
+                from refused
+            ),
+            lines as (
+                select unnest(range(start_line, end_line)) as line, count_refused from segments
+            )
+            select line - {first - 1} - count_refused as k, line from lines
+            """
+        )
+        refused = (f"{self.head('b.line')}, b.raw_record, b.reason as parse_error, {', '.join(_nulls(self.columns))} "
+                   f"from {table}_bad as b")
+        return "n.line", f"{table} as r inner join {table}_lines as n on r.rowid + 1 = n.k", refused
+
+
+def _check_gzip(path: Path) -> None:
+    """Raise EOFError or gzip.BadGzipFile unless the whole stream inflates and its checksums match."""
+    with gzip.open(path, "rb") as handle:
+        while handle.read(1 << 20):
+            pass
+
+
+def _rejects(table: str) -> str:
+    # The date=... folder is the partition, not a column of the file.
+    return (f"hive_partitioning = false, store_rejects = true, rejects_table = '{table}_rejects', "
+            f"rejects_scan = '{table}_scans'")
+
+
+def _schema_error(present: list[str], columns: tuple[str, ...]) -> str | None:
+    """A file missing most expected columns is another kind of file: every row gets this reason."""
+    missing = [column for column in columns if column not in present]
+    if len(missing) <= len(columns) // 2:
+        return None
+    unexpected = [column for column in present if column not in columns]
+    return f"wrong_schema: missing columns {', '.join(missing)}" + (
+        f"; unexpected columns {', '.join(unexpected)}" if unexpected else "")
+
+
+def _jsonl(part: _Part) -> list[str]:
+    # One text column per line, in file order: the table's rowid numbers the lines while the read runs on
+    # every core, and the JSON is parsed when the view is scanned.
+    line, source, refused = part.read_lines(
+        f"read_csv($path, columns = {{'line': 'VARCHAR'}}, delim = '\x1e', quote = '', escape = '', header = false, "
+        f"auto_detect = false, compression = 'auto', {_rejects(part.table)})"
     )
-    con.execute("drop table _jsonl_lines")
+    part.register(None)
+    columns = part.columns
+    structure = "{" + ", ".join(f'"{column}": "VARCHAR"' for column in columns) + "}"
+    expected = "[" + ", ".join(f"'{column}'" for column in columns) + "]"
+    absent = " + ".join(f'(j."{column}" is null)::integer' for column in columns)
+    missing = f"list_filter({expected}, c -> not list_contains(keys, c))"
+    unexpected = f"list_filter(keys, c -> not list_contains({expected}, c))"
+    half = len(columns) // 2
+    parsed = f"""
+        with
+        lines as (
+            -- trim only what starts with a space: trimming every line costs more than parsing it
+            select {line} as source_line, r.line, json_valid(r.line)
+                and starts_with(case when starts_with(r.line, ' ') then ltrim(r.line) else r.line end, '{{') as is_object
+            from {source}
+            where case when starts_with(r.line, ' ') then trim(r.line) else r.line end <> ''
+        ),
+        records as (
+            select *, case when is_object then json_transform(line, '{structure}') end as j from lines
+        ),
+        keyed as (
+            -- keys are listed only for records missing most fields, where a null field and an absent one differ
+            select *, case when is_object and {absent} > {half} then json_keys(line) end as keys from records
+        ),
+        checked as (
+            select *,
+                case
+                    when not is_object then 'broken_line'
+                    when len({missing}) > {half}
+                        then 'wrong_schema: missing columns ' || array_to_string({missing}, ', ') || case
+                            when len({unexpected}) > 0 then '; unexpected columns ' || array_to_string({unexpected}, ', ')
+                            else '' end
+                end as parse_error
+            from keyed
+        )
+        {part.head('source_line')}, case when parse_error is not null then line end as raw_record, parse_error,
+            {", ".join(f'j."{column}" as "{column}"' for column in columns)}
+        from checked
+    """
+    return [parsed] + ([refused] if refused else [])
 
 
-def _csv_header(path: str, compressed: bool) -> list[str]:
+def _csv_header(path: Path, compressed: bool) -> list[str]:
     opener = gzip.open if compressed else open
     with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
         first = handle.readline()
     return [name.strip().lstrip("\ufeff") for name in next(csv.reader([first]), [])]
 
 
-def _stage_csv(con: duckdb.DuckDBPyConnection, path: str, compressed: bool, columns: tuple[str, ...], table: str) -> None:
-    header = _csv_header(path, compressed)
-    present = set(header)
-    file_columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in _safe_names(header)) + "}"
-    select = _select_columns(present, columns, "r.")
-    cells = ", ".join(f'coalesce(r."{name}", \'\')' for name in _safe_names(header))
-    raw = f"concat_ws(',', {cells})" if cells else "''"
-    con.execute("drop table if exists _csv_rejects; drop table if exists _csv_scans")
-    # Accepted rows keep file order in the table, so rowid + 1 is the accepted row's number.
-    con.execute(
-        f"""
-        create or replace temp table _csv_rows as
-        select {select}, {raw} as raw_record
-        from read_csv($path, columns = {file_columns}, header = true, auto_detect = false, delim = ',',
-                      quote = '"', escape = '"', compression = 'auto', store_rejects = true,
-                      rejects_table = '_csv_rejects', rejects_scan = '_csv_scans') as r
-        """,
-        {"path": path},
-    )
-    con.execute(
-        """
-        create or replace temp table _csv_rejected_lines as
-        select line, any_value(csv_line) as csv_line,
-               'broken_line: ' || string_agg(distinct lower(error_type::varchar), ', ' order by lower(error_type::varchar)) as reason
-        from _csv_rejects
-        group by line
-        """
-    )
-    targets = ", ".join(f'r."{column}"' for column in columns)
-    if con.execute("select count(*) from _csv_rejected_lines").fetchall() == [(0,)]:
-        # The header is line 1 and no line was rejected: the k-th row is line k + 1.
-        con.execute(f"insert into {table} select $path, r.rowid + 2, r.raw_record, null, {targets} from _csv_rows as r",
-                    {"path": path})
-    else:
-        # The k-th accepted row is the k-th line that was not rejected.
-        con.execute(
-            f"""
-            insert into {table}
-            with line_numbers as (
-                select line, row_number() over (order by line) as accepted_no
-                from range(2, 2 + (select count(*) from _csv_rows) + (select count(*) from _csv_rejected_lines)) as t(line)
-                where line not in (select line from _csv_rejected_lines)
-            )
-            select $path, n.line, r.raw_record, null, {targets}
-            from (select rowid + 1 as accepted_no, * from _csv_rows) as r
-            inner join line_numbers as n using (accepted_no)
-            """,
-            {"path": path},
-        )
-        con.execute(
-            f"insert into {table} (source_file, source_line, raw_record, parse_error) "
-            "select $path, line, csv_line, reason from _csv_rejected_lines",
-            {"path": path},
-        )
-    con.execute("drop table _csv_rows; drop table _csv_rejected_lines; drop table _csv_rejects; drop table _csv_scans")
-    _flag_wrong_schema(con, table, path, present, columns)
-
-
 def _safe_names(header: list[str]) -> list[str]:
-    """Header names usable as quoted identifiers; odd names become positional ones."""
-    return [name if re.fullmatch(r"[A-Za-z0-9_ .-]{1,64}", name) else f"column{index}" for index, name in enumerate(header)]
+    """Header names usable as quoted identifiers; odd or repeated names become positional ones."""
+    names: list[str] = []
+    for index, name in enumerate(header):
+        usable = re.fullmatch(r"[A-Za-z0-9_ .-]{1,64}", name) and name.lower() not in {n.lower() for n in names}
+        names.append(name if usable else f"column{index}")
+    return names
 
 
-def _stage_parquet(con: duckdb.DuckDBPyConnection, path: str, columns: tuple[str, ...], table: str) -> None:
-    described = con.execute(
-        "select column_name, column_type from (describe select * from read_parquet($path))", {"path": path}
-    ).fetchall()
-    types = dict(described)
-    parts = []
-    for column in columns:
-        if column not in types:
-            parts.append(f'null::varchar as "{column}"')
-        elif types[column].endswith("[]") or types[column].startswith(("STRUCT", "MAP")):
-            parts.append(f'to_json(p."{column}")::varchar as "{column}"')  # lists stay parseable JSON
-        else:
-            parts.append(f'cast(p."{column}" as varchar) as "{column}"')
-    con.execute(
-        f"""
-        insert into {table}
-        select $path, p.file_row_number + 1, null, null, {", ".join(parts)}
-        from read_parquet($path, file_row_number = true) as p
-        """,
-        {"path": path},
+def _csv(part: _Part) -> list[str]:
+    header = _csv_header(part.entry.path, part.entry.compressed)
+    if not any(header):
+        return []  # an empty file, or one without a header line, holds no records
+    names = _safe_names(header)
+    file_columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in names) + "}"
+    line, source, refused = part.read_lines(
+        f"read_csv($path, columns = {file_columns}, header = true, auto_detect = false, delim = ',', quote = '\"', "
+        f"escape = '\"', compression = 'auto', {_rejects(part.table)})"
     )
-    _flag_wrong_schema(con, table, path, set(types), columns)
+    schema_error = _schema_error(names, part.columns)
+    part.register(schema_error)
+    cells = ", ".join(f"coalesce(r.\"{name}\", '')" for name in names)
+    raw = f"concat_ws(',', {cells})" if schema_error else "null::varchar"  # the row is kept as read only when unusable
+    values = ", ".join(f'r."{column}"' if column in names else f'null::varchar as "{column}"' for column in part.columns)
+    accepted = f"{part.head(line)}, {raw} as raw_record, {part.schema_error()} as parse_error, {values} from {source}"
+    return [accepted] + ([refused] if refused else [])
 
 
-def _flag_wrong_schema(
-    con: duckdb.DuckDBPyConnection, table: str, path: str, present: set[str], columns: tuple[str, ...]
-) -> None:
-    missing = [column for column in columns if column not in present]
-    if missing and len(missing) > len(columns) // 2:
-        con.execute(
-            f"update {table} set parse_error = $reason where source_file = $path and parse_error is null",
-            {"reason": f"wrong_schema: missing columns {missing}", "path": path},
-        )
+def _parquet(part: _Part) -> list[str]:
+    described = part.con.execute(
+        "select column_name, column_type from (describe select * from read_parquet($path, hive_partitioning = false))",
+        {"path": str(part.entry.path)},
+    )
+    types = dict(described.fetchall())
+    schema_error = _schema_error(list(types), part.columns)
+    part.register(schema_error)
+    values = []
+    for column in part.columns:
+        if column not in types:
+            values.append(f'null::varchar as "{column}"')
+        elif types[column].endswith("]") or types[column].startswith(("STRUCT", "MAP")):
+            values.append(f'to_json(p."{column}")::varchar as "{column}"')  # lists stay parseable JSON
+        else:
+            values.append(f'cast(p."{column}" as varchar) as "{column}"')
+    raw = "to_json(struct_pack(*columns(* exclude (file_row_number))))::varchar" if schema_error else "null::varchar"
+    # Parquet numbers its own rows, so the view reads the file directly: nothing is copied first.
+    return [f"{part.head('p.file_row_number + 1')}, {raw} as raw_record, {part.schema_error()} as parse_error, "
+            f"{', '.join(values)} "
+            f"from read_parquet(getvariable('{part.table}_path'), file_row_number = true, hive_partitioning = false) "
+            "as p"]
+
+
+_READERS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}

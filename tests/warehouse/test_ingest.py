@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -9,6 +12,7 @@ import pytest
 
 from warehouse import ingest, landing
 from warehouse.simulate_files import CORRUPTIONS
+from warehouse.store import Store
 
 EVENTS_CONTRACT = [
     ("event_id", "VARCHAR"), ("user_id", "VARCHAR"), ("item_id", "VARCHAR"), ("ts", "TIMESTAMP"),
@@ -397,3 +401,108 @@ def test_changed_partitions_lists_new_and_changed_folders(hand_landing, hand_sto
         assert ingest.changed_partitions(con, hand_landing.root) == ["2026-11-02", "2026-11-03"]
         assert ingest.changed_partitions(con, hand_landing.root, before=dt.date(2026, 11, 3)) == ["2026-11-02"]
 
+
+
+@pytest.mark.parametrize("name", ["part-1.jsonl", "part-1.csv", "part-1.parquet"])
+def test_a_file_of_another_schema_is_rejected_as_wrong_schema(hand_landing, hand_store, ingest_hand, name: str) -> None:
+    hand_landing.catalog()
+    hand_landing.events("2026-11-01", [hand_landing.event("e1")])
+    hand_landing.write(f"events/date=2026-11-01/{name}", [{"song": f"s{n}", "listener": "x"} for n in range(3)])
+    (result,) = ingest_hand("2026-11-01").values()
+    reason = ("wrong_schema: missing columns event_id, user_id, item_id, ts, event_type, ms_played, context, country; "
+              "unexpected columns song, listener")
+    assert (result.read, result.accepted, result.rejected, result.rejects_by_reason) == (4, 1, 3, {reason: 3})
+    with hand_store.read() as con:
+        raw = [row[0] for row in con.execute("select raw_record from raw.rejected_events order by source_line").fetchall()]
+    assert all(f"s{n}" in record for n, record in enumerate(raw))  # the row as read, for a person to inspect
+
+
+def test_of_repeats_in_one_partition_the_first_by_file_then_line_is_kept(hand_landing, hand_store, ingest_hand) -> None:
+    hand_landing.catalog()
+    hand_landing.events("2026-11-01", [hand_landing.event("e1", ms_played=1)], name="b.csv")
+    hand_landing.events("2026-11-01", [hand_landing.event("e2"), hand_landing.event("e1", ms_played=2),
+                                        hand_landing.event("e1", ms_played=3)], name="a.jsonl")
+    (result,) = ingest_hand("2026-11-01").values()
+    assert (result.read, result.accepted, result.duplicates) == (4, 2, 2)
+    with hand_store.read() as con:
+        kept = con.execute("select ms_played, source_line from raw.events where event_id = 'e1'").fetchall()
+    assert kept == [(2, 2)]
+
+
+def test_a_bad_line_in_a_gzip_file_is_rejected_with_its_line(hand_landing, hand_store, ingest_hand) -> None:
+    hand_landing.catalog()
+    lines = [json.dumps(hand_landing.event(f"e{n}")) for n in range(3)]
+    path = hand_landing.write_lines("events/date=2026-11-01/part-0.jsonl.gz", [lines[0], "CAFE", lines[1], lines[2]])
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()).replace(b"CAFE", "caf\u00e9".encode("latin-1"))))
+    (result,) = ingest_hand("2026-11-01").values()
+    assert (result.read, result.accepted, result.rejected) == (4, 3, 1)
+    with hand_store.read() as con:
+        rejected = con.execute("select source_line, reason from raw.rejected_events").fetchall()
+        lines_kept = con.execute("select source_line from raw.events order by 1").fetchall()
+    assert rejected == [(2, "broken_line: invalid encoding")]
+    assert lines_kept == [(1,), (3,), (4,)]
+
+
+def test_an_unreadable_file_fails_the_partition_and_leaves_no_temp_tables(hand_landing, hand_store) -> None:
+    hand_landing.catalog()
+    hand_landing.events("2026-11-01", [hand_landing.event("e1")])
+    hand_landing.write_lines("events/date=2026-11-01/part-1.parquet", ["not parquet at all"])
+    with hand_store.write() as con:
+        ingest.ingest_items(con, hand_landing.root, ITEM_TYPES)
+        with pytest.raises(landing.LandingError, match="part-1.parquet: cannot be read as parquet"):
+            ingest.ingest_events(con, hand_landing.root, "2026-11-01")
+        assert con.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
+        assert con.execute("select count(*) from raw.ingest_log").fetchall() == [(0,)]
+
+
+def test_timestamps_are_stored_in_utc_whatever_the_session_time_zone(hand_landing, hand_store) -> None:
+    hand_landing.catalog()
+    hand_landing.events("2026-11-01", [hand_landing.event("e1", ts="2026-11-01T08:00:00+02:00"),
+                                        hand_landing.event("e2", ts="2026-11-01T23:30:00Z")])
+    with hand_store.write() as con:
+        con.execute("set TimeZone = 'Asia/Tokyo'")
+        ingest.ingest_items(con, hand_landing.root, ITEM_TYPES)
+        result = ingest.ingest_events(con, hand_landing.root, "2026-11-01")
+        stored = con.execute("select event_id, ts, event_date from raw.events order by 1").fetchall()
+    assert (result.accepted, result.rejected) == (2, 0)
+    assert stored == [("e1", dt.datetime(2026, 11, 1, 6, 0), dt.date(2026, 11, 1)),
+                      ("e2", dt.datetime(2026, 11, 1, 23, 30), dt.date(2026, 11, 1))]
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 150_000, 2**40])  # one partition, a few, all at once
+def test_batches_of_partitions_give_the_tables_of_one_at_a_time(ingested_world, tmp_path: Path, batch_bytes: int) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(ingested_world.landing, home / "landing")
+    store = Store(home / "warehouse" / "crossfade.duckdb")
+    keys = list(ingested_world.events)
+    with store.write() as con:
+        ingest.ingest_items(con, home / "landing", ITEM_TYPES)
+        results = ingest.ingest_event_partitions(con, home / "landing", list(reversed(keys)), batch_bytes)  # any order
+        logged = con.execute("select count(*), count(distinct arrival_date) from raw.ingest_log").fetchall()
+    assert list(results) == keys
+    assert {key: (r.read, r.accepted, r.rejected, r.duplicates, r.late_events, r.files, r.rejects_by_reason)
+            for key, r in results.items()} == {
+        key: (r.read, r.accepted, r.rejected, r.duplicates, r.late_events, r.files, r.rejects_by_reason)
+        for key, r in ingested_world.events.items()
+    }
+    assert logged == [(len(keys), len(keys))]
+    for table in ("raw.events", "raw.rejected_events"):
+        with store.read() as con:
+            ours = checksum(con, table, home / "landing")
+        with ingested_world.store.read() as con:
+            assert ours == checksum(con, table, ingested_world.landing), table
+
+
+def test_in_one_batch_the_earliest_arrival_keeps_a_repeated_event(hand_landing, hand_store) -> None:
+    hand_landing.catalog()
+    hand_landing.events("2026-11-02", [hand_landing.event("e1", ms_played=2), hand_landing.event("e2")])
+    hand_landing.events("2026-11-01", [hand_landing.event("e1", ms_played=1)])
+    (hand_landing.root / "events" / "date=2026-11-03").mkdir()  # a partition with no files yet
+    with hand_store.write() as con:
+        ingest.ingest_items(con, hand_landing.root, ITEM_TYPES)
+        results = ingest.ingest_event_partitions(con, hand_landing.root, ["2026-11-02", "2026-11-03", "2026-11-01"])
+        stored = con.execute("select event_id, ms_played, arrival_date::varchar from raw.events order by 1").fetchall()
+    assert {key: (r.read, r.accepted, r.duplicates, r.files) for key, r in results.items()} == {
+        "2026-11-01": (1, 1, 0, 1), "2026-11-02": (2, 1, 1, 1), "2026-11-03": (0, 0, 0, 0),
+    }
+    assert stored == [("e1", 1, "2026-11-01"), ("e2", 60_000, "2026-11-02")]

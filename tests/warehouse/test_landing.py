@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import os
 from pathlib import Path
@@ -15,13 +16,13 @@ from warehouse import landing
 def _stage(*paths: Path, columns: tuple[str, ...] = landing.EVENT_COLUMNS) -> list[dict]:
     """Stage files the way ingestion does and return the staged records in file, then line, order."""
     con = duckdb.connect()
-    text_columns = ", ".join(f'"{column}" varchar' for column in columns)
-    con.execute(f"create table stage (source_file varchar, source_line bigint, raw_record varchar, parse_error varchar, {text_columns})")
-    for path in paths:
-        entry = landing.file_format(path)
-        assert entry is not None
-        landing.stage_file(con, entry, columns, "stage")
-    frame = con.execute("select * from stage order by source_file, source_line").pl()
+    entries = [landing.file_format(path) for path in paths]
+    assert None not in entries
+    with landing.staged(con, entries, columns, "stage") as view:
+        frame = con.execute(f"select * exclude (file_no) from {view} order by file_no, source_line").pl()
+    # nothing left behind
+    assert con.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
+    assert con.execute("select count(*) from duckdb_variables()").fetchall() == [(0,)]
     con.close()
     return frame.to_dicts()
 
@@ -82,7 +83,9 @@ def test_event_partitions_lists_date_folders_oldest_first(tmp_path: Path) -> Non
     for name in ("date=2026-11-02", "date=2026-10-31", "date=junk", "date=2026-02-30x", "other"):
         (tmp_path / "events" / name).mkdir(parents=True)
     (tmp_path / "events" / "date=2026-11-03").write_text("a file, not a partition")
-    assert landing.event_partitions(tmp_path) == ["2026-10-31", "2026-11-02"]
+    with pytest.warns(landing.LandingWarning) as warned:
+        assert landing.event_partitions(tmp_path) == ["2026-10-31", "2026-11-02"]
+    assert sorted(Path(str(w.message).split(":")[0]).name for w in warned) == ["date=2026-02-30x", "date=junk"]
     assert landing.event_partitions(tmp_path / "nowhere") == []
 
 
@@ -158,3 +161,93 @@ def test_parquet_lists_stage_as_json_text(hand_landing) -> None:
     path = hand_landing.write("i.parquet", [{"item_id": "p1", "genres": ["true crime", "history"]}])
     (row,) = _stage(path, columns=("item_id", "genres"))
     assert json.loads(row["genres"]) == ["true crime", "history"]
+
+
+def test_a_folder_named_for_an_impossible_date_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    for name in ("date=2026-02-28", "date=2026-02-30", "date=2026-03-01"):
+        (tmp_path / "events" / name).mkdir(parents=True)
+    with pytest.warns(landing.LandingWarning, match=r"date=2026-02-30: skipped.*not a calendar date.*rename it"):
+        assert landing.event_partitions(tmp_path) == ["2026-02-28", "2026-03-01"]
+
+
+def test_refused_csv_lines_do_not_shift_the_lines_around_them(hand_landing) -> None:
+    header = ",".join(landing.EVENT_COLUMNS)
+    good = "e{n},u1,p1,2026-11-01T08:00:00Z,play,1,home,SE"
+    lines = [header, "short,row", good.format(n=1), "x,y", "too,many,columns,a,b,c,d,e,f", good.format(n=2),
+             good.format(n=3), "last,bad"]
+    staged = _stage(hand_landing.write_lines("e.csv", lines))
+    assert [(row["source_line"], row["event_id"], row["parse_error"] is not None) for row in staged] == [
+        (2, None, True), (3, "e1", False), (4, None, True), (5, None, True), (6, "e2", False), (7, "e3", False),
+        (8, None, True),
+    ]
+    assert staged[0]["raw_record"] == "short,row"
+
+
+@pytest.mark.parametrize("name", ["e.jsonl", "e.jsonl.gz", "e.csv", "e.csv.gz"])
+def test_bytes_that_are_not_utf8_refuse_only_their_line(hand_landing, name: str) -> None:
+    path = hand_landing.write(name, [ROWS[0], {**ROWS[0], "event_id": "e-latin", "context": "CAFE"}, ROWS[1]])
+    text = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+    text = text.replace(b"CAFE", "caf\u00e9".encode("latin-1"))
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    staged = _stage(path)
+    first = 2 if ".csv" in name else 1
+    assert [(row["source_line"], row["event_id"], row["parse_error"]) for row in staged] == [
+        (first, "e1", None), (first + 1, None, "broken_line: invalid encoding"), (first + 2, "e2", None),
+    ]
+    assert "caf" in staged[1]["raw_record"]
+
+
+def test_json_lines_of_another_schema_say_which_columns_are_missing_and_unexpected(hand_landing) -> None:
+    all_null = dict.fromkeys(landing.EVENT_COLUMNS)  # every key present: missing values, not another schema
+    path = hand_landing.write("e.jsonl", [{"song": "s1", "listener": "x", "when": "today"}, all_null, ROWS[0]])
+    staged = _stage(path)
+    assert [row["parse_error"] for row in staged] == [
+        "wrong_schema: missing columns event_id, user_id, item_id, ts, event_type, ms_played, context, country; "
+        "unexpected columns song, listener, when",
+        None, None,
+    ]
+    assert json.loads(staged[0]["raw_record"]) == {"song": "s1", "listener": "x", "when": "today"}
+
+
+@pytest.mark.parametrize("name", ["e.csv", "e.parquet"])
+def test_a_file_of_another_schema_keeps_each_row_as_read(hand_landing, name: str) -> None:
+    path = hand_landing.write(name, [{"song": "s1", "listener": "x"}, {"song": "s2", "listener": "y"}])
+    staged = _stage(path)
+    assert {row["parse_error"] for row in staged} == {
+        "wrong_schema: missing columns event_id, user_id, item_id, ts, event_type, ms_played, context, country; "
+        "unexpected columns song, listener"
+    }
+    raw = [row["raw_record"] for row in staged]
+    assert raw == (["s1,x", "s2,y"] if name.endswith(".csv") else ['{"song":"s1","listener":"x"}', '{"song":"s2","listener":"y"}'])
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("e.csv", b""), ("e.csv.gz", gzip.compress(b"")), ("e.jsonl", b""), ("e.jsonl.gz", gzip.compress(b"")),
+    ("header.csv", ",".join(landing.EVENT_COLUMNS).encode() + b"\n"), ("blank.jsonl", b"\n  \n\n"),
+])
+def test_files_without_records_stage_nothing(tmp_path: Path, name: str, content: bytes) -> None:
+    (tmp_path / name).write_bytes(content)
+    assert _stage(tmp_path / name) == []
+
+
+@pytest.mark.parametrize("name", ["e.parquet", "e.jsonl.gz", "e.csv.gz"])
+def test_an_unreadable_file_is_named_and_leaves_nothing_behind(hand_landing, name: str) -> None:
+    good = hand_landing.write("a.jsonl", ROWS)
+    path = hand_landing.write(name, ROWS * 50)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    con = duckdb.connect()
+    entries = [landing.file_format(good), landing.file_format(path)]
+    with pytest.raises(landing.LandingError, match=rf"{path}: cannot be read as .*replace or remove the file"):
+        with landing.staged(con, entries, landing.EVENT_COLUMNS, "stage"):
+            pass
+    assert con.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
+    assert con.execute("select count(*) from duckdb_views() where temporary and view_name = 'stage'").fetchall() == [(0,)]
+    assert con.execute("select count(*) from duckdb_variables()").fetchall() == [(0,)]
+
+
+def test_files_stage_in_the_order_given_with_their_names(hand_landing) -> None:
+    paths = [hand_landing.write(name, [ROWS[0]]) for name in ("b.parquet", "a.csv", "c.jsonl")]
+    staged = _stage(*paths)
+    assert [(Path(row["source_file"]).name, row["event_id"]) for row in staged] == [
+        ("b.parquet", "e1"), ("a.csv", "e1"), ("c.jsonl", "e1"),
+    ]
