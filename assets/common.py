@@ -9,6 +9,10 @@ import polars as pl
 
 from quality import Report
 
+# Every asset writes DuckDB. Deployments that run steps in parallel pods (deploy/k8s) queue steps with
+# this tag one at a time, because a network volume may not honour the store's file lock.
+WRITES_TAG = {"crossfade/writes": "duckdb"}
+
 
 def preview(con: duckdb.DuckDBPyConnection, table: str, limit: int = 5) -> dg.MetadataValue:
     frame = con.execute(f"select * from {table} limit {int(limit)}").pl()

@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from assets.common import check_result, markdown_table
+from assets.common import WRITES_TAG, check_result, markdown_table
 from models import item_topics, user_profiles
 from models.enrichment import BatchResult, EnrichRequest, run_batch
 from models.llm import ChatModel
@@ -79,7 +79,7 @@ def _log(context: dg.AssetExecutionContext, table: str, batch: BatchResult, left
     )
 
 
-@dg.asset(key=["enrich", "item_topics"], deps=[["raw", "items"], ["features", "item_stats"]], group_name="enrich",
+@dg.asset(op_tags=WRITES_TAG, key=["enrich", "item_topics"], deps=[["raw", "items"], ["features", "item_stats"]], group_name="enrich",
           kinds={"duckdb"})
 def enrich_item_topics(
     context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse, llm: LLMBackend
@@ -118,7 +118,7 @@ def enrich_item_topics(
     })
 
 
-@dg.asset(key=["enrich", "user_profiles"],
+@dg.asset(op_tags=WRITES_TAG, key=["enrich", "user_profiles"],
           deps=[["features", "user_stats"], ["features", "interactions"], enrich_item_topics], group_name="enrich",
           kinds={"duckdb"})
 def enrich_user_profiles(
@@ -162,7 +162,7 @@ def enrich_user_profiles(
     })
 
 
-@dg.asset(key=["enrich", "text_embeddings"], deps=[["raw", "items"], enrich_item_topics, enrich_user_profiles],
+@dg.asset(op_tags=WRITES_TAG, key=["enrich", "text_embeddings"], deps=[["raw", "items"], enrich_item_topics, enrich_user_profiles],
           group_name="enrich", kinds={"duckdb"})
 def enrich_text_embeddings(
     context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from assets.common import check_result, markdown_table
+from assets.common import WRITES_TAG, check_result, markdown_table
 from assets.models import (frames_from, models_two_tower, png_markdown, profile_embeddings_from,
                            text_embeddings_from)
 from models.bundle import ModelBundle, evaluate_bundle
@@ -18,7 +18,7 @@ from warehouse.store import run_sql, scalar
 PLOTTED = ("hr@10", "mrr@100", "coverage@100", "recall@20", "ndcg@10", "served")
 
 
-@dg.asset(key=["eval", "offline_metrics"], deps=[models_two_tower], group_name="eval", kinds={"duckdb"})
+@dg.asset(op_tags=WRITES_TAG, key=["eval", "offline_metrics"], deps=[models_two_tower], group_name="eval", kinds={"duckdb"})
 def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade,
                          warehouse: Warehouse) -> dg.MaterializeResult:
     """Every model side by side: HR@10, MRR, coverage, Recall@K, NDCG@K for all, warm, cold and long-tail users.

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import check_result, preview
+from assets.common import WRITES_TAG, check_result, preview
 from pipelines.resources import Crossfade, Warehouse
 from quality import check
 from warehouse.features import build_table
@@ -26,7 +26,7 @@ UPSTREAM = {
 def _feature_asset(name: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
     table = f"features.{name}"
 
-    @dg.asset(key=["features", name], deps=UPSTREAM[name], group_name="features", kinds={"duckdb"},
+    @dg.asset(op_tags=WRITES_TAG, key=["features", name], deps=UPSTREAM[name], group_name="features", kinds={"duckdb"},
               description=DESCRIPTIONS[name])
     def build(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.write() as con:

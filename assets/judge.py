@@ -7,7 +7,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.common import markdown_table
+from assets.common import WRITES_TAG, markdown_table
 from assets.evaluation import eval_offline_metrics
 from models import judge
 from models.enrichment import EnrichRequest, EnrichResult, run_batch
@@ -83,7 +83,7 @@ def _answers(results: list[EnrichResult]) -> pl.DataFrame:
                "status": pl.String, "llm_model": pl.String, "prompt_version": pl.String, "input_hash": pl.String})
 
 
-@dg.asset(key=["eval", "judge_scores"], deps=[eval_offline_metrics, ["enrich", "user_profiles"]],
+@dg.asset(op_tags=WRITES_TAG, key=["eval", "judge_scores"], deps=[eval_offline_metrics, ["enrich", "user_profiles"]],
           group_name="eval", kinds={"duckdb"})
 def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, crossfade: Crossfade,
                       warehouse: Warehouse, llm: LLMBackend) -> dg.MaterializeResult:

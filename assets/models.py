@@ -12,7 +12,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from assets.common import check_result, markdown_table, preview
+from assets.common import WRITES_TAG, check_result, markdown_table, preview
 from models import hgnn, two_tower
 from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle, slice_metrics
 from models.evaluate import EvaluateConfig
@@ -81,7 +81,7 @@ def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-@dg.asset(key=["models", "hgnn_item_embeddings"], group_name="models", kinds={"pytorch", "duckdb"},
+@dg.asset(op_tags=WRITES_TAG, key=["models", "hgnn_item_embeddings"], group_name="models", kinds={"pytorch", "duckdb"},
           deps=[["features", "co_listen_edges"], ["enrich", "text_embeddings"], ["raw", "items"]])
 def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNRun, crossfade: Crossfade,
                                 warehouse: Warehouse) -> dg.MaterializeResult:
@@ -141,7 +141,7 @@ def models_hgnn_item_embeddings_gate(crossfade: Crossfade, warehouse: Warehouse)
         return check_result(check(con, "models.hgnn_item_embeddings", crossfade.thresholds()))
 
 
-@dg.asset(key=["models", "two_tower"], group_name="models", kinds={"pytorch", "duckdb"},
+@dg.asset(op_tags=WRITES_TAG, key=["models", "two_tower"], group_name="models", kinds={"pytorch", "duckdb"},
           deps=[models_hgnn_item_embeddings, ["features", "interactions"], ["features", "user_stats"],
                 ["features", "item_stats"], ["features", "splits"], ["enrich", "text_embeddings"]])
 def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, crossfade: Crossfade,
@@ -204,7 +204,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     })
 
 
-@dg.asset_check(asset=models_two_tower, blocking=True, name="models_two_tower_promotion_gate",
+@dg.asset_check(asset=models_two_tower, blocking=True, name="models_two_tower_promotion_gate", op_tags=WRITES_TAG,
                 description="Gate: finite losses, beats Popularity on cold HR@10, no regression beyond "
                             f"{PROMOTION_TOLERANCE:.0%} against the promoted model.")
 def models_two_tower_promotion_gate(warehouse: Warehouse) -> dg.AssetCheckResult:
@@ -222,7 +222,7 @@ def models_two_tower_promotion_gate(warehouse: Warehouse) -> dg.AssetCheckResult
                                  "tolerance": PROMOTION_TOLERANCE})
 
 
-@dg.asset(key=["models", "registry"], deps=[models_two_tower], group_name="models", kinds={"duckdb"})
+@dg.asset(op_tags=WRITES_TAG, key=["models", "registry"], deps=[models_two_tower], group_name="models", kinds={"duckdb"})
 def models_registry(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Promotes the newest candidate (runs only when its gate passed); the old promoted model retires.
 

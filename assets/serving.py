@@ -7,7 +7,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.common import check_result, markdown_table
+from assets.common import WRITES_TAG, check_result, markdown_table
 from assets.models import frames_from, model_dir, profile_embeddings_from, text_embeddings_from
 from models.bundle import ModelBundle
 from models.candidates import ServingInputs, generate
@@ -51,7 +51,7 @@ def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt
 
 
 @dg.asset(
-    key=["serving", "candidates_staging"], partitions_def=events_partitions, group_name="serving", kinds={"duckdb"},
+    op_tags=WRITES_TAG, key=["serving", "candidates_staging"], partitions_def=events_partitions, group_name="serving", kinds={"duckdb"},
     deps=[["models", "registry"], ["features", "splits"], ["features", "interactions"], ["features", "user_stats"],
           ["features", "item_stats"], ["raw", "items"], ["enrich", "text_embeddings"]],
 )
@@ -106,7 +106,7 @@ def serving_candidates_staging_gate(context: dg.AssetCheckExecutionContext, cros
     return check_result(report, {"as_of": as_of.isoformat()})
 
 
-@dg.asset(key=["serving", "candidates"], deps=[serving_candidates_staging], partitions_def=events_partitions,
+@dg.asset(op_tags=WRITES_TAG, key=["serving", "candidates"], deps=[serving_candidates_staging], partitions_def=events_partitions,
           group_name="serving", kinds={"duckdb"})
 def serving_candidates(context: dg.AssetExecutionContext, crossfade: Crossfade,
                        warehouse: Warehouse) -> dg.MaterializeResult:

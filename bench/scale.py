@@ -146,8 +146,7 @@ def _ingest(args: argparse.Namespace) -> dict:
         ingest.ingest_users(con, args.landing)
         phases["items+users"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        for key in landing.event_partitions(args.landing):
-            ingest.ingest_events(con, args.landing, key)
+        ingest.ingest_event_partitions(con, args.landing, landing.event_partitions(args.landing))
         phases["events"] = time.perf_counter() - mark
     return {"seconds": time.perf_counter() - started, "phases": phases}
 

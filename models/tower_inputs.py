@@ -127,9 +127,11 @@ def _history_vocabulary(history: pl.DataFrame | None, limit: int) -> list[str]:
 
 
 def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, text: Table,
-                hgnn: Table | None, hgnn_dim: int, popularity: pl.DataFrame | None) -> TowerInputs:
+                hgnn: Table | None, hgnn_dim: int, popularity: pl.DataFrame | None,
+                with_ids: bool = False) -> TowerInputs:
     """Item tower inputs: categorical = (language,); dense = [genre multi-hot | text | HGNN | has HGNN |
-    popularity (2)].
+    popularity (2)]; with `with_ids`, bags = (I, 1, 1) the item's own row of Vocabularies.history_item
+    (+1, 0 = not in it).
 
     The HGNN part (hgnn_dim + 1 columns) is present only when hgnn_dim > 0, the popularity part only
     when `popularity` (from `item_popularity`) is given.
@@ -150,7 +152,8 @@ def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, t
         shares = (ids.to_frame("item_id").join(popularity, on="item_id", how="left", maintain_order="left")
                   .select(pl.col("percentile", "log_share").fill_null(0.0).cast(pl.Float32)))
         parts.append(shares.to_torch().reshape(ids.len(), 2))
-    return TowerInputs(ids, categorical, torch.cat(parts, dim=1))
+    rows = _lookup(ids, vocab.history_item).int().reshape(-1, 1, 1) if with_ids and vocab.history_item else None
+    return TowerInputs(ids, categorical, torch.cat(parts, dim=1), rows)
 
 
 def item_popularity(item_ids: pl.Series, history: pl.DataFrame) -> pl.DataFrame:

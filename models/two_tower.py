@@ -70,6 +70,9 @@ class TwoTowerConfig:
     history_bag_dim: int = 32
     history_bag_length: int = 32  # most-played items per user and type that the pool reads
     max_history_items: int = 200_000  # vocabulary: the items most users touched; the rest have no embedding
+    # Learned embedding of the item itself in the item tower, for items in the history vocabulary (0 = off);
+    # items new since training (fresh releases) read row 0 and rely on their features.
+    item_id_dim: int = 32
     hidden: tuple[int, ...] = (512, 256, 128)  # per tower; the last is the output dimension
     categorical_dim: int = 16  # width of the age, country and language embeddings
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
@@ -94,7 +97,9 @@ class TwoTowerNet(nn.Module):
         b = config.history_bag_dim if vocab.history_item else 0
         self.history = nn.Embedding(len(vocab.history_item) + 1, b, padding_idx=0) if b else None
         self.user_mlp = _mlp(2 * e + user_dim + b * len(config.item_types), config.hidden, config.dropout)
-        self.item_mlp = _mlp(e + item_dim, config.hidden, config.dropout)
+        d = config.item_id_dim if vocab.history_item else 0
+        self.item_id = nn.Embedding(len(vocab.history_item) + 1, d, padding_idx=0) if d else None
+        self.item_mlp = _mlp(e + item_dim + d, config.hidden, config.dropout)
 
     def users(self, categorical: torch.Tensor, dense: torch.Tensor, bags: torch.Tensor | None = None) -> torch.Tensor:
         parts = [self.age(categorical[:, 0]), self.country(categorical[:, 1]), dense]  # (B, e), (B, e), (B, Du)
@@ -104,8 +109,11 @@ class TwoTowerNet(nn.Module):
             parts.append(pooled.flatten(1))  # (B, T * b)
         return F.normalize(self.user_mlp(torch.cat(parts, dim=1)), dim=1)  # (B, out)
 
-    def items(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.language(categorical[:, 0]), dense], dim=1)  # (B, e + Di)
+    def items(self, categorical: torch.Tensor, dense: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [self.language(categorical[:, 0]), dense]  # (B, e), (B, Di)
+        if self.item_id is not None:
+            parts.append(self.item_id(rows[:, 0, 0].long()))  # (B, d)
+        x = torch.cat(parts, dim=1)  # (B, e + Di + d)
         return F.normalize(self.item_mlp(x), dim=1)  # (B, out)
 
 
@@ -148,7 +156,7 @@ class TwoTowerModel:
         history = frames.history(self.config.periods, self.config.use_weak_signals)
         popularity = item_popularity(_target_items(frames, self.config.target_type), history)
         inputs = item_inputs(ids, frames.items, self.vocab, text, hgnn, self.dims["hgnn"],
-                             popularity if self.config.use_popularity else None)
+                             popularity if self.config.use_popularity else None, self.config.item_id_dim > 0)
         return inputs.ids, self._encode(self.net.items, inputs)
 
     def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
@@ -167,6 +175,7 @@ class TwoTowerModel:
     @staticmethod
     def load(path: str | Path) -> TwoTowerModel:
         saved = torch.load(path, weights_only=True)
+        saved["config"].setdefault("item_id_dim", 0)  # checkpoints from before item id embeddings had none
         config = TwoTowerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
         vocab = Vocabularies(**saved["vocab"])
         net = TwoTowerNet(config, vocab, saved["dims"]["user_dense"], saved["dims"]["item_dense"])
@@ -207,10 +216,11 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
     types = _label_types(config)
     history = frames.history(config.periods, config.use_weak_signals)
     vocab = Vocabularies.build(frames.user_stats, frames.items, types, config.max_genres, history,
-                               config.max_history_items if config.history_bag_dim else 0)
+                               config.max_history_items if config.history_bag_dim or config.item_id_dim else 0)
     targets = _items_of(frames, types)
     items = item_inputs(targets, frames.items, vocab, text, hgnn, dims["hgnn"],
-                        _popularity(frames, types, history) if config.use_popularity else None)
+                        _popularity(frames, types, history) if config.use_popularity else None,
+                        config.item_id_dim > 0)
     item_type = _type_codes(targets, frames.items, types)  # (I,) index into `types`
     pairs = (history.filter(pl.col("item_type").is_in(types)).select("user_id", "item_id").unique()
              .join(positions(items.ids, "item_id"), on="item_id"))
@@ -284,7 +294,8 @@ def _train(net: TwoTowerNet, items: TowerInputs, item_type: torch.Tensor, weight
             u, i = u_rows[batch], i_rows[batch]  # (B,), (B,)
             user_vec = net.users(users.categorical[u], users.dense[u],
                                  None if users.bags is None else users.bags[u])  # (B, out)
-            item_vec = net.items(items.categorical[i], items.dense[i])  # (B, out)
+            item_vec = net.items(items.categorical[i], items.dense[i],
+                                 None if items.bags is None else items.bags[i])  # (B, out)
             logits = user_vec @ item_vec.T / config.temperature - log_q[i].unsqueeze(0)  # (B, B)
             # Another row's item is no negative when it is the same item, another positive of this user
             # or an item of another type (types compete only among themselves at serving time).
@@ -311,7 +322,7 @@ def _user_inputs(ids: pl.Series, history: pl.DataFrame, frames: FeatureFrames, c
                  profile: Table | None) -> TowerInputs:
     return user_inputs(ids, history, frames.user_stats, vocab, text, graph, profile, profile_dim,
                        config.item_types, config.graph_types, config.music_type,
-                       config.history_bag_length if vocab.history_item else 0)
+                       config.history_bag_length if vocab.history_item and config.history_bag_dim else 0)
 
 
 def _tables(config: TwoTowerConfig, text_embeddings: pl.DataFrame, hgnn_embeddings: pl.DataFrame | None,

@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from assets.common import WRITES_TAG
 from assets.serving import STAGING, promoted_model, serving_inputs
 from models.candidates import COLUMNS, ServingInputs, generate
 from models.two_tower import TwoTowerModel
@@ -21,7 +22,6 @@ from quality import check
 from warehouse import exchange
 from warehouse.store import run_sql, sql_text
 
-WRITES_TAG = {"crossfade/writes": "duckdb"}  # deploy/k8s run configs queue steps with this tag one at a time
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""History bags of the user tower: most-played items first, per type, only what the user may see."""
+"""Tower inputs: history bags (most-played items first, per type, only what the user may see) and item ids."""
 import polars as pl
+import torch
 
-from models.tower_inputs import Vocabularies, history_bags
+from models.tower_inputs import Vocabularies, history_bags, item_inputs
 
 HISTORY = pl.DataFrame({
     "user_id": ["u1", "u1", "u1", "u1", "u2", "u2", "u3"],
@@ -29,3 +30,15 @@ def test_the_vocabulary_keeps_items_two_or_more_users_touched_most_reached_first
                                 pl.DataFrame({"item_type": ["podcast"], "genres": [["x"]], "language": ["en"]}),
                                 ("podcast",), 8, HISTORY, max_history_items=0)
     assert capped.history_item == []
+
+
+def test_item_rows_index_the_history_vocabulary_and_fresh_items_read_row_zero() -> None:
+    vocab = Vocabularies(age_bucket=[], country=[], language=["en"], genre=["x"], history_item=["a1", "a2", "a3"])
+    items = pl.DataFrame({"item_id": ["a3", "new", "a1"], "language": ["en", "en", "sv"],
+                          "genres": [["x"], [], ["y"]]})
+    text = (pl.Series(["a1", "a3", "new"]), torch.eye(3))
+    inputs = item_inputs(pl.Series(["a3", "new", "a1"]), items, vocab, text, None, 0, None, with_ids=True)
+    assert inputs.bags.shape == (3, 1, 1)
+    assert inputs.bags.flatten().tolist() == [3, 0, 1]  # a3 is row 2 (+1); 'new' came after training
+    assert inputs.categorical.flatten().tolist() == [1, 1, 0]  # sv was never seen: unknown
+    assert item_inputs(pl.Series(["a3"]), items, vocab, text, None, 0, None).bags is None

@@ -89,44 +89,18 @@ KILLABLE_WRITER = """
 import datetime as dt
 import shutil
 import sys
-import time
 from pathlib import Path
 
+from tests.reliability import pause_points
 from warehouse import features, ingest, landing, store
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
 
 database, landing_dir, pause_at, occurrence, as_of, steps = sys.argv[1:7]
-landing_dir, seen = Path(landing_dir), {"count": 0}
-
-
-def pause(name):
-    if name == pause_at:
-        seen["count"] += 1
-        if seen["count"] == int(occurrence):
-            print("paused", flush=True)
-            time.sleep(600)
-
-
-def pausing_sql(run_sql):
-    def run(con, name, params=None):
-        run_sql(con, name, params)
-        pause(name)
-    return run
-
-
-def pausing_copy(copyfile):
-    def copy(source, target):
-        with open(source, "rb") as reader, open(target, "wb") as writer:
-            writer.write(reader.read(Path(source).stat().st_size // 2))  # half a snapshot on disk
-            writer.flush()
-        pause("publish")
-        return copyfile(source, target)
-    return copy
-
-
-ingest.run_sql = pausing_sql(ingest.run_sql)
-features.run_sql = pausing_sql(features.run_sql)
-shutil.copyfile = pausing_copy(shutil.copyfile)
+landing_dir = Path(landing_dir)
+pause_points.arm(pause_at, int(occurrence))
+ingest.run_sql = pause_points.after_sql(ingest.run_sql)
+features.run_sql = pause_points.after_sql(features.run_sql)
+shutil.copyfile = pause_points.half_copy_then_pause(shutil.copyfile)
 with store.Store(Path(database)).write() as con:
     print("writing", flush=True)
     if "ingest" in steps:
