@@ -42,7 +42,9 @@ class HGNNRun(dg.Config):
 
 
 class TwoTowerRun(dg.Config):
-    epochs: int = 10
+    # On the 2000-user sample world, 20 epochs lifted cold HR@10 from 0.76 to 0.79 and warm from 0.31
+    # to 0.36 over 10; 40 gave no more (0.79 / 0.37).
+    epochs: int = 20
     seed: int = 0
 
 
