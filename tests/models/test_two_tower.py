@@ -97,6 +97,16 @@ def test_save_and_load_give_the_same_vectors(world, model, tmp_path) -> None:
     assert loaded.config == model.config
 
 
+def test_item_id_embeddings_train_save_and_load(world, tmp_path) -> None:
+    with_ids = two_tower.fit(world.frames, TwoTowerConfig(item_id_dim=8, epochs=1), text_embeddings=world.text,
+                             hgnn_embeddings=world.hgnn)
+    assert with_ids.net.item_id is not None and with_ids.net.item_id.weight.shape == (len(with_ids.vocab.history_item) + 1, 8)
+    with_ids.save(tmp_path / "ids.pt")
+    _, before = with_ids.item_vectors(world.frames, world.text, world.hgnn)
+    _, after = TwoTowerModel.load(tmp_path / "ids.pt").item_vectors(world.frames, world.text, world.hgnn)
+    assert torch.equal(before, after)
+
+
 def test_seeded_training_repeats_exactly(world) -> None:
     short = TwoTowerConfig(epochs=2, seed=3)
     first, again = (two_tower.fit(world.frames, short, text_embeddings=world.text, hgnn_embeddings=world.hgnn,
