@@ -51,7 +51,7 @@ def main() -> None:
     target, graph_types = settings.target_type, tuple(settings.graph_types)
     others = [t for t in graph_types if t != target]
     cross = relation_name(target, others[0]) if others else None
-    base_hgnn = hgnn.HGNNConfig(max_epochs=args.hgnn_epochs, patience=2, batch_size=1024, seed=args.seed, num_threads=1)
+    base_hgnn = hgnn.HGNNConfig(max_epochs=args.hgnn_epochs, patience=3, batch_size=1024, seed=args.seed, num_threads=1)
     base_tt = two_tower.TwoTowerConfig(target_type=target, graph_types=graph_types, item_types=settings.item_types,
                                        epochs=args.tt_epochs, seed=args.seed)
     # name -> (HGNN variant, its config, kept relations (None: all), two-tower config)
