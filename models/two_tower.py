@@ -177,7 +177,6 @@ class TwoTowerModel:
     @staticmethod
     def load(path: str | Path) -> TwoTowerModel:
         saved = torch.load(path, weights_only=True)
-        saved["config"].setdefault("item_id_dim", 0)  # checkpoints from before item id embeddings had none
         config = TwoTowerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
         vocab = Vocabularies(**saved["vocab"])
         net = TwoTowerNet(config, vocab, saved["dims"]["user_dense"], saved["dims"]["item_dense"])
