@@ -15,7 +15,11 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the pac
 END_DATE = dt.date(2026, 1, 31)  # fixed, so a cached world stays valid on later days
 ITEM_TYPES = ("music", "podcast", "audiobook")
 ITEM_SHARES = {"music": 0.5, "podcast": 0.3, "audiobook": 0.2}  # of --items
-STAGES = ("ingest", "features", "retrieval")
+STAGES = ("ingest", "features", "retrieval", "enrich", "models", "eval", "serving")
+# Stages after the feature tables run as `crossfade run --select <stage>` on the bench's CROSSFADE_HOME:
+# the nightly chain's own assets, gates and publishes, each stage in a fresh process.
+CHAIN_STAGES = ("enrich", "models", "eval", "serving")
+LLM_CALL_BUDGET = 8  # LLM calls per enrichment asset, as in the demo: SmolLM2 on 2 cores takes seconds a call
 RETRIEVAL_DIM = 64
 RETRIEVAL_K = 100
 
@@ -32,6 +36,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "out",
                         help="generated landing zones are kept here and reused")
+    parser.add_argument("--work", type=Path,
+                        help="keep the CROSSFADE_HOME of the run here (one --fractions value), so later stages can "
+                             "run again on it with --stages; default: a temporary folder under --cache")
     parser.add_argument("--stage", choices=(*STAGES, "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
@@ -46,6 +53,8 @@ def main() -> None:
     fractions = sorted(float(part) for part in args.fractions.split(","))
     if not fractions or min(fractions) <= 0:
         raise SystemExit(f"--fractions must be positive shares such as 0.1,1.0 (got {args.fractions!r})")
+    if args.work and len(fractions) != 1:
+        raise SystemExit("--work keeps one run's home: give one --fractions value with it")
     runs = {fraction: _measure(args, fraction, stages) for fraction in fractions}
     _print_growth(runs, stages)
 
@@ -73,14 +82,25 @@ def _world(args: argparse.Namespace, fraction: float) -> tuple[Path, dict]:
 
 def _run_stage(stage: str, landing_dir: Path, database: Path) -> dict:
     """One stage in a fresh process; wait4 gives that process's own peak RSS."""
-    command = [sys.executable, __file__, f"--stage={stage}", f"--landing={landing_dir}", f"--database={database}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout, stderr = process.stdout.read(), process.stderr.read()
+    if stage in CHAIN_STAGES:
+        home = database.parent.parent
+        command = [str(Path(sys.executable).with_name("crossfade")), "run", "--select", stage]
+        env = os.environ | {"CROSSFADE_HOME": str(home), "CROSSFADE_LLM_CALL_BUDGET": str(LLM_CALL_BUDGET)}
+    else:
+        command = [sys.executable, __file__, f"--stage={stage}", f"--landing={landing_dir}", f"--database={database}"]
+        env = None
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    stdout = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise SystemExit(f"stage {stage} failed:\n{stderr[-3000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
+        raise SystemExit(f"stage {stage} failed:\n{stdout[-3000:]}")
+    if stage in CHAIN_STAGES:
+        result = {"seconds": time.perf_counter() - started, "detail": _chain_detail(stdout)}
+        (home / f"scale-{stage}.log").write_text(stdout)
+    else:
+        result = json.loads(stdout.strip().splitlines()[-1])
     result["peak_gib"] = usage.ru_maxrss / 2**20  # KiB on Linux
     # CPU seconds beside wall seconds: on a shared host the wall clock also counts time spent waiting for a core
     result["cpu_s"] = usage.ru_utime + usage.ru_stime
@@ -92,15 +112,21 @@ def _measure(args: argparse.Namespace, fraction: float, stages: tuple[str, ...])
     rows = world["event_rows"]
     print(f"\nfraction {fraction:g}: {world['users']:,} users, {sum(world['items_per_type'].values()):,} items, "
           f"{rows:,} event rows in {world['event_files']} files", flush=True)
-    work = args.cache / f"scale-work-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    database = work / "crossfade.duckdb"
+    work = args.work or args.cache / f"scale-work-{os.getpid()}"
+    if "ingest" in stages:
+        shutil.rmtree(work, ignore_errors=True)
+    database = work / "warehouse" / "crossfade.duckdb"  # the layout of CROSSFADE_HOME, for the chain stages
+    (work / "landing").parent.mkdir(parents=True, exist_ok=True)
+    if not (work / "landing").exists():
+        (work / "landing").symlink_to(landing_dir.absolute(), target_is_directory=True)
+    results: dict = {"rows": rows}
     try:
-        results = {"rows": rows, "baseline": _run_stage_baseline(landing_dir, work)}
-        base = results["baseline"]
-        print(f"  {'baseline: plain DuckDB load':<32}{base['seconds']:8.1f} s  cpu {base['cpu_s']:7.1f} s  "
-              f"peak {base['peak_gib']:5.2f} GiB  "
-              f"{rows / base['seconds']:>12,.0f} rows/s", flush=True)
+        if "ingest" in stages:  # the plain load is compared with ingestion
+            results["baseline"] = _run_stage_baseline(landing_dir, work)
+            base = results["baseline"]
+            print(f"  {'baseline: plain DuckDB load':<32}{base['seconds']:8.1f} s  cpu {base['cpu_s']:7.1f} s  "
+                  f"peak {base['peak_gib']:5.2f} GiB  "
+                  f"{rows / base['seconds']:>12,.0f} rows/s", flush=True)
         for stage in stages:
             result = _run_stage(stage, landing_dir, database)
             results[stage] = result
@@ -108,20 +134,32 @@ def _measure(args: argparse.Namespace, fraction: float, stages: tuple[str, ...])
             print(f"  {stage:<32}{result['seconds']:8.1f} s  cpu {result['cpu_s']:7.1f} s  peak {result['peak_gib']:5.2f} GiB"
                   f"  [{detail}]", flush=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def _chain_detail(output: str) -> str:
+    """The tables a chain stage materialised, with rows, and its failed checks, from `crossfade run`'s lines."""
+    done = [line.split("materialised", 1)[1].split() for line in output.splitlines() if "  materialised " in line]
+    failed = [line.split("check", 1)[1].split()[0] for line in output.splitlines() if " FAILED" in line and " check " in line]
+    tables = ", ".join(f"{words[0]} {words[1]}" if len(words) > 1 else words[0] for words in done)
+    return tables + (f"; FAILED checks: {', '.join(failed)}" if failed else "")
 
 
 def _run_stage_baseline(landing_dir: Path, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    return _run_stage("baseline", landing_dir, work / "baseline.duckdb")
+    try:
+        return _run_stage("baseline", landing_dir, work / "baseline.duckdb")
+    finally:
+        (work / "baseline.duckdb").unlink(missing_ok=True)
 
 
 def _print_growth(runs: dict[float, dict], stages: tuple[str, ...]) -> None:
     fractions = sorted(runs)
     print(f"\n{'stage':<12}" + "".join(f"{f'{f:g}: s':>12}{'cpu s':>9}{'GiB':>7}" for f in fractions)
           + f"{'time growth':>14}{'cpu growth':>12}")
-    for stage in ("baseline", *stages):
+    for stage in [name for name in ("baseline", *stages) if all(name in runs[f] for f in fractions)]:
         cells = "".join(f"{runs[f][stage]['seconds']:>12.1f}{runs[f][stage]['cpu_s']:>9.1f}{runs[f][stage]['peak_gib']:>7.2f}"
                         for f in fractions)
         low, high = runs[fractions[0]][stage], runs[fractions[-1]][stage]
@@ -129,7 +167,9 @@ def _print_growth(runs: dict[float, dict], stages: tuple[str, ...]) -> None:
     size_growth = runs[fractions[-1]]["rows"] / runs[fractions[0]]["rows"]
     print(f"event rows grew {size_growth:.1f}x")
     top = runs[fractions[-1]]
-    ours = top["rows"] / top["ingest"]["seconds"] * 60 if "ingest" in top else 0.0
+    if "ingest" not in top:
+        return
+    ours = top["rows"] / top["ingest"]["seconds"] * 60
     baseline = top["rows"] / top["baseline"]["seconds"] * 60
     print(f"RESULT scale_ingest ours={ours:.0f} baseline={baseline:.0f} ratio={ours / baseline:.3f} unit=events/min")
 
@@ -157,7 +197,7 @@ def _features(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
-    with Store(args.database).write(publish=False) as con:
+    with Store(args.database).write() as con:  # published: the chain stages read the published snapshot
         params = features.FeatureParams(as_of=features.latest_as_of(con))
         for name in features.FEATURE_TABLES:
             phases[name] = features.build_table(con, name, params).seconds

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from models import hgnn
-from models.evaluate import EvaluateConfig, _builders, holdout_targets
+from models.evaluate import EvaluateConfig, holdout_targets, model_builders
 from models.metrics import offline_metrics
 from models.recommender import FeatureFrames, VectorRecommender
 from models.two_tower import TwoTowerModel
@@ -81,7 +81,7 @@ def evaluate_bundle(bundle: ModelBundle, frames: FeatureFrames, text_embeddings:
     targets = holdout_targets(frames, config.target_type, catalogue)
     users = targets["user_id"].unique().sort()
     tt = replace(bundle.two_tower.config, periods=("train",))
-    builders = _builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings, catalogue,
+    builders = model_builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings, catalogue,
                          replace(config, two_tower=tt))
     builders[BUNDLED_MODEL] = lambda: bundle.recommender(frames, catalogue, text_embeddings, profile_embeddings)
     unknown = [name for name in config.models if name not in builders]

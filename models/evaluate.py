@@ -68,7 +68,7 @@ def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_e
                          "check raw.items release dates or the target type")
     targets = holdout_targets(frames, config.target_type, catalogue)
     users = targets["user_id"].unique().sort()
-    builders = _builders(frames, hgnn_embeddings, text_embeddings, profile_embeddings, catalogue, config)
+    builders = model_builders(frames, hgnn_embeddings, text_embeddings, profile_embeddings, catalogue, config)
     unknown = [name for name in config.models if name not in builders]
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {sorted(builders)}")
@@ -81,7 +81,7 @@ def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_e
     return pl.concat(blocks)
 
 
-def _builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
+def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
               catalogue: pl.Series, config: EvaluateConfig) -> dict[str, Callable[[], VectorRecommender]]:
     """One recommender factory per model name; each is built only when asked for."""
     target = config.target_type

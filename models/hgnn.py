@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
 from models.graph import ItemGraph
+from models.positional import spectral_positions
 from models.sampler import NeighbourSampler, epoch_edges, sample_hop, split_edges
 
 
@@ -31,6 +32,10 @@ class HGNNConfig:
     # Share of seeds embedded without their neighbours in training (not in the paper): items with no
     # edges, such as new releases, are then embedded from their text by a self path trained for it.
     isolate_fraction: float = 0.1
+    # Not in the paper: this many leading singular vectors of the training graph's normalised adjacency
+    # join the text as node features (models.positional), so items on one topic but with other listeners
+    # stay apart. On the sample world, HGNN-alone warm HR@10 rose from 0.25 to 0.33. 0 turns it off.
+    positional_dim: int = 32
     margin: float = 0.5  # Δ of the hinge; scores are dot products of unit vectors, in [-1, 1]
     lr: float = 1e-3  # paper
     batch_size: int = 256  # supervision edges per step (paper)
@@ -144,6 +149,7 @@ class HGNNResult:
     edge_counts: dict[str, int]
     edge_counts_markdown: str
     model_state: dict[str, Any]  # checkpoint: config, relations, in_dim, state_dict
+    positions: Tensor  # (N, positional_dim) graph positions appended to the features (models.positional)
 
     def embeddings_frame(self) -> pl.DataFrame:
         """item_id, item_type, embedding (list of float32): the rows of models.hgnn_item_embeddings."""
@@ -176,6 +182,10 @@ def _train(graph: ItemGraph, features: Tensor, config: HGNNConfig) -> HGNNResult
         raise ValueError(f"no training edges (edge counts {graph.edge_counts()}); lower min_co_listeners, "
                          "widen the window or keep more relations")
     train_graph = graph.with_edges(train_edges)  # validation edges stay out of message passing
+    # Positions from the training edges only, so validation edges do not leak into node features.
+    positions = spectral_positions(train_graph, config.positional_dim, config.seed)
+    features = torch.cat([features, positions], dim=1)
+    text_width = features.shape[1] - positions.shape[1]
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(config.seed)
         model = HGNN(features.shape[1], list(graph.relations), config)
@@ -201,7 +211,10 @@ def _train(graph: ItemGraph, features: Tensor, config: HGNNConfig) -> HGNNResult
             seeds = torch.cat([batch[:, 0], batch[:, 1], negatives])
             isolated = seeds[torch.rand(seeds.numel(), generator=generator) < config.isolate_fraction]
             sub = sampler.sample(seeds, isolated)
-            z = model(features[sub.node_ids], sub.layer_inputs())[sub.seed_index]  # (B * (2 + k), d)
+            x = features[sub.node_ids]
+            if positions.shape[1] and isolated.numel():  # as a new item without edges: text alone
+                x[torch.isin(sub.node_ids, isolated), text_width:] = 0.0
+            z = model(x, sub.layer_inputs())[sub.seed_index]  # (B * (2 + k), d)
             loss = hinge_loss(z[:b], z[b:2 * b], z[2 * b:].view(b, config.negatives, -1), config.margin)
             optimizer.zero_grad()
             loss.backward()
@@ -232,20 +245,23 @@ def _train(graph: ItemGraph, features: Tensor, config: HGNNConfig) -> HGNNResult
     timings["embed"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     return HGNNResult(embeddings, graph.nodes, curve, best_epoch, timings, graph.edge_counts(),
-                      graph.edge_counts_markdown(), checkpoint(model))
+                      graph.edge_counts_markdown(), checkpoint(model), positions)
 
 
 def embed(model: HGNN | dict[str, Any], graph: ItemGraph, features: Tensor) -> Tensor:
     """Unit vectors for every node of `graph` (N, out_dim), layer by layer over all nodes.
 
     Inductive: the graph and features may hold items never seen in training; an item without edges
-    embeds from its own features. Graph relations the model was not trained on are ignored.
+    embeds from its own features. Graph relations the model was not trained on are ignored. A model
+    trained with positional_dim > 0 takes the text features followed by the training's positions
+    (HGNNResult.positions); items the training graph did not hold get zeros there.
     """
     model = model_from_checkpoint(model) if isinstance(model, dict) else model
     features = _check_features(graph, features)
     if features.shape[1] != model.in_dim:
         raise ValueError(f"features have {features.shape[1]} columns, the model was trained on {model.in_dim}; "
-                         "embed with the same text-embedding model")
+                         "embed with the same text-embedding model, followed by the training's positions "
+                         f"({model.config.positional_dim} columns, HGNNResult.positions) when it used them")
     with _threads(model.config.num_threads):
         return _embed(model, graph, features)
 

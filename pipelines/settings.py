@@ -38,6 +38,7 @@ class Settings(BaseModel):
     max_reject_rate: float = 0.05
     volume_tolerance: float = 0.5  # a partition may differ from the trailing median by this share
     min_catalog_coverage: float = 0.05
+    promotion_tolerance: float = 0.10  # relative drop in cold HR@10 against the promoted model the gate accepts
     llm_backend: str = "local"  # local (bundled SmolLM2) or http (any OpenAI-compatible endpoint)
     llm_base_url: str = ""
     llm_model: str = ""
@@ -69,7 +70,8 @@ class Settings(BaseModel):
             raise ValueError(f"must be a positive integer (got {value})")
         return value
 
-    @field_validator("max_reject_rate", "volume_tolerance", "min_catalog_coverage", "llm_max_failure_rate")
+    @field_validator("max_reject_rate", "volume_tolerance", "min_catalog_coverage", "llm_max_failure_rate",
+                     "promotion_tolerance")
     @classmethod
     def _share(cls, value: float) -> float:
         if not 0.0 <= value <= 1.0:

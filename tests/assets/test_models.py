@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # simulates a world and trains the HGNN and two-t
 # Larger than the shared 300-user world: with 16 training days there Popularity is hard to beat for anyone.
 WORLD = WorldConfig(users=600, days=60, seed=7, end_date=dt.date(2026, 11, 1), dirty_rate=0.0)
 AS_OF = WORLD.end_date + dt.timedelta(days=1)
-RUN_CONFIG = {"ops": {"models__hgnn_item_embeddings": {"config": {"max_epochs": 2, "patience": 1}},
+RUN_CONFIG = {"ops": {"models__hgnn_item_embeddings": {"config": {"max_epochs": 2, "patience": 1, "positional_dim": 0}},
                       "models__two_tower": {"config": {"epochs": 8}}}}
 STAGE = [models.models_hgnn_item_embeddings, models.models_hgnn_item_embeddings_gate, models.models_two_tower,
          models.models_two_tower_promotion_gate, models.models_registry, models.models_registry_gate,
@@ -129,9 +129,12 @@ def test_the_gate_refuses_a_model_worse_than_the_promoted_one(stage) -> None:
         registry.promote(con, "strong")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CROSSFADE_HOME", str(stage.home))
+        patch.setenv("CROSSFADE_PROMOTION_TOLERANCE", "0.05")
         result = materialise([models.models_two_tower, models.models_two_tower_promotion_gate, models.models_registry],
                              {"ops": {"models__two_tower": {"config": {"epochs": 1}}}})
     assert checks(result) == {"models_two_tower_promotion_gate": False}
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.metadata["tolerance"].value == 0.05  # the setting, not a constant
     assert [e.asset_key for e in result.get_asset_materialization_events()] == [dg.AssetKey(["models", "two_tower"])]
     with stage.store.read() as con:
         newest = registry.latest(con)
