@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # simulates a world and trains the HGNN and two-t
 # Larger than the shared 300-user world: with 16 training days there Popularity is hard to beat for anyone.
 WORLD = WorldConfig(users=600, days=60, seed=7, end_date=dt.date(2026, 11, 1), dirty_rate=0.0)
 AS_OF = WORLD.end_date + dt.timedelta(days=1)
-RUN_CONFIG = {"ops": {"models__hgnn_item_embeddings": {"config": {"max_epochs": 2, "patience": 1, "positional_dim": 0}},
+RUN_CONFIG = {"ops": {"models__hgnn_item_embeddings": {"config": {"max_epochs": 8, "patience": 3}},
                       "models__two_tower": {"config": {"epochs": 8}}}}
 STAGE = [models.models_hgnn_item_embeddings, models.models_hgnn_item_embeddings_gate, models.models_two_tower,
          models.models_two_tower_promotion_gate, models.models_registry, models.models_registry_gate,
