@@ -116,7 +116,7 @@ def _measure(args: argparse.Namespace, fraction: float, stages: tuple[str, ...])
     if "ingest" in stages:
         shutil.rmtree(work, ignore_errors=True)
     database = work / "warehouse" / "crossfade.duckdb"  # the layout of CROSSFADE_HOME, for the chain stages
-    (work / "landing").parent.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     if not (work / "landing").exists():
         (work / "landing").symlink_to(landing_dir.absolute(), target_is_directory=True)
     results: dict = {"rows": rows}
