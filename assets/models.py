@@ -40,7 +40,7 @@ class HGNNRun(dg.Config):
     patience: int = 3
     batch_size: int = 1024
     # Leading singular vectors of the co-listening graph beside the text as node features; 0: text only.
-    positional_dim: int = 32
+    positional_dim: int = hgnn.HGNNConfig.positional_dim
     seed: int = 0
 
 

@@ -184,8 +184,8 @@ def _train(graph: ItemGraph, features: Tensor, config: HGNNConfig) -> HGNNResult
     train_graph = graph.with_edges(train_edges)  # validation edges stay out of message passing
     # Positions from the training edges only, so validation edges do not leak into node features.
     positions = spectral_positions(train_graph, config.positional_dim, config.seed)
+    text_width = features.shape[1]
     features = torch.cat([features, positions], dim=1)
-    text_width = features.shape[1] - positions.shape[1]
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(config.seed)
         model = HGNN(features.shape[1], list(graph.relations), config)
