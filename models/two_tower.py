@@ -81,6 +81,9 @@ class TwoTowerConfig:
     label_fraction: float = 0.5
     cold_example_rate: float = 0.3
     redraw_labels: bool = True  # a fresh mask every epoch: more distinct examples from few warm users
+    # Users whose examples one epoch trains on, drawn afresh each epoch (0 = all): bounds an epoch's time
+    # and memory on a large population; the vocabulary, popularity and logQ still read every user.
+    max_users_per_epoch: int = 20_000
     temperature: float = 0.05  # outputs are unit vectors: cosines need sharpening before the softmax
     dropout: float = 0.1
     batch_size: int = 256
@@ -232,8 +235,11 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
     frequency = torch.bincount(pairs["row"].to_torch(), minlength=items.ids.len()).float() / pairs.height
     log_q = frequency.clamp(min=1e-12).log()  # (I,) sampling log-frequency of each item as an in-batch negative
 
+    label_users = pairs["user_id"].unique().sort()
+
     def draw(epoch: int) -> Examples:
-        seen, labels = split_labels(history, config, config.seed + epoch)
+        seen, labels = split_labels(sample_users(history, label_users, config.max_users_per_epoch, config.seed + epoch),
+                                    config, config.seed + epoch)
         labels = labels.join(positions(items.ids, "item_id"), on="item_id").rename({"row": "i"})
         users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, config, vocab, dims["profile"],
                              text, graph, profile)
@@ -256,6 +262,16 @@ class Examples:
     users: TowerInputs
     u_rows: torch.Tensor  # (N,)
     i_rows: torch.Tensor  # (N,) rows of the item inputs
+
+
+def sample_users(history: pl.DataFrame, users: pl.Series, limit: int, seed: int) -> pl.DataFrame:
+    """`history` of at most `limit` of `users`, drawn without replacement from `seed` (0 or enough: all of it)."""
+    if limit < 0:
+        raise ValueError(f"max_users_per_epoch must be >= 0 (got {limit})")
+    if not limit or users.len() <= limit:
+        return history
+    chosen = users.sample(limit, seed=seed)
+    return history.join(chosen.to_frame("user_id"), on="user_id", how="semi")
 
 
 def split_labels(history: pl.DataFrame, config: TwoTowerConfig, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -33,6 +33,7 @@ class Crossfade(dg.ConfigurableResource):
             max_reject_rate=s.max_reject_rate, volume_tolerance=s.volume_tolerance,
             min_co_listeners=s.min_co_listeners, min_catalog_coverage=s.min_catalog_coverage,
             k=s.k, partitions=partitions, llm_max_failure_rate=s.llm_max_failure_rate,
+            embed_user_budget=s.embed_user_budget,
         )
 
     def as_of(self, context: dg.OpExecutionContext | dg.AssetCheckExecutionContext, con: duckdb.DuckDBPyConnection) -> dt.date:

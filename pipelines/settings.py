@@ -49,6 +49,9 @@ class Settings(BaseModel):
     llm_threads: int = 1  # llama.cpp threads for the local model; spinning threads hurt on a busy 2-core host
     llm_call_budget: int = 24  # LLM calls per enrichment asset per run; what is left waits for the next run
     llm_max_failure_rate: float = 0.2
+    # User profile texts MiniLM encodes per run (about 74 a second on 2 CPU cores): users without a vector
+    # first, then the longest-stale; the rest keep their previous vector until a later run. Items are all encoded.
+    embed_user_budget: int = 20_000
     judge_users: int = 20
     seed: int = 0
     executor: str = "multiprocess"  # in_process, or k8s: each step a Kubernetes Job (deploy/k8s)
@@ -63,7 +66,7 @@ class Settings(BaseModel):
         return tuple(value)
 
     @field_validator("window_days", "holdout_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget",
-                     "llm_max_concurrency", "llm_threads", "judge_users")
+                     "llm_max_concurrency", "llm_threads", "judge_users", "embed_user_budget")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

@@ -20,4 +20,5 @@ class Thresholds:
     k: int = 100
     llm_max_failure_rate: float = 0.2
     llm_min_answers_judged: int = 10  # the failure rate is gated once this many LLM answers are stored
+    embed_user_budget: int = 20_000  # user texts encoded per run: at least this many active users need a vector
     partitions: tuple[dt.date, ...] = ()  # events arrival dates (or candidate as-of dates) to check

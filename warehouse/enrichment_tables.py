@@ -1,6 +1,7 @@
 """enrich.item_topics, enrich.user_profiles, enrich.text_embeddings: inputs read, answers and vectors written."""
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -153,6 +154,19 @@ def stored_hashes(con: duckdb.DuckDBPyConnection, entity: str) -> dict[str, str]
         return {}
     rows = con.execute(
         "select entity_id, input_hash from enrich.text_embeddings where entity = $entity", {"entity": entity}
+    ).fetchall()
+    return dict(rows)
+
+
+def encoded_times(con: duckdb.DuckDBPyConnection, entity: str) -> dict[str, dt.datetime]:
+    """entity_id -> when its stored vector was encoded; vectors stored before encoded_at existed are left out."""
+    if not table_exists(con, "enrich.text_embeddings") or not con.execute(
+        "select count(*) from information_schema.columns where table_schema = 'enrich' "
+        "and table_name = 'text_embeddings' and column_name = 'encoded_at'").fetchone()[0]:
+        return {}
+    rows = con.execute(
+        "select entity_id, encoded_at from enrich.text_embeddings where entity = $entity and encoded_at is not null",
+        {"entity": entity},
     ).fetchall()
     return dict(rows)
 

@@ -268,6 +268,23 @@ def test_bad_or_missing_vectors_fail_the_gate_with_their_counts(runs: list[Run],
 
 
 @pytest.mark.slow
+def test_users_left_to_a_later_run_by_the_budget_pass_the_gate_up_to_the_budget(
+    runs: list[Run], home: Path, tmp_path: Path
+) -> None:
+    con = scratch_copy(home, tmp_path)
+    active = con.execute("select count(*) from features.user_stats where is_active").fetchone()[0]
+    con.execute("delete from enrich.text_embeddings where entity = 'user' and entity_id = 'u2'")
+    assert enrich_suites.text_embeddings_suite(con, Thresholds(embed_user_budget=active - 1)).success
+    con.execute("delete from enrich.text_embeddings where entity = 'user' and entity_id = 'u3'")
+    assert failed(enrich_suites.text_embeddings_suite(con, Thresholds(embed_user_budget=active - 1))) == {
+        "expect_column_values_to_be_in_set:has_embedding": 2,
+    }
+    con.execute("delete from enrich.text_embeddings where entity = 'item' and entity_id = 'm1'")
+    report = enrich_suites.text_embeddings_suite(con, Thresholds(embed_user_budget=1))  # items are never deferred
+    assert [row["batch"] for row in report.failed] == ["item coverage"]
+
+
+@pytest.mark.slow
 def test_an_active_user_without_a_profile_fails_the_gate(runs: list[Run], home: Path, tmp_path: Path) -> None:
     con = scratch_copy(home, tmp_path)
     con.execute("delete from enrich.user_profiles where user_id = 'u3'")

@@ -1,6 +1,8 @@
 """Bundled MiniLM: 384-d unit vectors, meaning kept, unchanged texts not encoded again."""
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
@@ -46,3 +48,19 @@ def test_nothing_changed_encodes_nothing(encoder: SentenceTransformer) -> None:
     hashes = {entity: text_hash(text) for entity, text in zip("abc", TEXTS)}
     result = embed_changed(encoder, list("abc"), TEXTS, existing_hashes=hashes)
     assert result.ids == [] and result.embeddings.shape == (0, DIM) and result.count_skipped == 3
+
+
+def test_a_limit_encodes_new_texts_first_then_the_longest_stale(encoder: SentenceTransformer) -> None:
+    stored = {"a": "old", "b": "old", "c": text_hash(TEXTS[2])}
+    when = {"a": dt.datetime(2026, 11, 2), "b": dt.datetime(2026, 11, 1)}
+    ids, texts = ["a", "b", "c", "d"], [TEXTS[0], TEXTS[1], TEXTS[2], "an audiobook"]
+    two = embed_changed(encoder, ids, texts, existing_hashes=stored, limit=2, encoded_at=when)
+    assert two.ids == ["b", "d"] and two.count_deferred == 1 and two.count_skipped == 1  # 'a' waits, 'c' unchanged
+    assert two.input_hashes == [text_hash(TEXTS[1]), text_hash("an audiobook")]
+    np.testing.assert_allclose(two.embeddings, encode(encoder, [TEXTS[1], "an audiobook"]), atol=1e-5)
+    nothing = embed_changed(encoder, ids, texts, existing_hashes=stored, limit=0)
+    assert nothing.ids == [] and nothing.count_deferred == 3
+    everything = embed_changed(encoder, ids, texts, existing_hashes=stored, limit=3)
+    assert everything.ids == ["a", "b", "d"] and everything.count_deferred == 0
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        embed_changed(encoder, ids, texts, existing_hashes=stored, limit=-1)

@@ -1,4 +1,6 @@
 """Two-tower model on the planted world: cold users' audiobook taste follows their podcast taste."""
+import math
+
 import polars as pl
 import pytest
 import torch
@@ -129,3 +131,21 @@ def test_embeddings_of_another_dimension_are_refused(world, model) -> None:
     wider = world.text.with_columns(pl.col("embedding").list.concat(pl.lit([0.0])))
     with pytest.raises(ValueError, match="dimension"):
         model.item_vectors(world.frames, wider, world.hgnn)
+
+
+def test_an_epoch_trains_on_a_bounded_fresh_sample_of_users(world) -> None:
+    history = world.frames.history(["train"])
+    users = history["user_id"].unique().sort()
+    sample = two_tower.sample_users(history, users, 10, seed=1)
+    assert sample["user_id"].n_unique() == 10
+    assert sample.equals(history.join(sample.select("user_id").unique(), on="user_id", how="semi"))  # whole histories
+    assert two_tower.sample_users(history, users, 10, seed=1).equals(sample)
+    assert set(two_tower.sample_users(history, users, 10, seed=2)["user_id"]) != set(sample["user_id"])
+    assert two_tower.sample_users(history, users, 0, seed=1) is history  # 0: every user
+    assert two_tower.sample_users(history, users, users.len(), seed=1) is history
+    bounded = two_tower.fit(world.frames, TwoTowerConfig(epochs=3, max_users_per_epoch=20), text_embeddings=world.text,
+                            hgnn_embeddings=world.hgnn)
+    assert len(bounded.losses) == 3 and all(math.isfinite(loss) for loss in bounded.losses)
+    with pytest.raises(ValueError, match="max_users_per_epoch must be >= 0"):
+        two_tower.fit(world.frames, TwoTowerConfig(epochs=1, max_users_per_epoch=-1), text_embeddings=world.text,
+                      hgnn_embeddings=world.hgnn)
