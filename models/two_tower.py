@@ -84,6 +84,12 @@ class TwoTowerConfig:
     # Users whose examples one epoch trains on, drawn afresh each epoch (0 = all): bounds an epoch's time
     # and memory on a large population; the vocabulary, popularity and logQ still read every user.
     max_users_per_epoch: int = 20_000
+    # Items drawn uniformly for each batch as extra negatives beside the in-batch ones (mixed negative
+    # sampling, Yang et al. 2020); every logit is corrected by the log of its item's expected count in
+    # the mixture. 0: in-batch negatives alone. On the 2000-user sample world 512 gave warm HR@10 0.407
+    # and 0.415 over two seeds against 0.380 and 0.399 without (cold 0.806 / 0.792 vs 0.795 / 0.783),
+    # within the seed-to-seed spread and at about twice the training time, so it stays off by default.
+    uniform_negatives: int = 0
     temperature: float = 0.05  # outputs are unit vectors: cosines need sharpening before the softmax
     dropout: float = 0.1
     batch_size: int = 256
@@ -299,6 +305,9 @@ def _train(net: TwoTowerNet, items: TowerInputs, item_type: torch.Tensor, weight
            draw: Callable[[int], Examples], log_q: torch.Tensor, config: TwoTowerConfig) -> list[float]:
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    extra, count_items = config.uniform_negatives, items.ids.len()
+    # expected times an item is a column of one batch: as some row's positive, and as a uniform draw
+    log_count = torch.log(config.batch_size * log_q.exp() + extra / count_items)  # (I,)
     losses = []
     for epoch in range(config.epochs):
         net.train()
@@ -313,15 +322,21 @@ def _train(net: TwoTowerNet, items: TowerInputs, item_type: torch.Tensor, weight
                                  None if users.bags is None else users.bags[u])  # (B, out)
             item_vec = net.items(items.categorical[i], items.dense[i],
                                  None if items.bags is None else items.bags[i])  # (B, out)
-            logits = user_vec @ item_vec.T / config.temperature - log_q[i].unsqueeze(0)  # (B, B)
+            logits = user_vec @ item_vec.T / config.temperature - log_count[i].unsqueeze(0)  # (B, B)
             # Another row's item is no negative when it is the same item, another positive of this user
             # or an item of another type (types compete only among themselves at serving time).
             t = item_type[i]  # (B,)
             clash = ((i.unsqueeze(0) == i.unsqueeze(1)) | (u.unsqueeze(0) == u.unsqueeze(1))
                      | (t.unsqueeze(0) != t.unsqueeze(1)))  # (B, B)
             clash.fill_diagonal_(False)
-            per_row = F.cross_entropy(logits.masked_fill(clash, -math.inf), torch.arange(len(batch)),
-                                      reduction="none")  # (B,)
+            logits = logits.masked_fill(clash, -math.inf)
+            if extra:
+                j = torch.randint(count_items, (extra,), generator=generator)  # (M,)
+                drawn = net.items(items.categorical[j], items.dense[j], None if items.bags is None else items.bags[j])
+                drawn_logits = user_vec @ drawn.T / config.temperature - log_count[j].unsqueeze(0)  # (B, M)
+                drawn_clash = (item_type[j].unsqueeze(0) != t.unsqueeze(1)) | (j.unsqueeze(0) == i.unsqueeze(1))
+                logits = torch.cat([logits, drawn_logits.masked_fill(drawn_clash, -math.inf)], dim=1)  # (B, B + M)
+            per_row = F.cross_entropy(logits, torch.arange(len(batch)), reduction="none")  # (B,)
             w = weights[t]  # (B,)
             loss = (per_row * w).sum() / w.sum()
             optimizer.zero_grad(set_to_none=True)

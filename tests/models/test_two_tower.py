@@ -1,5 +1,6 @@
 """Two-tower model on the planted world: cold users' audiobook taste follows their podcast taste."""
 import math
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -149,3 +150,12 @@ def test_an_epoch_trains_on_a_bounded_fresh_sample_of_users(world) -> None:
     with pytest.raises(ValueError, match="max_users_per_epoch must be >= 0"):
         two_tower.fit(world.frames, TwoTowerConfig(epochs=1, max_users_per_epoch=-1), text_embeddings=world.text,
                       hgnn_embeddings=world.hgnn)
+
+
+def test_uniform_negatives_train_beside_the_in_batch_ones(world, cold_users) -> None:
+    mixed = two_tower.fit(world.frames, replace(CONFIG, uniform_negatives=64), text_embeddings=world.text,
+                          hgnn_embeddings=world.hgnn, profile_embeddings=world.profile)
+    assert mixed.losses[-1] < 0.8 * mixed.losses[0]
+    candidates = world.frames.released("audiobook", world.frames.cut())
+    lists = mixed.recommender(world.frames, candidates, world.text, world.hgnn, world.profile).recommend(cold_users, 10)
+    assert community_share(lists, world.communities) > 0.8
