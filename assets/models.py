@@ -41,6 +41,8 @@ class HGNNRun(dg.Config):
     batch_size: int = 1024
     # Leading singular vectors of the co-listening graph beside the text as node features; 0: text only.
     positional_dim: int = hgnn.HGNNConfig.positional_dim
+    # Supervision edges per epoch at most, a fresh sample each epoch (0 = all); bounds a run on large graphs.
+    max_epoch_edges: int = hgnn.HGNNConfig.max_epoch_edges
     seed: int = 0
 
 
@@ -107,9 +109,8 @@ def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNR
     nodes = items.filter(pl.col("item_type").is_in(node_types)).select("item_id", "item_type").unique("item_id").sort("item_id")
     graph = build_graph(edges, nodes, relation_names(settings.graph_types))
     features, missing = node_features(nodes["item_id"], text)  # (N, d)
-    hgnn_config = hgnn.HGNNConfig(max_epochs=config.max_epochs, patience=config.patience, seed=config.seed,
-                                  batch_size=config.batch_size, positional_dim=config.positional_dim,
-                                  num_threads=1)  # one thread: the 2-core host is shared with other steps
+    # one thread: the 2-core host is shared with other steps
+    hgnn_config = hgnn.HGNNConfig(**config.model_dump(), num_threads=1)
     context.log.info(f"HGNN: {graph.num_nodes:,} items, edges {graph.edge_counts()}, text from {text_source}")
     result = hgnn.train(graph, features, hgnn_config)
     version = f"hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
@@ -169,7 +170,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     hgnn_version = vectors["model_version"][0]
     tt_config = two_tower.TwoTowerConfig(
         target_type=settings.target_type, graph_types=settings.graph_types, item_types=settings.item_types,
-        epochs=config.epochs, max_users_per_epoch=config.max_users_per_epoch, seed=config.seed)
+        **config.model_dump())
     model = two_tower.fit(frames, tt_config, text_embeddings=text, hgnn_embeddings=vectors, profile_embeddings=profile)
     version = f"2t-hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
     splits = dict(zip(frames.splits["split"], frames.splits.select("start_at", "end_at").rows()))

@@ -39,6 +39,9 @@ class HGNNConfig:
     margin: float = 0.5  # Δ of the hinge; scores are dot products of unit vectors, in [-1, 1]
     lr: float = 1e-3  # paper
     batch_size: int = 256  # supervision edges per step (paper)
+    # Supervision edges per epoch at most, a fresh uniform sample of the (balanced) epoch each time
+    # (0 = all): bounds an epoch on large graphs. The sample world's balanced epoch is about 92k edges.
+    max_epoch_edges: int = 200_000
     max_epochs: int = 15  # paper: 50; capped so the demo trains in about a minute on 2 cores
     patience: int = 3  # paper: 10; scaled down with max_epochs
     valid_fraction: float = 0.1  # paper: 10% of the training edges, held out per relation
@@ -200,7 +203,7 @@ def _train(graph: ItemGraph, features: Tensor, config: HGNNConfig) -> HGNNResult
     best_score, best_epoch, best_state, stale = float("inf"), 0, copy.deepcopy(model.state_dict()), 0
     for epoch in range(1, config.max_epochs + 1):
         tick = time.perf_counter()
-        pairs, _ = epoch_edges(train_edges, config.balanced, generator)
+        pairs, _ = epoch_edges(train_edges, config.balanced, generator, config.max_epoch_edges)
         model.train()
         total, steps = 0.0, 0
         for start in range(0, pairs.shape[0], config.batch_size):

@@ -154,14 +154,17 @@ def split_edges(
 
 
 def epoch_edges(
-    train_edges: Mapping[str, Tensor], balanced: bool, generator: torch.Generator
+    train_edges: Mapping[str, Tensor], balanced: bool, generator: torch.Generator, limit: int = 0
 ) -> tuple[Tensor, Tensor]:
     """One epoch's supervision pairs, shuffled: (E, 2) (anchor, positive) and relation index (E,).
 
     balanced=True undersamples every relation, without replacement, to the count of the rarest
     non-empty one, redrawn each call; False uses every edge. Each edge's direction is drawn at random
-    because the hinge loss treats anchor and positive differently.
+    because the hinge loss treats anchor and positive differently. A `limit` > 0 keeps that many of
+    the shuffled pairs, a uniform sample that keeps the relations' shares.
     """
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0 (got {limit})")
     sizes = [e.shape[1] for e in train_edges.values() if e.shape[1] > 0]
     target = min(sizes) if sizes else 0
     pairs, relation = [], []
@@ -174,4 +177,6 @@ def epoch_edges(
     flip = torch.rand(all_pairs.shape[0], generator=generator) < 0.5
     all_pairs = torch.where(flip[:, None], all_pairs.flip(1), all_pairs)
     order = torch.randperm(all_pairs.shape[0], generator=generator)
+    if limit:
+        order = order[:limit]
     return all_pairs[order], all_relation[order]

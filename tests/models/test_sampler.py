@@ -174,6 +174,19 @@ def test_unbalanced_epoch_uses_every_edge_once(graph):
     assert undirected == sorted(tuple(p) for e in graph.edges.values() for p in e.T.tolist())
 
 
+def test_a_limit_keeps_a_uniform_sample_of_the_epoch(graph):
+    pairs, relation = epoch_edges(graph.edges, balanced=False, generator=torch.Generator().manual_seed(0), limit=620)
+    counts = Counter(relation.tolist())
+    assert len(pairs) == 620 and sum(counts.values()) == 620
+    assert 300 < counts[2] < 600 and counts[0] < 60  # about half of each relation: 20, 150 and 450 expected
+    for i, r in enumerate(graph.relations):
+        assert {tuple(sorted(p)) for p in pairs[relation == i].tolist()} <= {tuple(p) for p in graph.edges[r].T.tolist()}
+    balanced, _ = epoch_edges(graph.edges, balanced=True, generator=torch.Generator().manual_seed(0), limit=10_000)
+    assert len(balanced) == 120  # a limit above the epoch keeps it whole
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        epoch_edges(graph.edges, balanced=True, generator=torch.Generator(), limit=-1)
+
+
 def test_epoch_is_shuffled_and_seeded(graph):
     a, _ = epoch_edges(graph.edges, True, torch.Generator().manual_seed(9))
     b, _ = epoch_edges(graph.edges, True, torch.Generator().manual_seed(9))
