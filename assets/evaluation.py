@@ -38,7 +38,8 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
         profile = profile_embeddings_from(con)
     bundle = ModelBundle.load(candidate["checkpoint_dir"])
     config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types, k=settings.k,
-                            models=MODELS, two_tower=bundle.two_tower.config)
+                            max_users=settings.eval_max_users, seed=settings.seed, models=MODELS,
+                            two_tower=bundle.two_tower.config)
     started = time.perf_counter()
     metrics, lists = evaluate_bundle(bundle, frames, text, profile, config)
     seconds = time.perf_counter() - started
@@ -60,6 +61,7 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "offline_lists_rows": list_rows, "as_of": as_of.isoformat(),
         "model_version": version, "text_features": text_source, "seconds": round(seconds, 2),
+        "eval_max_users": settings.eval_max_users,
         "hr@10_by_model_and_slice": dg.MetadataValue.md(markdown_table(hr10)),
         "users_by_slice": dg.MetadataValue.md(markdown_table(users)),
         "plot": png_markdown(plot_metrics(metrics.filter(pl.col("metric").is_in(PLOTTED))), "metrics by model"),

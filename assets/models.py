@@ -182,7 +182,8 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     bundle = ModelBundle(model, vectors.drop("model_version"), manifest, checkpoint)
     folder = bundle.save(model_dir(settings, version))
     eval_config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
-                                 k=settings.k, models=GATE_MODELS, two_tower=tt_config)
+                                 k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
+                                 models=GATE_MODELS, two_tower=tt_config)
     scores, _ = evaluate_bundle(bundle, frames, text, profile, eval_config)
     metrics = slice_metrics(scores, BUNDLED_MODEL) | {
         "reference": {"popularity": slice_metrics(scores, "popularity")},

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from models import hgnn
-from models.evaluate import EvaluateConfig, holdout_targets, model_builders
+from models.evaluate import EvaluateConfig, evaluation_set, model_builders
 from models.metrics import offline_metrics
 from models.recommender import FeatureFrames, VectorRecommender
 from models.two_tower import TwoTowerModel
@@ -74,12 +74,7 @@ def evaluate_bundle(bundle: ModelBundle, frames: FeatureFrames, text_embeddings:
     if bundle.two_tower.config.periods != ("train",):
         raise ValueError(f"the bundle was trained on periods {bundle.two_tower.config.periods}; offline evaluation "
                          "needs a model trained on ('train',) only, or it would have seen the holdout")
-    catalogue = frames.released(config.target_type, frames.cut())
-    if catalogue.len() == 0:
-        raise ValueError(f"no {config.target_type!r} item was released before the cut {frames.cut()}; "
-                         "check raw.items release dates or the target type")
-    targets = holdout_targets(frames, config.target_type, catalogue)
-    users = targets["user_id"].unique().sort()
+    catalogue, targets, users, _ = evaluation_set(frames, config)
     tt = replace(bundle.two_tower.config, periods=("train",))
     builders = model_builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings, catalogue,
                          replace(config, two_tower=tt))

@@ -7,6 +7,7 @@ rather than counted as misses no model could avoid; coverage is over the same ca
 Targets: (user, item) of the target type with any interaction in the holdout (weak signals
 included) and none in the train period. Every list leaves out the target-type items the user
 touched in the train period. Models read only the 'train' period, whatever their config says.
+Users: every user with a target, or a seeded uniform sample of `max_users` of them (default 100,000).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -43,10 +45,23 @@ class EvaluateConfig:
     models: tuple[str, ...] = MODELS
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     als: AlsConfig = field(default_factory=AlsConfig)
+    # Users scored at most, a seeded uniform sample of those with holdout targets (0 = all): the standard
+    # errors stay small while a large population's lists are not all ranked six times every night.
+    max_users: int = 100_000
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not 10 <= self.k <= self.list_length:
             raise ValueError(f"need 10 <= k <= list_length (got k={self.k}, list_length={self.list_length})")
+        if self.max_users < 0:
+            raise ValueError(f"max_users must be 0 (all) or positive (got {self.max_users})")
+
+
+class EvaluationSet(NamedTuple):
+    catalogue: pl.Series  # target-type item ids released before the cut
+    targets: pl.DataFrame  # (user_id, item_id) of the evaluated users
+    users: pl.Series  # the evaluated users, sorted
+    population: int  # users with holdout targets before sampling
 
 
 def holdout_targets(frames: FeatureFrames, target_type: str, catalogue: pl.Series) -> pl.DataFrame:
@@ -59,15 +74,25 @@ def holdout_targets(frames: FeatureFrames, target_type: str, catalogue: pl.Serie
             .sort("user_id", "item_id"))
 
 
-def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_embeddings: pl.DataFrame,
-             profile_embeddings: pl.DataFrame | None, config: EvaluateConfig = EvaluateConfig()) -> pl.DataFrame:
-    """(model, slice, metric, value, std_error, users), one block per model in `config.models`."""
+def evaluation_set(frames: FeatureFrames, config: EvaluateConfig) -> EvaluationSet:
+    """The catalogue, and the users (at most config.max_users, sampled with config.seed) with their targets."""
     catalogue = frames.released(config.target_type, frames.cut())
     if catalogue.len() == 0:
         raise ValueError(f"no {config.target_type!r} item was released before the cut {frames.cut()}; "
                          "check raw.items release dates or the target type")
     targets = holdout_targets(frames, config.target_type, catalogue)
     users = targets["user_id"].unique().sort()
+    population = users.len()
+    if config.max_users and population > config.max_users:
+        users = users.sample(config.max_users, seed=config.seed).sort()
+        targets = targets.join(users.to_frame(), on="user_id", how="semi")
+    return EvaluationSet(catalogue, targets, users, population)
+
+
+def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_embeddings: pl.DataFrame,
+             profile_embeddings: pl.DataFrame | None, config: EvaluateConfig = EvaluateConfig()) -> pl.DataFrame:
+    """(model, slice, metric, value, std_error, users), one block per model in `config.models`."""
+    catalogue, targets, users, _ = evaluation_set(frames, config)
     builders = model_builders(frames, hgnn_embeddings, text_embeddings, profile_embeddings, catalogue, config)
     unknown = [name for name in config.models if name not in builders]
     if unknown:

@@ -53,6 +53,8 @@ class Settings(BaseModel):
     # first, then the longest-stale; the rest keep their previous vector until a later run. Items are all encoded.
     embed_user_budget: int = 20_000
     judge_users: int = 20
+    # Users with holdout targets that offline evaluation scores per run, a seeded sample (0 = all).
+    eval_max_users: int = 100_000
     seed: int = 0
     executor: str = "multiprocess"  # in_process, or k8s: each step a Kubernetes Job (deploy/k8s)
     exchange_uri: str = ""  # Parquet exchange of sharded steps: a directory, file://, s3://, gs:// or az://; "" = off
@@ -71,6 +73,13 @@ class Settings(BaseModel):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError(f"must be a positive integer (got {value})")
+        return value
+
+    @field_validator("eval_max_users")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be 0 (no limit) or a positive integer (got {value})")
         return value
 
     @field_validator("max_reject_rate", "volume_tolerance", "min_catalog_coverage", "llm_max_failure_rate",

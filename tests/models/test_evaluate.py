@@ -2,7 +2,7 @@
 import polars as pl
 import pytest
 
-from models.evaluate import MODELS, EvaluateConfig, evaluate, holdout_targets, plot_metrics
+from models.evaluate import MODELS, EvaluateConfig, evaluate, evaluation_set, holdout_targets, plot_metrics
 from models.two_tower import TwoTowerConfig
 
 CONFIG = EvaluateConfig(k=50, two_tower=TwoTowerConfig(epochs=5, batch_size=128))
@@ -49,6 +49,27 @@ def test_targets_are_new_to_the_user_and_released_before_the_cut(world) -> None:
     assert targets.join(train, on=["user_id", "item_id"], how="semi").height == 0
     assert not targets["item_id"].str.contains("_n").any()
     assert targets.height == 2 * 800  # two new released books per user in the holdout
+
+
+def test_max_users_scores_a_seeded_sample_with_all_its_targets(world) -> None:
+    whole = evaluation_set(world.frames, EvaluateConfig(max_users=0))
+    sample = evaluation_set(world.frames, EvaluateConfig(max_users=100, seed=3))
+    assert (whole.users.len(), whole.population, sample.users.len(), sample.population) == (800, 800, 100, 800)
+    assert sample.users.is_sorted() and sample.users.is_in(whole.users).all()
+    assert set(sample.targets["user_id"]) == set(sample.users)
+    mine = whole.targets.join(sample.users.to_frame(), on="user_id", how="semi")
+    assert sample.targets.sort("user_id", "item_id").equals(mine.sort("user_id", "item_id"))  # none lost
+    assert evaluation_set(world.frames, EvaluateConfig(max_users=100, seed=3)).users.equals(sample.users)
+    assert not evaluation_set(world.frames, EvaluateConfig(max_users=100, seed=4)).users.equals(sample.users)
+    assert evaluation_set(world.frames, EvaluateConfig(max_users=5000)).users.len() == 800  # above the population
+
+
+def test_sampled_evaluation_reports_the_sampled_users(world) -> None:
+    config = EvaluateConfig(models=("popularity",), max_users=200)
+    rows = evaluate(world.frames, world.hgnn, world.text, None, config).filter(pl.col("metric") == "hr@10")
+    assert dict(zip(rows["slice"], rows["users"]))["all"] == 200
+    with pytest.raises(ValueError, match="max_users"):
+        EvaluateConfig(max_users=-1)
 
 
 def test_unknown_models_are_refused(world) -> None:

@@ -55,6 +55,7 @@ CONFIG_ERRORS = [
     ("graph_types: [podcast, audiobook]\nitem_types: [audiobook, music]\n", ["graph_types", "subset of item_types"]),
     ("window_days: -5\n", ["window_days", "positive integer", "-5"]),
     ("holdout_days: 0\n", ["holdout_days", "positive integer", "0"]),
+    ("eval_max_users: -1\n", ["eval_max_users", "0 (no limit) or a positive integer", "-1"]),
     ("window_days: ninety\n", ["window_days", "integer"]),
     ("max_reject_rate: 1.5\n", ["max_reject_rate", "between 0 and 1", "1.5"]),
     ("llm_backend: cloud\n", ["llm_backend", "['local', 'http']", "'cloud'"]),
