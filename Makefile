@@ -9,6 +9,13 @@ export DAGSTER_HOME ?= $(CROSSFADE_HOME)/dagster
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
+# llama.cpp built for the build machine's own CPU (-march=native) crashed in llama_decode on hosts that
+# report AMX and AVX-512 (every prompt, in 0.3.35 and 0.3.36); built for AVX2 it runs there too.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+endif
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
+
 DEMO_USERS ?= 2000
 DEMO_DAYS ?= 120
 DEMO_SEED ?= 7
@@ -24,6 +31,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -qq --upgrade pip
 	@# torch first: a CPU build of exactly this version lies on disk; any other pulls a CUDA build.
 	$(PY) -m pip install -qq torch==2.13.0
+	@echo "set-up: compiling llama-cpp-python $(LLAMA_VERSION) (about five minutes on 2 cores)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -qq --no-cache-dir 'llama-cpp-python[server]==$(LLAMA_VERSION)'
 	$(PY) -m pip install -qq -e '.[test]'
 	touch $(STAMP)
 
