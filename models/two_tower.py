@@ -49,6 +49,8 @@ from torch import nn
 from models.recommender import FeatureFrames, VectorRecommender, consumed_pairs, embedding_table, positions
 from models.tower_inputs import Table, TowerInputs, Vocabularies, item_inputs, item_popularity, user_inputs
 
+USER_CHUNK = 100_000  # users whose inputs are built and encoded at once (about 0.5 GB of inputs)
+
 
 @dataclass(frozen=True)
 class TwoTowerConfig:
@@ -153,10 +155,17 @@ class TwoTowerModel:
         """(ids, (U, out) unit vectors) for `user_ids` (default: every user in user_stats) from their whole
         history over `config.periods`; users with no history still get a vector."""
         text, graph, _, profile = self._tables(text_embeddings, hgnn_embeddings, profile_embeddings)
-        ids = frames.user_stats["user_id"] if user_ids is None else user_ids
+        ids = (frames.user_stats["user_id"] if user_ids is None else user_ids).cast(pl.String)
         history = frames.history(self.config.periods, self.config.use_weak_signals)
-        inputs = _user_inputs(ids, history, frames, self.config, self.vocab, self.dims["profile"], text, graph, profile)
-        return inputs.ids, self._encode(self.net.users, inputs)
+        # A chunk of users at a time: the inputs of a million users (about 1,200 floats each) would not fit.
+        vectors = []
+        for start in range(0, ids.len(), USER_CHUNK):
+            chunk = ids.slice(start, USER_CHUNK)
+            rows = history.join(chunk.to_frame("user_id"), on="user_id", how="semi")
+            inputs = _user_inputs(chunk, rows, frames, self.config, self.vocab, self.dims["profile"], text, graph,
+                                  profile)
+            vectors.append(self._encode(self.net.users, inputs))
+        return ids, torch.cat(vectors) if vectors else torch.zeros(0, self.config.hidden[-1])
 
     def item_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
                      hgnn_embeddings: pl.DataFrame | None = None,

@@ -82,6 +82,16 @@ def test_every_user_gets_a_finite_unit_vector(world, model) -> None:
     assert torch.allclose(vectors.norm(dim=1), torch.ones(801), atol=1e-5)
 
 
+def test_user_vectors_built_a_chunk_at_a_time_equal_all_at_once(world, model, monkeypatch) -> None:
+    whole_ids, whole = model.user_vectors(world.frames, world.text, world.hgnn, world.profile)
+    monkeypatch.setattr(two_tower, "USER_CHUNK", 97)  # 800 users: 8 full chunks and a short one
+    ids, chunked = model.user_vectors(world.frames, world.text, world.hgnn, world.profile)
+    assert ids.equals(whole_ids) and torch.allclose(chunked, whole, atol=1e-6)
+    some = whole_ids.gather([5, 400, 799, 0])
+    ids, picked = model.user_vectors(world.frames, world.text, world.hgnn, world.profile, user_ids=some)
+    assert ids.equals(some) and torch.allclose(picked, whole[[5, 400, 799, 0]], atol=1e-6)
+
+
 def test_recommendations_leave_out_consumed_items(world, model) -> None:
     users = world.frames.user_stats["user_id"]
     candidates = world.frames.released("audiobook", world.frames.cut())
