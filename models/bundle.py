@@ -56,10 +56,12 @@ class ModelBundle:
         )
 
     def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
-                    profile_embeddings: pl.DataFrame | None = None) -> VectorRecommender:
-        """The bundled two-tower model over its own periods, with the HGNN vectors it was trained on."""
+                    profile_embeddings: pl.DataFrame | None = None,
+                    user_ids: pl.Series | None = None) -> VectorRecommender:
+        """The bundled two-tower model over its own periods, with the HGNN vectors it was trained on, for
+        `user_ids` (default: every user in user_stats)."""
         graph = self.hgnn_embeddings if self.two_tower.config.use_hgnn else None
-        return self.two_tower.recommender(frames, candidates, text_embeddings, graph, profile_embeddings)
+        return self.two_tower.recommender(frames, candidates, text_embeddings, graph, profile_embeddings, user_ids)
 
 
 def evaluate_bundle(bundle: ModelBundle, frames: FeatureFrames, text_embeddings: pl.DataFrame,
@@ -77,8 +79,9 @@ def evaluate_bundle(bundle: ModelBundle, frames: FeatureFrames, text_embeddings:
     catalogue, targets, users, _ = evaluation_set(frames, config)
     tt = replace(bundle.two_tower.config, periods=("train",))
     builders = model_builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings, catalogue,
-                         replace(config, two_tower=tt))
-    builders[BUNDLED_MODEL] = lambda: bundle.recommender(frames, catalogue, text_embeddings, profile_embeddings)
+                              replace(config, two_tower=tt), users)
+    builders[BUNDLED_MODEL] = lambda: bundle.recommender(frames, catalogue, text_embeddings, profile_embeddings,
+                                                         users)
     unknown = [name for name in config.models if name not in builders]
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {sorted(builders)}")

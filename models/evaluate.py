@@ -93,7 +93,7 @@ def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_e
              profile_embeddings: pl.DataFrame | None, config: EvaluateConfig = EvaluateConfig()) -> pl.DataFrame:
     """(model, slice, metric, value, std_error, users), one block per model in `config.models`."""
     catalogue, targets, users, _ = evaluation_set(frames, config)
-    builders = model_builders(frames, hgnn_embeddings, text_embeddings, profile_embeddings, catalogue, config)
+    builders = model_builders(frames, hgnn_embeddings, text_embeddings, profile_embeddings, catalogue, config, users)
     unknown = [name for name in config.models if name not in builders]
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {sorted(builders)}")
@@ -107,8 +107,12 @@ def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_e
 
 
 def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
-              catalogue: pl.Series, config: EvaluateConfig) -> dict[str, Callable[[], VectorRecommender]]:
-    """One recommender factory per model name; each is built only when asked for."""
+                   catalogue: pl.Series, config: EvaluateConfig,
+                   users: pl.Series | None = None) -> dict[str, Callable[[], VectorRecommender]]:
+    """One recommender factory per model name; each is built only when asked for.
+
+    The two-tower models encode only `users` (default: every user in user_stats), the evaluated ones.
+    """
     target = config.target_type
     tt = replace(config.two_tower, target_type=target, graph_types=config.graph_types, periods=("train",))
 
@@ -118,7 +122,7 @@ def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.Da
             graph = hgnn if variant.use_hgnn else None
             model = two_tower.fit(frames, variant, text_embeddings=text, hgnn_embeddings=graph,
                                   profile_embeddings=profile)
-            return model.recommender(frames, catalogue, text, graph, profile)
+            return model.recommender(frames, catalogue, text, graph, profile, users)
         return build
 
     def hgnn_alone() -> VectorRecommender:

@@ -181,9 +181,11 @@ class TwoTowerModel:
 
     def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
                     hgnn_embeddings: pl.DataFrame | None = None,
-                    profile_embeddings: pl.DataFrame | None = None) -> VectorRecommender:
-        """Every user in user_stats against `candidates`; consumed = target-type items touched in `periods`."""
-        users = self.user_vectors(frames, text_embeddings, hgnn_embeddings, profile_embeddings)
+                    profile_embeddings: pl.DataFrame | None = None,
+                    user_ids: pl.Series | None = None) -> VectorRecommender:
+        """`user_ids` (default: every user in user_stats) against `candidates`; consumed = target-type items
+        touched in `periods`."""
+        users = self.user_vectors(frames, text_embeddings, hgnn_embeddings, profile_embeddings, user_ids)
         items = self.item_vectors(frames, text_embeddings, hgnn_embeddings, candidates)
         history = frames.history(self.config.periods)
         return VectorRecommender(*users, *items, consumed_pairs(history, self.config.target_type))

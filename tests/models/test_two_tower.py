@@ -101,6 +101,19 @@ def test_recommendations_leave_out_consumed_items(world, model) -> None:
     assert lists.filter(pl.col("item_id").str.contains("_n")).height == 0  # released after the cut
 
 
+def test_recommender_for_some_users_gives_their_lists_and_no_others(world, model) -> None:
+    users = world.frames.user_stats["user_id"]
+    some = users.gather(list(range(0, users.len(), 3)))
+    candidates = world.frames.released("audiobook", world.frames.cut())
+    whole = model.recommender(world.frames, candidates, world.text, world.hgnn, world.profile).recommend(some, 20)
+    picked = model.recommender(world.frames, candidates, world.text, world.hgnn, world.profile,
+                               user_ids=some)
+    assert picked.user_ids.len() == some.len()
+    lists = picked.recommend(users, 20)
+    assert set(lists["user_id"].to_list()) == set(some.to_list())
+    assert lists.select("user_id", "item_id", "rank").equals(whole.select("user_id", "item_id", "rank"))
+
+
 def test_save_and_load_give_the_same_vectors(world, model, tmp_path) -> None:
     model.save(tmp_path / "two_tower.pt")
     loaded = TwoTowerModel.load(tmp_path / "two_tower.pt")
