@@ -13,7 +13,7 @@ USERS_VERSION = "raw.users/v1"
 
 
 def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
-    """Arrival partitions: contract of every stored row, reject rate, and volume against history."""
+    """Arrival partitions: contract of every stored row, reject rate, quarantined files, and volume against history."""
     if not limits.partitions:
         raise ValueError("raw.events is checked per arrival partition: set Thresholds.partitions")
     params = {"partitions": list(limits.partitions)}
@@ -34,6 +34,7 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
         """
         with history as (
             select arrival_date, count_read, count_accepted, count_rejected, count_duplicates,
+                   coalesce(count_files_quarantined, 0) as count_files_quarantined,
                    row_number() over (partition by arrival_date order by ingested_at desc) as newest
             from raw.ingest_log
         ),
@@ -50,6 +51,7 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
         )
         select
             t.arrival_date::varchar as arrival_date, t.count_read, t.count_accepted, t.count_rejected, t.count_duplicates,
+            t.count_files_quarantined,
             t.count_rejected / greatest(t.count_read, 1) as reject_rate,
             t.count_read = t.count_accepted + t.count_rejected + t.count_duplicates as accounting_balances,
             case when tr.partitions >= $min_history
@@ -62,14 +64,32 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
     if missing:
         report.failed.append({"expectation": "every checked partition is in raw.ingest_log", "column": None, "unexpected_count": missing})
         return report
-    report.merge(validate_frame("raw.events", accounting, [
+    checked = validate_frame("raw.events", accounting, [
         gxe.ExpectColumnValuesToBeBetween(column="reject_rate", max_value=limits.max_reject_rate),
         gxe.ExpectColumnValuesToBeInSet(column="accounting_balances", value_set=[True]),
+        # per partition: files left out whole (unreadable, empty, another schema) stop the night past this limit
+        gxe.ExpectColumnValuesToBeBetween(column="count_files_quarantined", max_value=limits.max_quarantined_files),
         gxe.ExpectColumnValuesToBeBetween(
             column="volume_vs_median", min_value=1 - limits.volume_tolerance, max_value=1 + limits.volume_tolerance,
         ),
-    ], EVENTS_VERSION, batch="accounting"))
+    ], EVENTS_VERSION, batch="accounting")
+    for failure in checked.failed:
+        if failure["column"] == "count_files_quarantined":
+            failure["examples"] = _quarantined_files(con, params)
+            failure["hint"] = ("replace or remove the named files and ingest their partitions again, "
+                               f"or raise max_quarantined_files (now {limits.max_quarantined_files})")
+    report.merge(checked)
     return report
+
+
+def _quarantined_files(con: duckdb.DuckDBPyConnection, params: dict) -> list[str]:
+    """The first quarantined files of the checked partitions, as 'path: reason', for the failure's examples."""
+    rows = con.execute(
+        "select source_file, reason from raw.quarantined_files where arrival_date in (select unnest($partitions::date[])) "
+        "order by arrival_date, source_file limit 5",
+        params,
+    ).fetchall()
+    return [f"{source_file}: {reason}" for source_file, reason in rows]
 
 
 def items_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:

@@ -16,7 +16,10 @@ from warehouse.store import one_row, run_sql, scalar
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What one ingestion read and where every record went: read = accepted + rejected + duplicates."""
+    """What one ingestion read and where every record went: read = accepted + rejected + duplicates.
+
+    Records of quarantined files (left out whole, each with its reason) are not read; `files` counts them.
+    """
 
     table: str
     read: int
@@ -28,10 +31,16 @@ class IngestResult:
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     late_events: int = 0
     fingerprint: str = ""
+    duplicates_conflicting: int = 0  # same event_id as the kept copy, another payload
+    quarantined: tuple[landing.QuarantinedFile, ...] = ()
 
     @property
     def reject_rate(self) -> float:
         return self.rejected / self.read if self.read else 0.0
+
+    @property
+    def duplicates_exact(self) -> int:
+        return self.duplicates - self.duplicates_conflicting
 
 
 def _reasons(con: duckdb.DuckDBPyConnection, query: str, params: dict | None = None) -> dict[str, int]:
@@ -124,42 +133,58 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, landing_dir: Path, keys: list[
     days = {key: landing.parse_partition(key) for key in keys}
     params = {"days": list(days.values())}
     try:
-        _classify(con, files, days)
-        counted = {day: (read, rejected) for day, read, rejected in con.execute(
-            "select arrival_date, count(*), count(reason) from _events_classified group by 1").fetchall()}
-        rejects: dict[dt.date, dict[str, int]] = {}
-        for day, reason, count in con.execute(
-            "select arrival_date, reason, count(*) from _events_classified where reason is not null "
-            "group by 1, 2 order by 3 desc, 2"
-        ).fetchall():
-            rejects.setdefault(day, {})[reason] = count
+        quarantined, tallies = _classify(con, files, days)
+        file_key = [key for key in files for _ in files[key]]  # by file_no
+        read, rejected = dict.fromkeys(keys, 0), dict.fromkeys(keys, 0)
+        rejects: dict[str, dict[str, int]] = {key: {} for key in keys}
+        for file_no, reason, count in tallies:
+            key = file_key[file_no]
+            read[key] += count
+            if reason is not None:
+                rejected[key] += count
+                rejects[key][reason] = rejects[key].get(reason, 0) + count
+        where = {path: key for key in files for path in (entry.path for entry in files[key])}
+        left_out = {key: tuple(q for q in quarantined if where[q.path] == key) for key in keys}
         with _transaction(con):
-            con.execute("delete from raw.events where arrival_date in (select unnest($days::date[]))", params)
-            con.execute("delete from raw.rejected_events where arrival_date in (select unnest($days::date[]))", params)
+            for table in ("raw.events", "raw.rejected_events", "raw.quarantined_files"):
+                con.execute(f"delete from {table} where arrival_date in (select unnest($days::date[]))", params)
+            run_sql(con, "raw/events_copies")
             run_sql(con, "raw/events_insert")
             run_sql(con, "raw/rejected_events_insert")
+            if quarantined:
+                run_sql(con, "raw/quarantined_files_insert", {
+                    "arrival_dates": [days[where[q.path]] for q in quarantined],
+                    "source_files": [str(q.path) for q in quarantined], "sizes": [q.size_bytes for q in quarantined],
+                    "formats": [q.fmt for q in quarantined], "reasons": [q.reason for q in quarantined],
+                })
             stored = {day: (accepted, late) for day, accepted, late in con.execute(
                 "select arrival_date, count(*), count(*) filter (where event_date < arrival_date) from raw.events "
                 "where arrival_date in (select unnest($days::date[])) group by 1",
                 params,
             ).fetchall()}
+            repeats = {day: (count, conflicting) for day, count, conflicting in con.execute(
+                "select arrival_date, count(*) filter (where not is_kept), "
+                "count(*) filter (where not is_kept and is_conflicting) from _events_copies group by 1"
+            ).fetchall()}
             results = {}
             for key, day in days.items():
-                (read, rejected), (accepted, late) = counted.get(day, (0, 0)), stored.get(day, (0, 0))
-                results[key] = IngestResult(
-                    table="raw.events", read=read, accepted=accepted, rejected=rejected,
-                    duplicates=read - rejected - accepted,  # repeats here, and events another partition already holds
-                    files=len(files[key]), seconds=0.0, rejects_by_reason=rejects.get(day, {}), late_events=late,
-                    fingerprint=landing.fingerprint(files[key]),
+                (accepted, late), (duplicates, conflicting) = stored.get(day, (0, 0)), repeats.get(day, (0, 0))
+                results[key] = result = IngestResult(
+                    table="raw.events", read=read[key], accepted=accepted, rejected=rejected[key],
+                    duplicates=duplicates,  # repeats here, and events another partition already holds
+                    files=len(files[key]), seconds=0.0,
+                    rejects_by_reason=dict(sorted(rejects[key].items(), key=lambda item: (-item[1], item[0]))),
+                    late_events=late, fingerprint=landing.fingerprint(files[key]),
+                    duplicates_conflicting=conflicting, quarantined=left_out[key],
                 )
-                con.execute(
-                    "insert into raw.ingest_log values ($day, now()::timestamp, $files, $read, $accepted, $rejected, "
-                    "$duplicates, $fingerprint)",
-                    {"day": day, "files": len(files[key]), "read": read, "accepted": accepted, "rejected": rejected,
-                     "duplicates": results[key].duplicates, "fingerprint": results[key].fingerprint},
-                )
+                run_sql(con, "raw/ingest_log_insert", {
+                    "day": day, "files": result.files, "read": result.read, "accepted": result.accepted,
+                    "rejected": result.rejected, "duplicates": result.duplicates, "fingerprint": result.fingerprint,
+                    "quarantined": len(result.quarantined), "conflicting": result.duplicates_conflicting,
+                })
     finally:
-        con.execute("drop table if exists _events_classified; drop table if exists _events_files")
+        con.execute("drop table if exists _events_classified; drop table if exists _events_files; "
+                    "drop table if exists _events_copies")
     seconds = time.perf_counter() - started
     total_read = sum(result.read for result in results.values())
     return {key: replace(result, seconds=seconds * (result.read / total_read if total_read else 1 / len(keys)))
@@ -168,8 +193,12 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, landing_dir: Path, keys: list[
 
 def _classify(
     con: duckdb.DuckDBPyConnection, files: dict[str, list[landing.LandingFile]], days: dict[str, dt.date]
-) -> None:
-    """_events_classified: every record of the batch typed, with its reason if bad; _events_files names its file."""
+) -> tuple[list[landing.QuarantinedFile], list[tuple[int, str | None, int]]]:
+    """_events_classified: every record of the batch's usable files typed, with its reason if bad;
+    _events_files names each file. Returns the files quarantined and (file_no, reason, records) tallies.
+
+    All files are staged together; only when that scan fails is each file probed on its own.
+    """
     every_file = [entry for key in files for entry in files[key]]
     # file_no is the file's place in the staged view: oldest partition first, then by name
     con.execute(
@@ -177,8 +206,58 @@ def _classify(
         "unnest($days::date[]) as arrival_date, unnest($paths::varchar[]) as source_file",
         {"days": [days[key] for key in files for _ in files[key]], "paths": [str(entry.path) for entry in every_file]},
     )
-    with landing.staged(con, every_file, landing.EVENT_COLUMNS, "_events_stage"):
-        run_sql(con, "raw/events_classify")
+    quarantined: list[landing.QuarantinedFile] = []
+    try:
+        with landing.staged(con, every_file, landing.EVENT_COLUMNS, "_events_stage", quarantined):
+            run_sql(con, "raw/events_classify")
+    except duckdb.Error:
+        # a file failed only when scanned with the others (a damaged Parquet page, say): find it, leave it out
+        found = len(quarantined)
+        for entry in every_file:
+            reason = None if entry.path in {q.path for q in quarantined} else landing.read_error(
+                con, entry, landing.EVENT_COLUMNS)
+            if reason is not None:
+                quarantined.append(landing.QuarantinedFile.of(entry, reason))
+        if len(quarantined) == found:
+            raise
+        with landing.staged(con, every_file, landing.EVENT_COLUMNS, "_events_stage", quarantined):
+            run_sql(con, "raw/events_classify")
+    tallies = con.execute("select file_no, reason, count(*) from _events_classified group by all").fetchall()
+    unusable = _unusable(every_file, {q.path for q in quarantined}, tallies)
+    if unusable:
+        con.execute("delete from _events_classified where file_no in (select unnest($file_nos::integer[]))",
+                    {"file_nos": list(unusable)})
+        quarantined += unusable.values()
+    return quarantined, [row for row in tallies if row[0] not in unusable]
+
+
+def _unusable(
+    every_file: list[landing.LandingFile], unread: set[Path], tallies: list[tuple[int, str | None, int]]
+) -> dict[int, landing.QuarantinedFile]:
+    """Files read without error that hold no event: no record at all, or none that parses."""
+    by_file: dict[int, dict[str | None, int]] = {}
+    for file_no, reason, count in tallies:
+        by_file.setdefault(file_no, {})[reason] = count
+    unusable = {}
+    for file_no, entry in enumerate(every_file):
+        if entry.path in unread:
+            continue
+        reasons = by_file.get(file_no, {})
+        records = sum(reasons.values())
+        unparsed = {reason: count for reason, count in reasons.items() if reason and reason.startswith(_UNPARSED)}
+        commonest = min(unparsed, key=lambda reason: (-unparsed[reason], reason)) if unparsed else ""
+        if not records:
+            unusable[file_no] = landing.QuarantinedFile.of(entry, "empty: no records")
+        elif sum(unparsed.values()) == records and commonest.startswith("wrong_schema"):
+            unusable[file_no] = landing.QuarantinedFile.of(entry, commonest)
+        elif sum(unparsed.values()) == records:
+            unusable[file_no] = landing.QuarantinedFile.of(
+                entry, f"undecodable: none of its {records} records parses (mostly {commonest})")
+    return unusable
+
+
+# A record with one of these reasons was not parsed into fields; a file of nothing else holds no event.
+_UNPARSED = ("wrong_schema", "broken_line")
 
 
 @contextlib.contextmanager

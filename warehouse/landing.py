@@ -39,6 +39,21 @@ class LandingFile:
     compressed: bool
 
 
+@dataclass(frozen=True)
+class QuarantinedFile:
+    """A landing file left out whole, and why; the other files of its partition are read as usual."""
+
+    path: Path
+    fmt: str  # as named: jsonl, csv.gz, parquet, ...
+    size_bytes: int
+    reason: str  # "<kind>: <detail>", kind one of unreadable, empty, wrong_schema, undecodable
+
+    @classmethod
+    def of(cls, entry: LandingFile, reason: str) -> QuarantinedFile:
+        size = entry.path.stat().st_size if entry.path.exists() else 0
+        return cls(entry.path, entry.fmt + (".gz" if entry.compressed else ""), size, reason)
+
+
 def file_format(path: Path) -> LandingFile | None:
     """The format of a landing file from its name, or None for files that are not data (_*, .*)."""
     name = path.name
@@ -108,7 +123,8 @@ def fingerprint(files: list[LandingFile]) -> str:
 
 @contextlib.contextmanager
 def staged(
-    con: duckdb.DuckDBPyConnection, files: list[LandingFile], columns: tuple[str, ...], name: str
+    con: duckdb.DuckDBPyConnection, files: list[LandingFile], columns: tuple[str, ...], name: str,
+    quarantine: list[QuarantinedFile] | None = None,
 ) -> Iterator[str]:
     """A temp view `name` of every record of `files` as text; the tables behind it are dropped on exit.
 
@@ -116,19 +132,26 @@ def staged(
     JSONL and CSV, row of Parquet), raw_record (the text as read where it could not be parsed or the
     file has another schema, else null), parse_error (null when parsed), then `columns` as varchar.
     Each file is read once into a narrow temp table; parsing and numbering happen when the view is scanned.
+
+    A file that cannot be read raises LandingError, unless `quarantine` is given: then it is appended
+    there and left out. Files already in `quarantine` are left out unread (file_no keeps its position).
     """
     tables: list[str] = []
     variables: list[str] = []
+    left_out = {entry.path for entry in quarantine or []}
     try:
         parts = []
         for file_no, entry in enumerate(files):
+            if entry.path in left_out:
+                continue
             part = _Part(con, entry, columns, f"{name}_{file_no}", file_no, tables, variables)
             try:
                 parts += _READERS[entry.fmt](part)
             except (duckdb.Error, OSError, EOFError) as error:
-                reason = str(error).strip().splitlines()[0][:300]
-                raise LandingError(f"{entry.path}: cannot be read as {entry.fmt} ({reason}); replace or remove the file, "
-                                   "then ingest the partition again") from error
+                if quarantine is None:
+                    raise LandingError(f"{entry.path}: cannot be read as {entry.fmt} ({_first_line(error)}); replace or "
+                                       "remove the file, then ingest the partition again") from error
+                quarantine.append(QuarantinedFile.of(entry, f"unreadable: {_first_line(error)}"))
         empty = ", ".join(["null::integer as file_no", "null::varchar as source_file", "null::bigint as source_line",
                            "null::varchar as raw_record", "null::varchar as parse_error", *_nulls(columns)])
         union = " union all ".join(f"({part})" for part in parts) or f"select {empty} where false"
@@ -140,6 +163,27 @@ def staged(
             con.execute(f"drop table if exists {table}")
         for variable in variables:
             con.execute(f"reset variable {variable}")
+
+
+def read_error(con: duckdb.DuckDBPyConnection, entry: LandingFile, columns: tuple[str, ...]) -> str | None:
+    """Why `entry` cannot be staged in full, as a quarantine reason, or None; reads every record once.
+
+    For the slow path only: a Parquet file can fail on a damaged page long after its footer was read,
+    when a batch of files is scanned together, and this finds which file it was.
+    """
+    try:
+        with staged(con, [entry], columns, "_probe_stage") as view:
+            con.execute(f"create or replace temp table _probe_rows as select * from {view}")
+    except (duckdb.Error, OSError, EOFError, LandingError) as error:
+        cause = error.__cause__ if isinstance(error, LandingError) and error.__cause__ else error
+        return f"unreadable: {_first_line(cause)}"
+    finally:
+        con.execute("drop table if exists _probe_rows")
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _nulls(columns: tuple[str, ...]) -> list[str]:

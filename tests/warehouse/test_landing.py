@@ -245,6 +245,26 @@ def test_an_unreadable_file_is_named_and_leaves_nothing_behind(hand_landing, nam
     assert con.execute("select count(*) from duckdb_variables()").fetchall() == [(0,)]
 
 
+@pytest.mark.parametrize("name", ["e.parquet", "e.jsonl.gz", "e.csv.gz"])
+def test_with_a_quarantine_an_unreadable_file_is_left_out_and_the_others_stage(hand_landing, name: str) -> None:
+    good = hand_landing.write("a.jsonl", ROWS)
+    path = hand_landing.write(name, ROWS * 50)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    con = duckdb.connect()
+    quarantine: list[landing.QuarantinedFile] = []
+    with landing.staged(con, [landing.file_format(path), landing.file_format(good)], landing.EVENT_COLUMNS, "stage",
+                        quarantine) as view:
+        staged = con.execute(f"select file_no, event_id from {view} order by source_line").fetchall()
+    assert staged == [(1, row["event_id"]) for row in ROWS]  # file_no keeps the place the file was given
+    assert [(q.path, q.size_bytes, q.reason.split(":")[0]) for q in quarantine] == [
+        (path, path.stat().st_size, "unreadable")
+    ]
+    assert landing.read_error(con, landing.file_format(path), landing.EVENT_COLUMNS) == quarantine[0].reason
+    assert landing.read_error(con, landing.file_format(good), landing.EVENT_COLUMNS) is None
+    assert con.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
+    assert con.execute("select count(*) from duckdb_variables()").fetchall() == [(0,)]
+
+
 def test_files_stage_in_the_order_given_with_their_names(hand_landing) -> None:
     paths = [hand_landing.write(name, [ROWS[0]]) for name in ("b.parquet", "a.csv", "c.jsonl")]
     staged = _stage(*paths)

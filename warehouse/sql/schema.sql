@@ -38,8 +38,22 @@ create table if not exists raw.ingest_log (
     count_read bigint not null,
     count_accepted bigint not null,
     count_rejected bigint not null,
-    count_duplicates bigint not null,
-    fingerprint varchar not null      -- file names, sizes and mtimes: a change means re-ingest
+    count_duplicates bigint not null,  -- exact repeats and conflicting duplicates
+    fingerprint varchar not null,     -- file names, sizes and mtimes: a change means re-ingest
+    count_files_quarantined integer default 0,      -- counted in count_files, their records not in count_read
+    count_duplicates_conflicting bigint default 0   -- of count_duplicates: same event_id, another payload
+);
+-- warehouses made before these columns existed gain them (0 for the partitions they logged)
+alter table raw.ingest_log add column if not exists count_files_quarantined integer default 0;
+alter table raw.ingest_log add column if not exists count_duplicates_conflicting bigint default 0;
+
+create table if not exists raw.quarantined_files (
+    arrival_date date not null,        -- partition of the file; re-ingesting it replaces these rows
+    source_file varchar not null,
+    size_bytes bigint not null,
+    format varchar not null,           -- jsonl, csv or parquet, with .gz when compressed
+    reason varchar not null,           -- unreadable | empty | wrong_schema | undecodable: detail
+    quarantined_at timestamp not null
 );
 
 create table if not exists raw.items (
