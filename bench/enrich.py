@@ -22,8 +22,8 @@ import dagster as dg  # noqa: E402
 
 from warehouse import ingest, landing  # noqa: E402
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table  # noqa: E402
-from warehouse.simulate import WorldConfig, simulate  # noqa: E402
 from warehouse.store import Store  # noqa: E402
+from worlds.sample import WorldConfig, simulate  # noqa: E402
 
 END_DATE = dt.date(2026, 1, 31)
 ITEM_TYPES = ("music", "podcast", "audiobook")

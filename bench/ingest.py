@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the package installed
 
 from warehouse import features, ingest, landing  # noqa: E402
-from warehouse.simulate import WorldConfig, simulate  # noqa: E402
 from warehouse.store import Store  # noqa: E402
+from worlds.sample import WorldConfig, simulate  # noqa: E402
 
 END_DATE = dt.date(2026, 1, 31)  # fixed, so a cached world stays valid on later days
 ITEM_TYPES = ("music", "podcast", "audiobook")

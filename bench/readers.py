@@ -143,8 +143,8 @@ def _collect(stop: Path, processes: list) -> dict:
 
 
 def _measure(args: argparse.Namespace) -> dict:
-    from warehouse.simulate import WorldConfig, simulate
     from warehouse.store import Store
+    from worlds.sample import WorldConfig, simulate
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"

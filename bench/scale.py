@@ -61,7 +61,7 @@ def main() -> None:
 
 def _world(args: argparse.Namespace, fraction: float) -> tuple[Path, dict]:
     """The cached landing zone of this size, generated on first use."""
-    from warehouse.simulate import WorldConfig, simulate
+    from worlds.sample import WorldConfig, simulate
 
     users, items, events = (max(1, round(value * fraction)) for value in (args.users, args.items, args.events))
     name = f"scale-u{users}-i{items}-e{events}-d{args.days}-s{args.seed}"

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from warehouse.simulate import WorldConfig, simulate
+    from worlds.sample import WorldConfig, simulate
 
     config = WorldConfig(
         users=args.users, days=args.days, seed=args.seed, end_date=args.end_date,

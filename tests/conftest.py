@@ -20,8 +20,8 @@ import pytest
 
 from warehouse import ingest, landing
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
-from warehouse.simulate import WorldConfig, WorldSummary, simulate
 from warehouse.store import Store
+from worlds.sample import WorldConfig, WorldSummary, simulate
 
 ITEM_TYPES = ("music", "podcast", "audiobook")
 # A fixed end date keeps the world independent of today: 300 users x 30 days is about 13k event rows.

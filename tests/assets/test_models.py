@@ -16,8 +16,8 @@ from models.evaluate import MODELS
 from pipelines.resources import Crossfade, Warehouse
 from warehouse import ingest, landing, registry
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
-from warehouse.simulate import WorldConfig, simulate
 from warehouse.store import Store
+from worlds.sample import WorldConfig, simulate
 
 pytestmark = pytest.mark.slow  # simulates a world and trains the HGNN and two-tower models: minutes on 2 cores
 # Larger than the shared 300-user world: with 16 training days there Popularity is hard to beat for anyone.

@@ -4,9 +4,9 @@ import datetime
 import numpy as np
 import polars as pl
 
-from warehouse.simulate_catalog import CLUSTERS, ITEM_TYPES, TARGET_TYPE, Catalog
-from warehouse.simulate_users import Population
-from warehouse.simulate_vocab import LANGUAGES
+from worlds.sample_catalog import CLUSTERS, ITEM_TYPES, TARGET_TYPE, Catalog
+from worlds.sample_users import Population
+from worlds.sample_vocab import LANGUAGES
 
 EVENT_TYPES: tuple[str, ...] = ("play", "skip", "save", "follow", "purchase", "preview")
 CONTEXTS: tuple[str, ...] = ("home", "search", "library", "autoplay", "radio")

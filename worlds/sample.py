@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from warehouse.simulate_catalog import (
+from worlds.sample_catalog import (
     CLUSTERS,
     ITEM_TYPES,
     TARGET_TYPE,
@@ -18,10 +18,10 @@ from warehouse.simulate_catalog import (
     build_catalog,
     default_items_per_type,
 )
-from warehouse.simulate_events import day_events
-from warehouse.simulate_files import DEFECT_KINDS, FORMATS, corrupt, write_events
-from warehouse.simulate_users import Population, build_population
-from warehouse.simulate_vocab import THEMES
+from worlds.sample_events import day_events
+from worlds.sample_files import DEFECT_KINDS, FORMATS, corrupt, write_events
+from worlds.sample_users import Population, build_population
+from worlds.sample_vocab import THEMES
 
 SPLIT_EVERY = 5  # every fifth arrival day comes as two files of different formats
 SECOND_FILE_SHARE = 0.3

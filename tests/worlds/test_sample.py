@@ -11,9 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from warehouse.simulate import World, WorldConfig, WorldSummary, build_world, simulate
-from warehouse.simulate_events import EVENT_TYPES
-from warehouse.simulate_files import DEFECT_KINDS, EVENT_COLUMNS
+from worlds.sample import World, WorldConfig, WorldSummary, build_world, simulate
+from worlds.sample_events import EVENT_TYPES
+from worlds.sample_files import DEFECT_KINDS, EVENT_COLUMNS
 
 CONFIG = WorldConfig(users=300, days=30, seed=7, end_date=datetime.date(2025, 3, 31), dirty_rate=0.04)
 REQUIRED = ["event_id", "user_id", "item_id", "ts"]

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from warehouse.simulate_vocab import (
+from worlds.sample_vocab import (
     FIRST_NAMES,
     LANGUAGES,
     LAST_NAMES,

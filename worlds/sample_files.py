@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import polars as pl
 
-from warehouse.simulate_catalog import ID_PREFIXES
+from worlds.sample_catalog import ID_PREFIXES
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_id", "user_id", "item_id", "ts", "event_type", "ms_played", "context", "country",

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from warehouse.simulate_catalog import CLUSTERS, ITEM_TYPES
-from warehouse.simulate_vocab import AGE_BUCKETS, COUNTRIES, LANGUAGES, PLANS
+from worlds.sample_catalog import CLUSTERS, ITEM_TYPES
+from worlds.sample_vocab import AGE_BUCKETS, COUNTRIES, LANGUAGES, PLANS
 
 TASTE_CONCENTRATION = 2.0  # Dirichlet total mass: small, so each user cares about a few topics
 CONVERTER_SHARE = 0.25  # of cold users, who try their first audiobooks in the holdout days
