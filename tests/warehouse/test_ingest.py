@@ -23,6 +23,10 @@ REJECTED_CONTRACT = [
     ("arrival_date", "DATE"), ("source_file", "VARCHAR"), ("source_line", "BIGINT"), ("reason", "VARCHAR"),
     ("event_id", "VARCHAR"), ("raw_record", "VARCHAR"),
 ]
+QUARANTINED_CONTRACT = [
+    ("arrival_date", "DATE"), ("source_file", "VARCHAR"), ("size_bytes", "BIGINT"), ("format", "VARCHAR"),
+    ("reason", "VARCHAR"), ("quarantined_at", "TIMESTAMP"),
+]
 ITEMS_CONTRACT = [
     ("item_id", "VARCHAR"), ("item_type", "VARCHAR"), ("title", "VARCHAR"), ("description", "VARCHAR"),
     ("creator", "VARCHAR"), ("language", "VARCHAR"), ("genres", "VARCHAR[]"), ("duration_ms", "BIGINT"),
@@ -53,7 +57,7 @@ def checksum(con: duckdb.DuckDBPyConnection, table: str, landing_dir: Path) -> t
 # --- the sample world, ingested once per session ------------------------------------------------
 
 @pytest.mark.parametrize(("table", "contract"), [
-    ("raw.events", EVENTS_CONTRACT), ("raw.rejected_events", REJECTED_CONTRACT),
+    ("raw.events", EVENTS_CONTRACT), ("raw.rejected_events", REJECTED_CONTRACT), ("raw.quarantined_files", QUARANTINED_CONTRACT),
     ("raw.items", ITEMS_CONTRACT), ("raw.users", USERS_CONTRACT),
 ])
 def test_table_columns_and_types(ingested_world, table: str, contract: list[tuple[str, str]]) -> None:
@@ -209,9 +213,11 @@ def test_broken_lines_are_rejected_not_dropped(hand_landing, hand_store, ingest_
     good = '{"event_id": "e1", "user_id": "u1", "item_id": "p1", "ts": "2026-11-01T08:00:00Z", "event_type": "play", "ms_played": 1}'
     hand_landing.write_lines("events/date=2026-11-01/a.jsonl", [good, good[:30], "not json at all"])
     header = ",".join(landing.EVENT_COLUMNS)
-    hand_landing.write_lines("events/date=2026-11-01/b.csv", [header, "e2,u1,p1,2026-11-01T09:00:00Z,play,1,home,SE,extra", "e3,u1"])
+    hand_landing.write_lines("events/date=2026-11-01/b.csv", [
+        header, "e2,u1,p1,2026-11-01T09:00:00Z,play,1,home,SE,extra", "e3,u1", "e4,u1,p1,2026-11-01T09:00:00Z,play,1,home,SE",
+    ])
     (result,) = ingest_hand("2026-11-01").values()
-    assert (result.read, result.accepted, result.rejected, result.duplicates) == (5, 1, 4, 0)
+    assert (result.read, result.accepted, result.rejected, result.duplicates) == (6, 2, 4, 0)
     with hand_store.read() as con:
         rejected = con.execute("select source_file, source_line, reason from raw.rejected_events order by 1, 2").fetchall()
     assert [(Path(f).name, line) for f, line, _ in rejected] == [("a.jsonl", 2), ("a.jsonl", 3), ("b.csv", 2), ("b.csv", 3)]
@@ -403,18 +409,19 @@ def test_changed_partitions_lists_new_and_changed_folders(hand_landing, hand_sto
 
 
 
-@pytest.mark.parametrize("name", ["part-1.jsonl", "part-1.csv", "part-1.parquet"])
-def test_a_file_of_another_schema_is_rejected_as_wrong_schema(hand_landing, hand_store, ingest_hand, name: str) -> None:
+@pytest.mark.parametrize("name", ["part-1.jsonl", "part-1.csv", "part-1.parquet", "part-1.csv.gz"])
+def test_a_file_of_another_schema_is_quarantined_as_wrong_schema(hand_landing, hand_store, ingest_hand, name: str) -> None:
     hand_landing.catalog()
     hand_landing.events("2026-11-01", [hand_landing.event("e1")])
-    hand_landing.write(f"events/date=2026-11-01/{name}", [{"song": f"s{n}", "listener": "x"} for n in range(3)])
+    path = hand_landing.write(f"events/date=2026-11-01/{name}", [{"song": f"s{n}", "listener": "x"} for n in range(3)])
     (result,) = ingest_hand("2026-11-01").values()
     reason = ("wrong_schema: missing columns event_id, user_id, item_id, ts, event_type, ms_played, context, country; "
               "unexpected columns song, listener")
-    assert (result.read, result.accepted, result.rejected, result.rejects_by_reason) == (4, 1, 3, {reason: 3})
+    assert (result.read, result.accepted, result.rejected, result.files) == (1, 1, 0, 2)
+    assert [(q.path, q.reason) for q in result.quarantined] == [(path, reason)]
     with hand_store.read() as con:
-        raw = [row[0] for row in con.execute("select raw_record from raw.rejected_events order by source_line").fetchall()]
-    assert all(f"s{n}" in record for n, record in enumerate(raw))  # the row as read, for a person to inspect
+        assert con.execute("select count(*) from raw.rejected_events").fetchall() == [(0,)]
+        assert con.execute("select source_file, reason from raw.quarantined_files").fetchall() == [(str(path), reason)]
 
 
 def test_of_repeats_in_one_partition_the_first_by_file_then_line_is_kept(hand_landing, hand_store, ingest_hand) -> None:
@@ -443,16 +450,21 @@ def test_a_bad_line_in_a_gzip_file_is_rejected_with_its_line(hand_landing, hand_
     assert lines_kept == [(1,), (3,), (4,)]
 
 
-def test_an_unreadable_file_fails_the_partition_and_leaves_no_temp_tables(hand_landing, hand_store) -> None:
+def test_an_unreadable_file_is_quarantined_and_leaves_no_temp_tables(hand_landing, hand_store) -> None:
     hand_landing.catalog()
     hand_landing.events("2026-11-01", [hand_landing.event("e1")])
-    hand_landing.write_lines("events/date=2026-11-01/part-1.parquet", ["not parquet at all"])
+    path = hand_landing.write_lines("events/date=2026-11-01/part-1.parquet", ["not parquet at all"])
     with hand_store.write() as con:
         ingest.ingest_items(con, hand_landing.root, ITEM_TYPES)
-        with pytest.raises(landing.LandingError, match="part-1.parquet: cannot be read as parquet"):
-            ingest.ingest_events(con, hand_landing.root, "2026-11-01")
+        result = ingest.ingest_events(con, hand_landing.root, "2026-11-01")
         assert con.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
-        assert con.execute("select count(*) from raw.ingest_log").fetchall() == [(0,)]
+        assert con.execute("select count_files, count_read, count_files_quarantined from raw.ingest_log").fetchall() == [
+            (2, 1, 1)
+        ]
+    assert (result.accepted, [(q.path, q.fmt, q.size_bytes) for q in result.quarantined]) == (
+        1, [(path, "parquet", path.stat().st_size)]
+    )
+    assert result.quarantined[0].reason.startswith("unreadable: ")
 
 
 def test_timestamps_are_stored_in_utc_whatever_the_session_time_zone(hand_landing, hand_store) -> None:
