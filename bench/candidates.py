@@ -154,7 +154,10 @@ def _ours(args: argparse.Namespace, users: np.ndarray, items: np.ndarray, exclus
 
 
 def _faiss(args: argparse.Namespace, users: np.ndarray, items: np.ndarray, exclusions: dict) -> Method:
-    import faiss
+    try:
+        import faiss
+    except ImportError:
+        raise SystemExit("faiss is this benchmark's baseline: .venv/bin/python -m pip install -e '.[bench]'") from None
 
     faiss.omp_set_num_threads(args.threads)
     index = faiss.IndexFlatIP(args.dim)
