@@ -1,7 +1,7 @@
 """Profile-aware LLM judge: pointwise and pairwise prompts, verdict schemas, order-swap agreement, summary rates.
 
 Pairwise lists are judged in both orders (A/B swapped); a model wins a comparison only when both orders
-name it, and any disagreement counts as a tie (position bias, PAPERS.md 2.7).
+name it, and any disagreement counts as a tie: LLM judges favour a position (Zheng et al., arXiv 2306.05685).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ RECOMMENDATION_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "rank": pl.
 
 @dataclass(frozen=True)
 class FeatureFrames:
-    """Polars frames of features.interactions, user_stats, item_stats, splits and raw.items (FEATURES.md)."""
+    """Polars frames of features.interactions, user_stats, item_stats, splits and raw.items (README, Tables)."""
 
     interactions: pl.DataFrame
     user_stats: pl.DataFrame

@@ -1,6 +1,6 @@
 """Two-tower model of 2T-HGNN: users and target-type items mapped to one space and scored by dot product.
 
-Training pairs (the paper leaves labels open, PAPERS.md 5.10): the user tower reads each warm user's
+Training pairs (the 2T-HGNN paper leaves the positive label open): the user tower reads each warm user's
 history over `periods` with part of their target-type items hidden, and the hidden items are the
 labels. Per user, with probability `cold_example_rate` every target-type item is hidden, so the
 example looks exactly like a cold user at evaluation time (podcasts, music, demographics, no

@@ -1,4 +1,4 @@
-"""Synthetic feature frames (FEATURES.md schema) with a planted taste: users follow their community."""
+"""Synthetic feature frames (the schema of README's Tables) with a planted taste: users follow their community."""
 from __future__ import annotations
 
 from collections.abc import Callable
