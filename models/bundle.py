@@ -97,11 +97,24 @@ def evaluate_bundle(bundle: ModelBundle, frames: FeatureFrames, text_embeddings:
 
 
 def slice_metrics(metrics: pl.DataFrame, model: str) -> dict[str, dict[str, float]]:
-    """{slice: {metric: value}} of one model, the shape of models.registry.metrics."""
+    """{slice: {metric: value, ..., 'users': n}} of one model, the shape of models.registry.metrics.
+
+    'users' is the slice's evaluated users (HR@10's count); a slice without users is {'users': 0}, with
+    no metric values, so a reader sees it was empty rather than forgotten.
+    """
     rows = metrics.filter(pl.col("model") == model)
     if rows.height == 0:
         raise ValueError(f"no metrics for model {model!r} (got models {metrics['model'].unique().to_list()})")
     out: dict[str, dict[str, float]] = {}
-    for slice_name, metric, value in rows.select("slice", "metric", "value").iter_rows():
-        out.setdefault(slice_name, {})[metric] = value
+    for slice_name, metric, value, users in rows.select("slice", "metric", "value", "users").iter_rows():
+        values = out.setdefault(slice_name, {})
+        if metric == "hr@10" or "users" not in values:
+            values["users"] = int(users or 0)
+        if value is not None:
+            values[metric] = value
     return out
+
+
+def empty_slices(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """Slices of slice_metrics' answer that had no users."""
+    return [name for name, values in metrics.items() if isinstance(values, dict) and values.get("users") == 0]

@@ -19,6 +19,9 @@ Per-user metrics (ranks are 1-based, lists cut at `list_length`, the paper's 100
 - served: 1 if the user got a non-empty list.
 value is the mean over the slice's users, std_error the sample standard deviation / sqrt(users).
 coverage@N is a set statistic: distinct items in the slice users' top N / catalogue_size (no std_error).
+
+Every slice is reported: one without users (no cold user with a target, no long-tail target, ...)
+has a row per metric with users 0 and value null, so readers see it is empty rather than missing.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def offline_metrics(recommendations: pl.DataFrame, targets: pl.DataFrame, user_s
         raise ValueError(f"catalogue_size must be positive (got {catalogue_size})")
     relevant = slice_targets(targets, user_stats, item_stats)
     if relevant.height == 0:
-        return pl.DataFrame(schema=METRICS_SCHEMA)
+        return empty_slices(pl.DataFrame(schema=METRICS_SCHEMA), k, list_length)
     lists = recommendations.filter(pl.col("rank") <= list_length).select("user_id", "item_id", "rank")
     per_user = _per_user(relevant, lists, k, list_length)
     names = [c for c in per_user.columns if c not in ("slice", "user_id")]
@@ -62,9 +65,25 @@ def offline_metrics(recommendations: pl.DataFrame, targets: pl.DataFrame, user_s
                 .agg((pl.col("item_id").drop_nulls().n_unique() / catalogue_size).alias("value"),
                      pl.col("user_id").n_unique().cast(pl.Int64).alias("users"))
                 .with_columns(metric=pl.lit(f"coverage@{list_length}"), std_error=pl.lit(None, pl.Float64)))
+    scored = (pl.concat([means.select(METRICS_SCHEMA.keys()), coverage.select(METRICS_SCHEMA.keys())])
+              .cast(METRICS_SCHEMA))  # type: ignore[arg-type]
+    return empty_slices(scored, k, list_length)
+
+
+def metric_names(k: int, list_length: int) -> list[str]:
+    """Every metric offline_metrics reports, in its order."""
+    ks = cutoffs(k)
+    return ["hr@10", f"mrr@{list_length}", *[f"recall@{c}" for c in ks], *[f"ndcg@{c}" for c in ks], "served",
+            f"coverage@{list_length}"]
+
+
+def empty_slices(scored: pl.DataFrame, k: int, list_length: int) -> pl.DataFrame:
+    """`scored` plus, for every slice without users, a row per metric with users 0 and value null; in SLICES order."""
+    present = set(scored["slice"].to_list())
+    empty = [{"slice": name, "metric": metric, "value": None, "std_error": None, "users": 0}
+             for name in SLICES if name not in present for metric in metric_names(k, list_length)]
     order = pl.DataFrame({"slice": list(SLICES)}).with_row_index("o")
-    return (pl.concat([means.select(METRICS_SCHEMA.keys()), coverage.select(METRICS_SCHEMA.keys())])
-            .cast(METRICS_SCHEMA)  # type: ignore[arg-type]
+    return (pl.concat([scored, pl.DataFrame(empty, schema=METRICS_SCHEMA)])
             .join(order, on="slice").sort("o", maintain_order=True).drop("o"))
 
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from models import hgnn, two_tower
-from models.bundle import ModelBundle, evaluate_bundle, slice_metrics
+from models.bundle import ModelBundle, empty_slices, evaluate_bundle, slice_metrics
 from models.evaluate import EvaluateConfig
+from models.metrics import offline_metrics
 from models.two_tower import TwoTowerConfig
 
 CONFIG = TwoTowerConfig(epochs=2, batch_size=128, seed=0)
@@ -57,3 +58,14 @@ def test_evaluation_scores_the_bundled_model_and_keeps_top_10_lists(world, bundl
     scores = slice_metrics(metrics, "two_tower_hgnn")
     assert set(scores) == {"all", "warm", "cold", "long_tail"}
     assert scores["cold"]["hr@10"] > slice_metrics(metrics, "popularity")["cold"]["hr@10"]
+
+
+def test_slice_metrics_report_an_empty_slice_by_its_users() -> None:
+    targets = pl.DataFrame({"user_id": ["w"], "item_id": ["a"]})
+    lists = pl.DataFrame({"user_id": ["w"], "item_id": ["a"], "rank": [1]})
+    scores = offline_metrics(lists, targets, pl.DataFrame({"user_id": ["w"], "is_warm": [True]}),
+                             pl.DataFrame({"item_id": ["a"], "popularity_tier": [1]}), catalogue_size=5)
+    registered = slice_metrics(scores.with_columns(model=pl.lit("m")), "m")
+    assert registered["cold"] == {"users": 0} and registered["long_tail"] == {"users": 0}
+    assert registered["all"]["hr@10"] == 1.0 and registered["all"]["users"] == 1
+    assert empty_slices(registered) == ["cold", "long_tail"]

@@ -98,10 +98,21 @@ def test_unknown_items_are_tier_5_and_unknown_users_cold() -> None:
     assert sorted(sliced["slice"].to_list()) == ["all", "cold", "long_tail"]
 
 
-def test_no_targets_give_an_empty_frame() -> None:
+def test_no_targets_report_every_slice_empty() -> None:
     frame = offline_metrics(LISTS, TARGETS.clear(), USER_STATS, ITEM_STATS, catalogue_size=10)
-    assert frame.height == 0
     assert frame.columns == ["slice", "metric", "value", "std_error", "users"]
+    assert frame.height == 4 * 10  # four slices x ten metrics (recall and ndcg at 10, 20, 100), none scored
+    assert frame["users"].unique().to_list() == [0] and frame["value"].null_count() == frame.height
+
+
+def test_a_slice_without_users_is_reported_empty_beside_the_scored_ones() -> None:
+    warm_only = TARGETS.join(USER_STATS.filter(pl.col("is_warm")).select("user_id"), on="user_id", how="semi")
+    frame = offline_metrics(LISTS, warm_only, USER_STATS, ITEM_STATS, catalogue_size=10, k=10, list_length=10)
+    users = dict(frame.filter(pl.col("metric") == "hr@10").select("slice", "users").iter_rows())
+    assert users["cold"] == 0 and users["warm"] == users["all"] > 0
+    cold = frame.filter(pl.col("slice") == "cold")
+    assert cold.height == 8 and cold["value"].null_count() == 8  # hr, mrr, recall and ndcg @10 @20, served, coverage
+    assert frame["slice"].unique(maintain_order=True).to_list() == ["all", "warm", "cold", "long_tail"]
 
 
 def test_k_longer_than_the_lists_is_rejected() -> None:
