@@ -10,7 +10,7 @@ import polars as pl
 
 from models import hgnn
 from models.evaluate import EvaluateConfig, evaluation_set, model_builders
-from models.metrics import offline_metrics
+from models.metrics import SLICES, offline_metrics
 from models.recommender import FeatureFrames, VectorRecommender
 from models.two_tower import TwoTowerModel
 
@@ -116,5 +116,5 @@ def slice_metrics(metrics: pl.DataFrame, model: str) -> dict[str, dict[str, floa
 
 
 def empty_slices(metrics: dict[str, dict[str, float]]) -> list[str]:
-    """Slices of slice_metrics' answer that had no users."""
-    return [name for name, values in metrics.items() if isinstance(values, dict) and values.get("users") == 0]
+    """Slices of slice_metrics' answer (or a registry row's metrics) that had no users."""
+    return [name for name in SLICES if metrics.get(name, {}).get("users") == 0]
