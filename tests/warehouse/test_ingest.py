@@ -105,6 +105,8 @@ def test_totals_match_what_the_simulator_wrote(ingested_world) -> None:
     assert sum(r.read for r in results) == summary.event_rows
     assert sum(r.accepted for r in results) == summary.clean_events
     assert sum(r.duplicates for r in results) == summary.defects["exact_duplicate"]
+    assert sum(r.duplicates_conflicting for r in results) == 0  # the simulator repeats events exactly
+    assert [q for r in results for q in r.quarantined] == []
     assert sum(r.rejected for r in results) == sum(summary.defects[kind] for kind in CORRUPTIONS)
     assert sum(r.late_events for r in results) == summary.defects["late_event"]
 
