@@ -143,8 +143,8 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, landing_dir: Path, keys: list[
             if reason is not None:
                 rejected[key] += count
                 rejects[key][reason] = rejects[key].get(reason, 0) + count
-        where = {path: key for key in files for path in (entry.path for entry in files[key])}
-        left_out = {key: tuple(q for q in quarantined if where[q.path] == key) for key in keys}
+        partition_of = {entry.path: key for key in files for entry in files[key]}
+        left_out = {key: tuple(q for q in quarantined if partition_of[q.path] == key) for key in keys}
         with _transaction(con):
             for table in ("raw.events", "raw.rejected_events", "raw.quarantined_files"):
                 con.execute(f"delete from {table} where arrival_date in (select unnest($days::date[]))", params)
@@ -153,7 +153,7 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, landing_dir: Path, keys: list[
             run_sql(con, "raw/rejected_events_insert")
             if quarantined:
                 run_sql(con, "raw/quarantined_files_insert", {
-                    "arrival_dates": [days[where[q.path]] for q in quarantined],
+                    "arrival_dates": [days[partition_of[q.path]] for q in quarantined],
                     "source_files": [str(q.path) for q in quarantined], "sizes": [q.size_bytes for q in quarantined],
                     "formats": [q.fmt for q in quarantined], "reasons": [q.reason for q in quarantined],
                 })
