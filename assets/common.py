@@ -1,6 +1,7 @@
 """What every stage attaches to the UI: row counts, Markdown previews, check verdicts with their numbers."""
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import dagster as dg
@@ -29,6 +30,11 @@ def markdown_table(frame: pl.DataFrame, max_chars: int = 60) -> str:
         cells = [str(value).replace("|", "\\|").replace("\n", " ") for value in row]
         rows.append("| " + " | ".join(cell if len(cell) <= max_chars else cell[: max_chars - 1] + "…" for cell in cells) + " |")
     return "\n".join([header, rule, *rows])
+
+
+def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
+    """A PNG inline in a Markdown metadata value, as the UI shows it."""
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def check_result(report: Report, extra: dict[str, Any] | None = None) -> dg.AssetCheckResult:

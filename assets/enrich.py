@@ -1,24 +1,19 @@
 """Enrichment stage: LLM item topics and user profiles (cached, within a call budget), then text vectors."""
 
-import contextlib
 import functools
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import duckdb
 import polars as pl
 import pyarrow as pa
-import torch
 
 from assets.common import WRITES_TAG, check_result, markdown_table
+from assets.llm_calls import ask, known_answers
+from assets.resources import Crossfade, LLMBackend, Warehouse
 from models import item_topics, user_profiles
-from models.enrichment import BatchResult, EnrichRequest, run_batch
-from models.llm import ChatModel
-from models.text_embed import MODEL_NAME, embed_changed, load_encoder
-from pipelines.llm import LLMBackend
-from pipelines.resources import Crossfade, Warehouse
-from pipelines.settings import Settings
+from models.enrichment import BatchResult
+from models.text_embed import ENCODER_NAME as MODEL_NAME, embed_changed, load_encoder
+from models.torch_threads import torch_threads
 from quality import enrich_suites
 from warehouse import enrichment_tables as tables
 from warehouse.llm_cache import LLMCache
@@ -32,36 +27,6 @@ ENTITIES = ("item", "user")
 @functools.cache
 def _encoder() -> "SentenceTransformer":
     return load_encoder()  # seconds to load; shared by every run in this process
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    # Like llama.cpp, torch's threads spin at barriers: on a busy 2-core host, batched MiniLM ran 2x faster
-    # with one thread than with two (and one text at a time 13x). Restored after, since the setting is global.
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _ask(
-    model: ChatModel, requests: list[EnrichRequest], cache: tables.BufferedCache, settings: Settings,
-    warehouse: Warehouse,
-) -> BatchResult:
-    """run_batch within the budget; answers already paid for reach the cache even if the run stops half way."""
-    try:
-        return run_batch(model, requests, cache, settings.llm_call_budget, seed=settings.seed)
-    except BaseException:
-        with warehouse.write() as con:
-            LLMCache(con).put_many(cache.new_rows)
-        raise
-
-
-def _known(con: duckdb.DuckDBPyConnection, model: ChatModel, requests: list[EnrichRequest]) -> tables.BufferedCache:
-    keys = list(dict.fromkeys((model.name, request.prompt_version, request.input_hash) for request in requests))
-    return tables.BufferedCache(tables.cached_answers(con, keys))
 
 
 def _llm_metadata(batch: BatchResult, left: int, budget: int, model_name: str, llm: LLMBackend) -> dict[str, Any]:
@@ -94,9 +59,9 @@ def enrich_item_topics(
     with llm.chat_model() as model:
         with warehouse.read() as con:
             queue = tables.item_queue(con, item_types)
-            requests = [item_topics.item_request(row) for row in queue.iter_rows(named=True)]
-            cache = _known(con, model, requests)
-        batch = _ask(model, requests, cache, settings, warehouse)
+        requests = [item_topics.item_request(row) for row in queue.iter_rows(named=True)]
+        cache = known_answers(warehouse, model, requests)
+        batch = ask(model, requests, cache, settings, warehouse)
         model_name = model.name
     requested = queue.select("item_id", "item_type").with_columns(
         input_hash=pl.Series([request.input_hash for request in requests], dtype=pl.String)
@@ -134,12 +99,12 @@ def enrich_user_profiles(
         with warehouse.read() as con:
             facts = tables.user_facts(con, user_profiles.MAX_ITEMS)
             queue = tables.user_queue(con, facts)
-            requests = [
-                user_profiles.profile_request(user_profiles.UserFacts.model_validate_json(text))
-                for text in queue["facts_json"]
-            ]
-            cache = _known(con, model, requests)
-        batch = _ask(model, requests, cache, settings, warehouse)
+        requests = [
+            user_profiles.profile_request(user_profiles.UserFacts.model_validate_json(text))
+            for text in queue["facts_json"]
+        ]
+        cache = known_answers(warehouse, model, requests)
+        batch = ask(model, requests, cache, settings, warehouse)
         model_name = model.name
     requested = queue.select("user_id").with_columns(
         input_hash=pl.Series([request.input_hash for request in requests], dtype=pl.String)
@@ -184,7 +149,7 @@ def enrich_text_embeddings(
     for entity in ENTITIES:
         texts = inputs.filter(pl.col("entity") == entity)
         hashes, encoded_at = stored[entity]
-        with _torch_threads(settings.llm_threads):
+        with torch_threads(settings.llm_threads):
             result = embed_changed(encoder, texts["entity_id"].to_list(), texts["text"].to_list(), hashes,
                                    limit=limits[entity], encoded_at=encoded_at)
         parts.append(tables.encoded_rows(entity, result.ids, result.input_hashes, result.embeddings, MODEL_NAME))

@@ -1,93 +1,52 @@
 """Model stage: HGNN item vectors, the 2T-HGNN bundle registered as a candidate, the gate, and promotion."""
 
-import base64
 import io
 import math
 from dataclasses import asdict
-from pathlib import Path
 
 import dagster as dg
-import duckdb
 import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from assets.common import WRITES_TAG, check_result, markdown_table, preview
+from assets.common import WRITES_TAG, check_result, markdown_table, png_markdown, preview
+from assets.resources import Crossfade, Warehouse
 from models import hgnn, two_tower
 from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle, slice_metrics
 from models.evaluate import EvaluateConfig
 from models.graph import build_graph, relation_names
 from models.recommender import FeatureFrames
-from models.text_features import MODEL_NAME as HASHED_MODEL
-from models.text_features import hashed_text_embeddings, node_features
-from pipelines.resources import Crossfade, Warehouse
-from pipelines.settings import Settings
+from models.text_features import node_features, text_or_hashed
 from quality import check, model_suites
-from warehouse import registry
+from warehouse import readers, registry
 from warehouse.store import run_sql, scalar
 
-MODEL_NAME = "two_tower_hgnn"
 GATE_MODELS = ("popularity", BUNDLED_MODEL)  # what the candidate is scored against before registration
 
 
 class HGNNRun(dg.Config):
-    # Measured on the 2000-user sample world (2-core host): about 40 s per epoch at batch 1024, and the
-    # validation loss flattens after a handful of epochs; the paper's 50 epochs / patience 10 / batch 256
-    # are HGNNConfig's to restore on bigger machines.
-    # The validation loss is noisy from one epoch to the next (on the sample world it rose after epoch 1
-    # and fell below it from epoch 3 to 5), so two stale epochs stopped training too early.
-    max_epochs: int = 8
-    patience: int = 3
-    batch_size: int = 1024
-    # Leading singular vectors of the co-listening graph beside the text as node features; 0: text only.
+    """HGNN knobs people turn from the UI; defaults and their reasons live in models.hgnn.HGNNConfig."""
+
+    max_epochs: int = hgnn.HGNNConfig.max_epochs
+    patience: int = hgnn.HGNNConfig.patience
+    batch_size: int = hgnn.HGNNConfig.batch_size
     positional_dim: int = hgnn.HGNNConfig.positional_dim
-    # Supervision edges per epoch at most, a fresh sample each epoch (0 = all); bounds a run on large graphs.
     max_epoch_edges: int = hgnn.HGNNConfig.max_epoch_edges
-    seed: int = 0
+    num_threads: int = hgnn.HGNNConfig.num_threads
+    seed: int | None = None  # None: the `seed` setting
 
 
 class TwoTowerRun(dg.Config):
-    # On the 2000-user sample world, 20 epochs lifted cold HR@10 from 0.76 to 0.79 and warm from 0.31
-    # to 0.36 over 10; 40 gave no more (0.79 / 0.37).
-    epochs: int = 20
-    # Users one epoch trains on, drawn afresh each epoch (0 = all); bounds a run on a large population.
+    """Two-tower knobs people turn from the UI; defaults and their reasons live in models.two_tower.TwoTowerConfig."""
+
+    epochs: int = two_tower.TwoTowerConfig.epochs
     max_users_per_epoch: int = two_tower.TwoTowerConfig.max_users_per_epoch
-    seed: int = 0
+    seed: int | None = None  # None: the `seed` setting
 
 
-def frames_from(con: duckdb.DuckDBPyConnection) -> FeatureFrames:
-    """The feature tables and raw.items as the polars frames every model function reads."""
-    return FeatureFrames(
-        interactions=con.sql("select * from features.interactions").pl(),
-        user_stats=con.sql("select * from features.user_stats").pl(),
-        item_stats=con.sql("select * from features.item_stats").pl(),
-        items=con.sql("select * from raw.items").pl(),
-        splits=con.sql("select * from features.splits").pl(),
-    )
-
-
-def text_embeddings_from(con: duckdb.DuckDBPyConnection, items: pl.DataFrame) -> tuple[pl.DataFrame, str]:
-    """(item_id, embedding) from enrich.text_embeddings, else hashed text features; and which one was used."""
-    if _has_rows(con, "enrich", "text_embeddings", "entity = 'item'"):
-        frame = con.sql("select entity_id as item_id, embedding, model from enrich.text_embeddings "
-                        "where entity = 'item'").pl()
-        return frame.select("item_id", "embedding"), f"enrich.text_embeddings ({frame['model'][0]})"
-    return hashed_text_embeddings(items), f"{HASHED_MODEL} fallback (enrich.text_embeddings missing or empty)"
-
-
-def profile_embeddings_from(con: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
-    """(user_id, embedding) of user profiles, or None before enrichment has run."""
-    if not _has_rows(con, "enrich", "text_embeddings", "entity = 'user'"):
-        return None
-    return con.sql("select entity_id as user_id, embedding from enrich.text_embeddings where entity = 'user'").pl()
-
-
-def model_dir(settings: Settings, model_version: str) -> Path:
-    return settings.home / "models" / model_version
-
-
-def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
+def _with_seed(config: dg.Config, seed: int) -> dict:
+    values = config.model_dump()
+    return {**values, "seed": seed if values["seed"] is None else values["seed"]}
 
 
 @dg.asset(op_tags=WRITES_TAG, key=["models", "hgnn_item_embeddings"], group_name="models", kinds={"pytorch", "duckdb"},
@@ -105,16 +64,15 @@ def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNR
         as_of = crossfade.as_of(context, con)
         edges = con.sql("select * from features.co_listen_edges").pl()
         items = con.sql("select * from raw.items").pl()
-        text, text_source = text_embeddings_from(con, items)
+        text, text_source = text_or_hashed(readers.item_text_embeddings(con), items)
     nodes = items.filter(pl.col("item_type").is_in(node_types)).select("item_id", "item_type").unique("item_id").sort("item_id")
     graph = build_graph(edges, nodes, relation_names(settings.graph_types))
     features, missing = node_features(nodes["item_id"], text)  # (N, d)
-    # one thread: the 2-core host is shared with other steps
-    hgnn_config = hgnn.HGNNConfig(**config.model_dump(), num_threads=1)
+    hgnn_config = hgnn.HGNNConfig(**_with_seed(config, settings.seed))
     context.log.info(f"HGNN: {graph.num_nodes:,} items, edges {graph.edge_counts()}, text from {text_source}")
     result = hgnn.train(graph, features, hgnn_config)
     version = f"hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
-    folder = model_dir(settings, version)
+    folder = settings.model_dir(version)
     folder.mkdir(parents=True, exist_ok=True)
     hgnn.save_checkpoint(result.model_state, folder / "hgnn.pt")
     with warehouse.write() as con:
@@ -163,24 +121,24 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     settings = crossfade.settings()
     with warehouse.read() as con:
         as_of = crossfade.as_of(context, con)
-        frames = frames_from(con)
-        text, text_source = text_embeddings_from(con, frames.items)
-        profile = profile_embeddings_from(con)
+        frames = FeatureFrames(**readers.feature_tables(con))
+        text, text_source = text_or_hashed(readers.item_text_embeddings(con), frames.items)
+        profile = readers.profile_embeddings(con)
         vectors = con.sql("select item_id, item_type, embedding, model_version from models.hgnn_item_embeddings").pl()
     hgnn_version = vectors["model_version"][0]
     tt_config = two_tower.TwoTowerConfig(
         target_type=settings.target_type, graph_types=settings.graph_types, item_types=settings.item_types,
-        **config.model_dump())
+        **_with_seed(config, settings.seed))
     model = two_tower.fit(frames, tt_config, text_embeddings=text, hgnn_embeddings=vectors, profile_embeddings=profile)
     version = f"2t-hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
     splits = dict(zip(frames.splits["split"], frames.splits.select("start_at", "end_at").rows()))
-    manifest = {"model_version": version, "model_name": MODEL_NAME, "as_of": as_of.isoformat(),
+    manifest = {"model_version": version, "model_name": BUNDLED_MODEL, "as_of": as_of.isoformat(),
                 "target_type": settings.target_type, "graph_types": list(settings.graph_types),
                 "text_model": text_source, "hgnn_version": hgnn_version, "uses_profiles": profile is not None,
                 "train_start": splits["train"][0].isoformat(), "train_end": splits["train"][1].isoformat()}
-    checkpoint = hgnn.load_checkpoint(model_dir(settings, hgnn_version) / "hgnn.pt")
+    checkpoint = hgnn.load_checkpoint(settings.model_dir(hgnn_version) / "hgnn.pt")
     bundle = ModelBundle(model, vectors.drop("model_version"), manifest, checkpoint)
-    folder = bundle.save(model_dir(settings, version))
+    folder = bundle.save(settings.model_dir(version))
     eval_config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
                                  k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
                                  models=GATE_MODELS, two_tower=tt_config)
@@ -190,7 +148,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
         "training": {"losses": model.losses, "losses_finite": all(math.isfinite(x) for x in model.losses),
                      "seconds": round(model.seconds, 2)},
     }
-    row = {"model_version": version, "model_name": MODEL_NAME, "as_of": as_of,
+    row = {"model_version": version, "model_name": BUNDLED_MODEL, "as_of": as_of,
            "train_start": splits["train"][0], "train_end": splits["train"][1],
            "config": {"two_tower": asdict(tt_config), "hgnn": checkpoint["config"], "hgnn_version": hgnn_version,
                       "text_model": text_source},
@@ -285,10 +243,3 @@ def _curve_png(curve: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()
-
-
-def _has_rows(con: duckdb.DuckDBPyConnection, schema: str, table: str, where: str) -> bool:
-    present = scalar(con, "select count(*) from duckdb_tables() where schema_name = $schema and table_name = $table",
-                     {"schema": schema, "table": table})
-    return bool(present) and bool(scalar(con, f"select count(*) from {schema}.{table} where {where}"))
-

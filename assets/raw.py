@@ -4,8 +4,8 @@ import dagster as dg
 import polars as pl
 
 from assets.common import WRITES_TAG, check_result, markdown_table, preview
-from pipelines.partitions import events_partitions
-from pipelines.resources import Crossfade, Warehouse
+from assets.partitions import events_partitions
+from assets.resources import Crossfade, Warehouse
 from quality import check
 from warehouse import ingest
 from warehouse.landing import parse_partition

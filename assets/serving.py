@@ -2,21 +2,23 @@
 
 import datetime as dt
 import time
+from typing import NamedTuple
 
 import dagster as dg
 import duckdb
 import polars as pl
 
 from assets.common import WRITES_TAG, check_result, markdown_table
-from assets.models import frames_from, model_dir, profile_embeddings_from, text_embeddings_from
+from assets.partitions import events_partitions
+from assets.resources import Crossfade, Warehouse
 from models.bundle import ModelBundle
 from models.candidates import ServingInputs, generate
+from models.recommender import FeatureFrames
+from models.text_features import text_or_hashed
 from models.two_tower import TwoTowerModel
-from pipelines.partitions import events_partitions
-from pipelines.resources import Crossfade, Warehouse
-from pipelines.settings import Settings
 from quality import check
-from warehouse import registry
+from warehouse import readers, registry
+from warehouse.settings import Settings
 from warehouse.store import run_sql, scalar, sql_text
 
 STAGING = "serving.candidates_staging"
@@ -27,13 +29,21 @@ class CandidatesRun(dg.Config):
     chunk_users: int = 0  # 0: retrieval sizes chunks to about 128 MiB of scores per worker
 
 
-def promoted_model(con: duckdb.DuckDBPyConnection, settings: Settings) -> tuple[str, TwoTowerModel, pl.DataFrame] | None:
-    """(model_version, two-tower, HGNN item embeddings) of the promoted bundle, or None before any promotion."""
+class PromotedModel(NamedTuple):
+    """The promoted bundle's parts that serving reads."""
+
+    model_version: str
+    two_tower: TwoTowerModel
+    hgnn_embeddings: pl.DataFrame
+
+
+def promoted_model(con: duckdb.DuckDBPyConnection, settings: Settings) -> PromotedModel | None:
+    """The promoted bundle's version, two-tower and HGNN item embeddings, or None before any promotion."""
     row = registry.promoted(con)
     if row is None:
         return None
-    bundle = ModelBundle.load(row.get("checkpoint_dir") or model_dir(settings, row["model_version"]))
-    return row["model_version"], bundle.two_tower, bundle.hgnn_embeddings
+    bundle = ModelBundle.load(row.get("checkpoint_dir") or settings.model_dir(row["model_version"]))
+    return PromotedModel(row["model_version"], bundle.two_tower, bundle.hgnn_embeddings)
 
 
 def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt.date,
@@ -43,10 +53,10 @@ def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt
     if features_as_of != as_of:
         raise dg.Failure(f"features.* were built for as-of {features_as_of}, candidates are for {as_of}; "
                          "materialise the features/* assets for this partition first")
-    frames = frames_from(con)
-    text, source = text_embeddings_from(con, frames.items)
+    frames = FeatureFrames(**readers.feature_tables(con))
+    text, source = text_or_hashed(readers.item_text_embeddings(con), frames.items)
     inputs = ServingInputs(frames, text, as_of, settings.target_type, settings.k, hgnn_embeddings,
-                           profile_embeddings_from(con))
+                           readers.profile_embeddings(con))
     return inputs, source
 
 
@@ -67,11 +77,11 @@ def serving_candidates_staging(context: dg.AssetExecutionContext, config: Candid
     with warehouse.read() as con:
         as_of = crossfade.as_of(context, con)
         promoted = promoted_model(con, settings)
-        inputs, text_source = serving_inputs(con, settings, as_of, promoted[2] if promoted else None)
+        inputs, text_source = serving_inputs(con, settings, as_of, promoted.hgnn_embeddings if promoted else None)
     if promoted is None:
         context.log.warning("models.registry has no promoted model: every list is the popularity fallback; "
                             "materialise models/registry to promote one")
-    model_version, model = (promoted[0], promoted[1]) if promoted else ("none", None)
+    model_version, model = (promoted.model_version, promoted.two_tower) if promoted else ("none", None)
     started = time.perf_counter()
     with warehouse.write() as con:
         con.execute(sql_text("serving/tables"))

@@ -23,13 +23,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import polars as pl  # noqa: E402
 
-from assets.models import frames_from, profile_embeddings_from, text_embeddings_from  # noqa: E402
+from models.recommender import FeatureFrames  # noqa: E402
+from models.text_features import text_or_hashed  # noqa: E402
+from warehouse import readers  # noqa: E402
 from models import hgnn, two_tower  # noqa: E402
 from models.bundle import ModelBundle, evaluate_bundle, slice_metrics  # noqa: E402
 from models.evaluate import EvaluateConfig  # noqa: E402
 from models.graph import build_graph, relation_name, relation_names  # noqa: E402
 from models.text_features import node_features  # noqa: E402
-from pipelines.settings import load_settings  # noqa: E402
+from warehouse.settings import load_settings  # noqa: E402
 from warehouse.store import Store  # noqa: E402
 
 
@@ -43,10 +45,10 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings(home=args.home)
     with Store(settings.database).read() as con:
-        frames = frames_from(con)
+        frames = FeatureFrames(**readers.feature_tables(con))
         edges = con.sql("select * from features.co_listen_edges").pl()
-        text, text_source = text_embeddings_from(con, frames.items)
-        profile = profile_embeddings_from(con)
+        text, text_source = text_or_hashed(readers.item_text_embeddings(con), frames.items)
+        profile = readers.profile_embeddings(con)
     print(f"warehouse {settings.database}; text features: {text_source}; profiles: {profile is not None}", flush=True)
     target, graph_types = settings.target_type, tuple(settings.graph_types)
     others = [t for t in graph_types if t != target]

@@ -73,8 +73,7 @@ def _prepare(home: Path, args: argparse.Namespace) -> None:
 
 def _enrich(label: str) -> dict:
     from assets import enrich
-    from pipelines.llm import LLMBackend
-    from pipelines.resources import Crossfade, Warehouse
+    from assets.resources import Crossfade, LLMBackend, Warehouse
 
     started = time.perf_counter()
     result = dg.materialize(

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from models.enrichment import EnrichRequest
+from models.enrichment import EnrichRequest, EnrichResult
 
 POINTWISE_VERSION = "judge_pointwise.v1"
 PAIRWISE_VERSION = "judge_pairwise.v1"
@@ -111,6 +111,54 @@ def pairwise_pair(user_id: str, profile: str, model_a: str, model_b: str, lists:
         ("ab", pairwise_request(user_id, profile, first, second, f"{user_id}|{model_a}|{model_b}|ab")),
         ("ba", pairwise_request(user_id, profile, second, first, f"{user_id}|{model_a}|{model_b}|ba")),
     ]
+
+
+def cohort_requests(cohort: pl.DataFrame, lists: pl.DataFrame, pairs: Sequence[tuple[str, str]], pointwise_model: str,
+                    pointwise_items: int) -> tuple[list[EnrichRequest], pl.DataFrame]:
+    """Requests user by user (pairwise orders side by side, then pointwise), so a spent budget leaves whole
+    users for the next run; and one frame row per request describing it."""
+    requests, rows = [], []
+    for user_id, profile in cohort.select("user_id", "profile").iter_rows():
+        mine = lists.filter(pl.col("user_id") == user_id)
+        by_model = {model: rows_.sort("rank").to_dicts() for (model,), rows_ in mine.group_by("model")}
+        for model_a, model_b in pairs:
+            if model_a not in by_model or model_b not in by_model:
+                continue
+            for order, request in pairwise_pair(user_id, profile, model_a, model_b, by_model):
+                requests.append(request)
+                rows.append({"entity_id": request.entity_id, "kind": "pairwise", "user_id": user_id, "item_id": None,
+                             "model": None, "model_a": model_a, "model_b": model_b, "order": order})
+        for item in by_model.get(pointwise_model, [])[: pointwise_items]:
+            request = pointwise_request(user_id, profile, item)
+            requests.append(request)
+            rows.append({"entity_id": request.entity_id, "kind": "pointwise", "user_id": user_id,
+                         "item_id": item["item_id"], "model": pointwise_model, "model_a": None,
+                         "model_b": None, "order": None})
+    schema = {name: pl.String for name in ("entity_id", "kind", "user_id", "item_id", "model", "model_a", "model_b",
+                                           "order")}
+    return requests, pl.DataFrame(rows, schema=schema)
+
+
+def answers_frame(results: Sequence[EnrichResult]) -> pl.DataFrame:
+    """One row per judged request: verdict, confidence, rationale (or the error), status and cache key."""
+    def verdict(result: EnrichResult) -> str | None:
+        if result.status != "ok" or result.output is None:
+            return None
+        if "aligned" in result.output:
+            return "aligned" if result.output["aligned"] else "not_aligned"
+        return result.output["verdict"]
+
+    return pl.DataFrame({
+        "entity_id": [r.entity_id for r in results],
+        "verdict": [verdict(r) for r in results],
+        "confidence": [(r.output or {}).get("confidence") for r in results],
+        "rationale": [(r.output or {}).get("rationale") or r.error for r in results],
+        "status": [r.status for r in results],
+        "llm_model": [r.model for r in results],
+        "prompt_version": [r.prompt_version for r in results],
+        "input_hash": [r.input_hash for r in results],
+    }, schema={"entity_id": pl.String, "verdict": pl.String, "confidence": pl.String, "rationale": pl.String,
+               "status": pl.String, "llm_model": pl.String, "prompt_version": pl.String, "input_hash": pl.String})
 
 
 def order_winners(pairwise: pl.DataFrame) -> pl.DataFrame:

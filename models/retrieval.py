@@ -10,6 +10,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from models.torch_threads import torch_threads
+
 CHUNK_SCORES = 2**25  # default chunk: 128 MiB of float32 scores per worker, at most 512 users
 GROUPS_PER_K = 4  # the threshold is the K-th largest of 4K group maxima: tight, and cheap to find
 
@@ -73,8 +75,6 @@ def top_k_items(
         for start in starts:
             yield plan.chunk(start, buffer)
         return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
     local = threading.local()
 
     def work(start: int) -> TopKChunk:
@@ -83,17 +83,17 @@ def top_k_items(
         return plan.chunk(start, local.buffer)
 
     pool = ThreadPoolExecutor(threads)
-    try:
-        pending: deque[Future[TopKChunk]] = deque()
-        for start in starts:
-            pending.append(pool.submit(work, start))
-            if len(pending) > threads:  # a bounded look-ahead keeps memory bounded
+    with torch_threads(1):  # one torch thread per worker: the workers are the parallelism
+        try:
+            pending: deque[Future[TopKChunk]] = deque()
+            for start in starts:
+                pending.append(pool.submit(work, start))
+                if len(pending) > threads:  # a bounded look-ahead keeps memory bounded
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(previous)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)

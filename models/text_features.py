@@ -5,7 +5,7 @@ import polars as pl
 import torch
 
 TEXT_COLUMNS = ("title", "description", "creator", "genres")
-MODEL_NAME = "hashed-bow"
+HASHED_NAME = "hashed-bow"  # names these vectors where a text encoder's name would stand
 
 
 def hashed_text_embeddings(items: pl.DataFrame, dim: int = 384) -> pl.DataFrame:
@@ -51,3 +51,11 @@ def node_features(item_ids: pl.Series, embeddings: pl.DataFrame) -> tuple[torch.
     missing = int(aligned["embedding"].null_count())
     filled = aligned["embedding"].cast(pl.List(pl.Float32)).fill_null(pl.lit([0.0] * dim, dtype=pl.List(pl.Float32)))
     return filled.explode().to_torch().reshape(item_ids.len(), dim), missing
+
+
+def text_or_hashed(stored: tuple[pl.DataFrame, str] | None, items: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """Stored sentence-transformer vectors (frame, encoder name) when there are any, else hashed ones; and the source."""
+    if stored is not None:
+        frame, encoder = stored
+        return frame, f"enrich.text_embeddings ({encoder})"
+    return hashed_text_embeddings(items), f"{HASHED_NAME} fallback (enrich.text_embeddings missing or empty)"

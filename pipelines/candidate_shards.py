@@ -14,9 +14,9 @@ from assets.common import WRITES_TAG
 from assets.serving import STAGING, promoted_model, serving_inputs
 from models.candidates import COLUMNS, ServingInputs, generate
 from models.two_tower import TwoTowerModel
-from pipelines.partitions import events_partitions
-from pipelines.resources import Crossfade, Warehouse
-from pipelines.settings import Settings
+from assets.partitions import events_partitions
+from assets.resources import Crossfade, Warehouse
+from warehouse.settings import Settings
 from pipelines.shards import DEFAULT_SHARDS, assign_shards, shard_key
 from quality import check
 from warehouse import exchange

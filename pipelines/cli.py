@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.settings import SettingsError, load_settings
+from warehouse.settings import SettingsError, load_settings
 
 STAGES = ("raw", "features", "enrich", "models", "serving", "eval")
 

@@ -4,10 +4,9 @@ import dagster as dg
 import assets
 from pipelines.candidate_shards import candidate_shards_job
 from pipelines.jobs import ingest_job, nightly_job, refresh_job
-from pipelines.llm import LLMBackend
-from pipelines.resources import Crossfade, Warehouse
+from assets.resources import Crossfade, LLMBackend, Warehouse
 from pipelines.schedules import landing_sensor, nightly_schedule
-from pipelines.settings import Settings, load_settings
+from warehouse.settings import Settings, load_settings
 
 
 def executor_for(settings: Settings) -> dg.ExecutorDefinition:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.partitions import events_partitions
+from assets.partitions import events_partitions
 
 RAW = dg.AssetSelection.groups("raw")
 

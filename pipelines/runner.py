@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from pipelines.resources import AS_OF_TAG
-from pipelines.settings import Settings
+from assets.resources import AS_OF_TAG
+from warehouse.settings import Settings
 from warehouse import landing
 from warehouse.ingest import changed_partitions
 from warehouse.store import NothingPublishedError, Store

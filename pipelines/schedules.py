@@ -7,7 +7,7 @@ import json
 import dagster as dg
 
 from pipelines.jobs import ingest_job, nightly_job
-from pipelines.settings import load_settings
+from warehouse.settings import load_settings
 from warehouse import landing
 
 nightly_schedule = dg.build_schedule_from_partitioned_job(

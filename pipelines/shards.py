@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from pipelines.partitions import candidates_partitions
+from assets.partitions import candidates_partitions
 
 DEFAULT_SHARDS = 16  # 1M users -> about 62k per shard: one pod scores its users against the catalogue in minutes
 SHARD_KEY_RE = re.compile(r"^shard-(\d{2,4})-of-(\d{2,4})$")

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from warehouse import llm_cache
 from warehouse.llm_cache import LLMCache
-from warehouse.store import run_sql, scalar, sql_text
+from warehouse.store import run_sql, scalar, sql_text, table_exists
 
 CacheKey = tuple[str, str, str]  # (model, prompt_version, input_hash)
 MAX_TOPICS = 5  # topics per user in the facts
@@ -39,14 +39,6 @@ class BufferedCache:
     def put_many(self, rows: Sequence[dict[str, Any]]) -> None:
         self.new_rows.extend(rows)
         self.known.update({(row["model"], row["prompt_version"], row["input_hash"]): row for row in rows})
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    schema, name = table.split(".")
-    return bool(scalar(
-        con, "select count(*) from duckdb_tables() where schema_name = $schema and table_name = $name",
-        {"schema": schema, "name": name},
-    ))
 
 
 def cached_answers(con: duckdb.DuckDBPyConnection, keys: Sequence[CacheKey]) -> dict[CacheKey, dict[str, Any]]:

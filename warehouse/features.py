@@ -4,23 +4,37 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
+from warehouse.settings import Settings
 from warehouse.store import one_row, run_sql, scalar
+
+
+
+def _setting(name: str) -> Any:
+    return Settings.model_fields[name].default
+
 
 FEATURE_TABLES = ("splits", "interactions", "user_stats", "item_stats", "co_listen_edges")
 
 
 @dataclass(frozen=True)
 class FeatureParams:
+    """What the feature SQL files bind: the as-of date and the settings they read (defaults: the settings')."""
+
     as_of: dt.date
-    window_days: int = 90
-    holdout_days: int = 14
-    target_type: str = "audiobook"
-    graph_types: tuple[str, ...] = ("podcast", "audiobook")
-    min_co_listeners: int = 1
-    max_items_per_user: int = 50
+    window_days: int = _setting("window_days")
+    holdout_days: int = _setting("holdout_days")
+    target_type: str = _setting("target_type")
+    graph_types: tuple[str, ...] = _setting("graph_types")
+    min_co_listeners: int = _setting("min_co_listeners")
+    max_items_per_user: int = _setting("max_items_per_user")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, as_of: dt.date) -> FeatureParams:
+        return cls(as_of, **{name: getattr(settings, name) for name in cls.__dataclass_fields__ if name != "as_of"})
 
     def bind(self) -> dict:
         return {

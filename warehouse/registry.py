@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.store import run_sql, scalar
+from warehouse.store import run_sql, scalar, table_exists
 
 TABLE = "models.registry"
 STATUSES = ("candidate", "promoted", "rejected", "retired")
@@ -23,8 +23,7 @@ def ensure(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def exists(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(scalar(con, "select count(*) from duckdb_tables() where schema_name = 'models' "
-                            "and table_name = 'registry'"))
+    return table_exists(con, "models.registry")
 
 
 def register(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:

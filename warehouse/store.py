@@ -46,6 +46,13 @@ def one_row(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, Any
     return rows[0]
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether `table` ('schema.name') exists in the connected database."""
+    schema, name = table.split(".")
+    return bool(scalar(con, "select count(*) from duckdb_tables() where schema_name = $schema and table_name = $name",
+                       {"schema": schema, "name": name}))
+
+
 def scalar(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, Any] | None = None) -> Any:
     return one_row(con, query, params)[0]
 

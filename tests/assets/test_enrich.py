@@ -19,9 +19,9 @@ from assets import enrich, features, raw
 from models.item_topics import TOPICS, ItemTopics
 from models.llm import OpenAICompatible
 from models.user_profiles import UserFacts, UserProfile
-from pipelines.llm import LLMBackend
-from pipelines.resources import Crossfade, Warehouse
+from assets.resources import Crossfade, LLMBackend, Warehouse
 from quality import Thresholds, enrich_suites
+from tests.reliability.conftest import llm_stub
 from warehouse import enrichment_tables
 from warehouse.store import Store
 
@@ -102,7 +102,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         # coarse to gate on, so these runs test budget and cache; the gate's limit has its own tests below
         patch.setenv("CROSSFADE_LLM_MAX_FAILURE_RATE", "1.0")
         built = dg.materialize(
-            [raw.raw_items, raw.raw_users, raw.raw_events, *features.feature_assets],
+            [raw.raw_items, raw.raw_users, raw.raw_events, features.features_splits, features.features_interactions, features.features_user_stats,
+             features.features_item_stats, features.features_co_listen_edges],
             partition_key=PARTITION, resources=resources(),
         )
         assert built.success
@@ -300,19 +301,21 @@ def test_http_backend_sends_the_key_but_never_shows_it(tmp_path: Path, monkeypat
             monkeypatch.delenv(name)
     monkeypatch.setenv("CROSSFADE_HOME", str(tmp_path))
     monkeypatch.setenv("CROSSFADE_LLM_BACKEND", "http")
-    monkeypatch.setenv("CROSSFADE_LLM_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("CROSSFADE_LLM_MODEL", "served-model")
     monkeypatch.setenv("CROSSFADE_LLM_API_KEY_ENV", "TEST_ENDPOINT_KEY")
     monkeypatch.setenv("CROSSFADE_LLM_MAX_CONCURRENCY", "3")
     monkeypatch.setenv("TEST_ENDPOINT_KEY", "sk-test-secret")
-    backend = LLMBackend()
-    with backend.chat_model() as model:
-        assert isinstance(model, OpenAICompatible)
-        assert (model.name, model.max_concurrency) == ("served-model", 3)
-        assert model._client.headers["authorization"] == "Bearer sk-test-secret"
-        assert "sk-test-secret" not in repr(model)
-    assert model._client.is_closed
-    assert backend.describe() == {"llm_backend": "http", "llm_base_url": "http://127.0.0.1:9/v1"}
+    with llm_stub("echo_200") as (url, seen):  # answers with the request's headers as the completion
+        monkeypatch.setenv("CROSSFADE_LLM_BASE_URL", url)
+        backend = LLMBackend()
+        with backend.chat_model() as model:
+            assert isinstance(model, OpenAICompatible)
+            assert (model.name, model.max_concurrency) == ("served-model", 3)
+            echoed = model.complete([{"role": "user", "content": "hi"}], {}, max_tokens=8, temperature=0.0, seed=0)
+            assert "sk-test-secret" not in repr(model) + echoed.text and "[redacted api key]" in echoed.text
+    assert [headers["Authorization"] for headers in seen] == ["Bearer sk-test-secret"]
+    assert model.closed
+    assert backend.describe() == {"llm_backend": "http", "llm_base_url": url}
 
 
 def test_local_backend_is_loaded_once_per_process(home: Path) -> None:

@@ -10,10 +10,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.judge import eval_judge_scores
+from assets.eval import eval_judge_scores
 from models.llm import ChatModel, Completion
-from pipelines.llm import LLMBackend
-from pipelines.resources import Crossfade, Warehouse
+from assets.resources import Crossfade, LLMBackend, Warehouse
 from warehouse.store import Store
 
 AS_OF = dt.date(2026, 11, 2)

@@ -10,10 +10,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets import evaluation, models
+from assets import eval as evaluation
+from assets import models
 from models.bundle import ModelBundle
 from models.evaluate import MODELS
-from pipelines.resources import Crossfade, Warehouse
+from assets.resources import Crossfade, Warehouse
 from warehouse import ingest, landing, registry
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
 from warehouse.store import Store

@@ -9,12 +9,13 @@ import polars as pl
 import pytest
 
 from assets import serving
-from assets.models import frames_from
+from models.recommender import FeatureFrames
+from warehouse import readers
 from models import candidates, two_tower
 from models.bundle import ModelBundle
 from models.text_features import hashed_text_embeddings
 from pipelines import cli
-from pipelines.resources import Crossfade, Warehouse
+from assets.resources import Crossfade, Warehouse
 from tests.conftest import WORLD_AS_OF, IngestedWorld
 from warehouse import registry
 from warehouse.store import Store, run_sql
@@ -34,7 +35,7 @@ class Served:
 def promote_bundle(store: Store, home: Path, version: str, seed: int) -> None:
     """Train a small two-tower on the world's features and make it the promoted model."""
     with store.read() as con:
-        frames = frames_from(con)
+        frames = FeatureFrames(**readers.feature_tables(con))
     model = two_tower.fit(frames, dataclasses.replace(SMALL, seed=seed),
                           text_embeddings=hashed_text_embeddings(frames.items))
     empty = pl.DataFrame(schema={"item_id": pl.String, "item_type": pl.String, "embedding": pl.List(pl.Float32)})
@@ -97,7 +98,7 @@ def test_every_active_user_gets_k_released_unconsumed_items_in_score_order(serve
 
 def test_users_the_model_knows_nothing_about_get_the_flagged_fallback(served: Served) -> None:
     with served.store.read() as con:
-        frames = frames_from(con)
+        frames = FeatureFrames(**readers.feature_tables(con))
     text = hashed_text_embeddings(frames.items)
     history = frames.history(candidates.SERVING_PERIODS)
     loner = history.group_by("user_id").len().sort("len", "user_id")["user_id"][0]
@@ -119,7 +120,7 @@ def test_users_the_model_knows_nothing_about_get_the_flagged_fallback(served: Se
 
 def test_without_a_promoted_model_every_list_is_the_flagged_popularity_fallback(served: Served) -> None:
     with served.store.read() as con:
-        frames = frames_from(con)
+        frames = FeatureFrames(**readers.feature_tables(con))
     inputs = candidates.ServingInputs(frames, hashed_text_embeddings(frames.items), WORLD_AS_OF, "audiobook", 5)
     lists = pl.concat(list(candidates.generate(inputs, None, "none")))
     assert lists["is_fallback"].all()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
-from pipelines.settings import KNOWN_ITEM_TYPES, SettingsError, load_settings
+from warehouse.settings import KNOWN_ITEM_TYPES, SettingsError, load_settings
 
 
 def test_defaults_follow_the_design(crossfade_home: Path) -> None:

@@ -103,7 +103,7 @@ def test_the_cli_refuses_a_path_as_a_date(value: str, capsys: pytest.CaptureFixt
 
 def test_the_events_asset_refuses_a_path_as_a_partition(crossfade_home: Path) -> None:
     from assets import raw
-    from pipelines.resources import Crossfade, Warehouse
+    from assets.resources import Crossfade, Warehouse
 
     with pytest.raises(dg.DagsterUnknownPartitionError, match="../../etc"):
         dg.materialize([raw.raw_items, raw.raw_events], partition_key="../../etc",
@@ -131,8 +131,7 @@ def test_a_planted_api_key_never_leaves_the_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from assets import enrich
-    from pipelines.llm import LLMBackend
-    from pipelines.resources import Crossfade, Warehouse
+    from assets.resources import Crossfade, LLMBackend, Warehouse
 
     key = "sk-planted-" + secrets.token_hex(16)
     monkeypatch.setenv("CROSSFADE_LLM_API_KEY", key)

@@ -7,7 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from assets.models import frames_from
+from models.recommender import FeatureFrames
+from warehouse import readers
 from models import two_tower
 from models.bundle import ModelBundle
 from models.text_features import hashed_text_embeddings
@@ -51,7 +52,7 @@ def replay(home: Path) -> Store:
         for name in FEATURE_TABLES:
             build_table(con, name, FeatureParams(as_of=AS_OF))
     with store.read() as con:
-        frames = frames_from(con)
+        frames = FeatureFrames(**readers.feature_tables(con))
     model = two_tower.fit(frames, SMALL, text_embeddings=hashed_text_embeddings(frames.items))
     empty = pl.DataFrame(schema={"item_id": pl.String, "item_type": pl.String, "embedding": pl.List(pl.Float32)})
     folder = ModelBundle(model, empty, {"model_version": "replay"}).save(home / "models" / "replay")

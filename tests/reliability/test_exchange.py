@@ -11,13 +11,14 @@ import polars as pl
 import pytest
 
 from assets import serving
-from assets.models import frames_from
+from models.recommender import FeatureFrames
+from warehouse import readers
 from models import two_tower
 from models.candidates import COLUMNS, ServingInputs, generate
 from models.text_features import hashed_text_embeddings
 from pipelines.candidate_shards import ServingState, candidate_shards_job, load_shards, write_shard
-from pipelines.resources import Crossfade, Warehouse
-from pipelines.settings import load_settings
+from assets.resources import Crossfade, Warehouse
+from warehouse.settings import load_settings
 from pipelines.shards import assign_shards
 from tests.conftest import WORLD_AS_OF, IngestedWorld
 from warehouse import exchange
@@ -177,7 +178,7 @@ def test_no_exchange_configured_is_a_clear_error() -> None:
 def world_state(ingested_world: IngestedWorld) -> ServingState:
     """The sample world's inputs with a small trained two-tower; some users fall back to popularity."""
     with ingested_world.store.read() as con:
-        frames = frames_from(con)
+        frames = FeatureFrames(**readers.feature_tables(con))
     text = hashed_text_embeddings(frames.items)
     model = two_tower.fit(frames, SMALL, text_embeddings=text)
     # Users whose every history item lacks a text vector get the popularity fallback.

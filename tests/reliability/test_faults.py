@@ -357,8 +357,7 @@ def test_the_item_topics_asset_completes_with_the_endpoint_down(ingested_world, 
     import dagster as dg
 
     from assets import enrich
-    from pipelines.llm import LLMBackend
-    from pipelines.resources import Crossfade, Warehouse
+    from assets.resources import Crossfade, LLMBackend, Warehouse
 
     ingested_world.copy_to(crossfade_home)
     (crossfade_home / "crossfade.yaml").write_text(json.dumps({

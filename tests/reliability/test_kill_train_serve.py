@@ -20,11 +20,12 @@ from assets import models, serving
 from models import two_tower
 from models.bundle import ModelBundle
 from models.candidates import SERVING_PERIODS
-from pipelines.resources import Crossfade, Warehouse
+from models.recommender import FeatureFrames
+from assets.resources import Crossfade, Warehouse
 from tests.assets.test_serving import promote_bundle
 from tests.conftest import WORLD_AS_OF
 from tests.reliability.conftest import ROOT, published_state_kept, sigkill, wait_for
-from warehouse import registry
+from warehouse import readers, registry
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
 from warehouse.store import Store
 
@@ -82,7 +83,8 @@ from tests.reliability import test_kill_train_serve as steps
 home, step, pause_at, occurrence = sys.argv[1:5]
 pause_points.arm(pause_at, int(occurrence))
 after = pause_points.after
-hgnn._link_scores = after(hgnn._link_scores, "hgnn/epoch")
+train_hgnn = hgnn.train
+hgnn.train = lambda *args, **kwargs: train_hgnn(*args, **kwargs, on_epoch=lambda row: pause_points.pause("hgnn/epoch"))
 two_tower.split_labels = after(two_tower.split_labels, "two_tower/labels")
 ModelBundle.save = after(ModelBundle.save, "bundle/saved")
 serving.run_sql = pause_points.after_sql(serving.run_sql)
@@ -197,7 +199,7 @@ def test_killed_mid_training_the_retry_registers_one_version_equal_to_a_clean_ru
     assert Path(retried.row["checkpoint_dir"]).name not in stray  # the leftover bundle was not taken as the model
     assert len(folders(home) - stray) == 2  # the retry's own HGNN checkpoint and bundle
     with store.read() as con:
-        assert serving.promoted_model(con, Crossfade(home=str(home)).settings())[0] == retried.row["model_version"]
+        assert serving.promoted_model(con, Crossfade(home=str(home)).settings()).model_version == retried.row["model_version"]
     assert_same_model(retried, clean_training)
 
 
@@ -306,7 +308,7 @@ def test_killed_mid_candidate_writing_readers_keep_last_night_and_the_retry_equa
     assert serve(home).success
     assert candidates_digest(store) == clean_serving  # same rows, so nothing lost or doubled
     with store.read() as con:
-        active = set(models.frames_from(con).history(SERVING_PERIODS)["user_id"].cast(pl.String))
+        active = set(FeatureFrames(**readers.feature_tables(con)).history(SERVING_PERIODS)["user_id"].cast(pl.String))
         rows, pairs, ranks = con.execute(f"""
             select count(*), count(distinct (user_id, item_id)), count(distinct (user_id, rank))
             from serving.candidates where as_of = '{WORLD_AS_OF}'

@@ -28,7 +28,7 @@ DEPLOY = ROOT / "deploy" / "k8s"
 
 def _k8s_definitions():
     from pipelines.definitions import build_definitions
-    from pipelines.settings import load_settings
+    from warehouse.settings import load_settings
 
     # The deployment's definitions: the same assets, jobs and resources, built with CROSSFADE_EXECUTOR=k8s.
     return build_definitions(load_settings(environ={"CROSSFADE_EXECUTOR": "k8s"}))
@@ -86,13 +86,24 @@ def test_a_misspelt_run_config_is_refused() -> None:
 
 
 def test_the_instance_file_configures_a_valid_k8s_run_launcher() -> None:
-    from dagster._config import process_config, resolve_to_config_type
+    import dagster as dg
     from dagster_k8s import K8sRunLauncher
+
+    # Dagster validates config publicly only as run config: an op whose schema is the launcher's.
+    @dg.op(config_schema=K8sRunLauncher.config_type())
+    def run_launcher() -> None: ...
+
+    @dg.job
+    def probe() -> None:
+        run_launcher()
 
     instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     assert (instance["run_launcher"]["module"], instance["run_launcher"]["class"]) == ("dagster_k8s", "K8sRunLauncher")
-    result = process_config(resolve_to_config_type(K8sRunLauncher.config_type()), instance["run_launcher"]["config"])
-    assert result.success, result.errors
+    config = instance["run_launcher"]["config"]
+    dg.validate_run_config(probe, {"ops": {"run_launcher": {"config": config}}})  # raises on a bad key or value
+    misspelt = {**config, "job_namespce": config["job_namespace"]}
+    with pytest.raises(dg.DagsterInvalidConfigError, match="job_namespce"):  # the probe does refuse
+        dg.validate_run_config(probe, {"ops": {"run_launcher": {"config": misspelt}}})
     values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["dagster-user-deployments"]["deployments"][0]["dagsterApiGrpcArgs"] == ["-m", "pipelines.definitions"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.settings import load_settings
+from warehouse.settings import load_settings
 
 _start = load_settings().partitions_start.isoformat()
 

@@ -1,4 +1,5 @@
-"""Judge stage: the profile-aware LLM judge on a seeded cohort, pointwise and pairwise (both orders), cached."""
+"""Evaluation stage: every model offline on the temporal split (eval.offline_metrics, eval.offline_lists),
+then the profile-aware LLM judge on a seeded cohort (eval.judge_scores)."""
 
 import json
 import time
@@ -7,15 +8,78 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.common import WRITES_TAG, markdown_table
-from assets.evaluation import eval_offline_metrics
+from assets.common import WRITES_TAG, check_result, markdown_table, png_markdown
+from assets.llm_calls import ask, known_answers
+from assets.models import models_two_tower
+from assets.resources import Crossfade, LLMBackend, Warehouse
 from models import judge
-from models.enrichment import EnrichRequest, EnrichResult, run_batch
-from pipelines.llm import LLMBackend
-from pipelines.resources import Crossfade, Warehouse
-from warehouse.enrichment_tables import BufferedCache, cached_answers, table_exists
+from models.bundle import ModelBundle, evaluate_bundle
+from models.evaluate import MODELS, EvaluateConfig, plot_metrics
+from models.recommender import FeatureFrames
+from models.text_features import text_or_hashed
+from quality import check
+from warehouse import readers, registry
 from warehouse.llm_cache import LLMCache
-from warehouse.store import run_sql, scalar
+from warehouse.store import run_sql, scalar, table_exists
+
+PLOTTED = ("hr@10", "mrr@100", "coverage@100", "recall@20", "ndcg@10", "served")
+
+
+@dg.asset(op_tags=WRITES_TAG, key=["eval", "offline_metrics"], deps=[models_two_tower], group_name="eval", kinds={"duckdb"})
+def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade,
+                         warehouse: Warehouse) -> dg.MaterializeResult:
+    """Every model side by side: HR@10, MRR, coverage, Recall@K, NDCG@K for all, warm, cold and long-tail users.
+
+    Models: Popularity, ALS, LLM-KNN, HGNN alone, two-tower without HGNN (trained here on the train
+    period) and the newest registered 2T-HGNN bundle (loaded, not retrained). Also writes
+    eval.offline_lists, every model's top 10 for every evaluated user, for the LLM judge.
+    """
+    settings = crossfade.settings()
+    with warehouse.read() as con:
+        as_of = crossfade.as_of(context, con)
+        candidate = registry.latest(con)
+        if candidate is None:
+            raise dg.Failure("models.registry is empty: materialise models/two_tower first")
+        frames = FeatureFrames(**readers.feature_tables(con))
+        text, text_source = text_or_hashed(readers.item_text_embeddings(con), frames.items)
+        profile = readers.profile_embeddings(con)
+    bundle = ModelBundle.load(candidate["checkpoint_dir"])
+    config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types, k=settings.k,
+                            max_users=settings.eval_max_users, seed=settings.seed, models=MODELS,
+                            two_tower=bundle.two_tower.config)
+    started = time.perf_counter()
+    metrics, lists = evaluate_bundle(bundle, frames, text, profile, config)
+    seconds = time.perf_counter() - started
+    version = candidate["model_version"]
+    with warehouse.write() as con:
+        for name, frame in (("metrics_frame", metrics), ("lists_frame", lists)):
+            con.register(name, frame.to_arrow())
+        run_sql(con, "eval/offline_metrics", {"as_of": as_of, "model_version": version})
+        run_sql(con, "eval/offline_lists", {"as_of": as_of})
+        for name in ("metrics_frame", "lists_frame"):
+            con.unregister(name)
+        rows = scalar(con, "select count(*) from eval.offline_metrics")
+        list_rows = scalar(con, "select count(*) from eval.offline_lists")
+    hr10 = (metrics.filter(pl.col("metric") == "hr@10")
+            .pivot(on="slice", index="model", values="value").with_columns(pl.col(pl.Float64).round(4)))
+    users = (metrics.filter((pl.col("metric") == "hr@10") & (pl.col("model") == "popularity"))
+             .select("slice", "users"))
+    context.log.info(f"eval.offline_metrics: {len(MODELS)} models scored in {seconds:.1f} s for {version}")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows, "offline_lists_rows": list_rows, "as_of": as_of.isoformat(),
+        "model_version": version, "text_features": text_source, "seconds": round(seconds, 2),
+        "eval_max_users": settings.eval_max_users,
+        "hr@10_by_model_and_slice": dg.MetadataValue.md(markdown_table(hr10)),
+        "users_by_slice": dg.MetadataValue.md(markdown_table(users)),
+        "plot": png_markdown(plot_metrics(metrics.filter(pl.col("metric").is_in(PLOTTED))), "metrics by model"),
+    })
+
+
+@dg.asset_check(asset=eval_offline_metrics, blocking=True, name="eval_offline_metrics_suite",
+                description="Gate: every model on every slice, values in [0, 1], one as-of and model version.")
+def eval_offline_metrics_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.read() as con:
+        return check_result(check(con, "eval.offline_metrics", crossfade.thresholds()))
 
 
 class JudgeRun(dg.Config):
@@ -34,53 +98,6 @@ def _lists(con: duckdb.DuckDBPyConnection, models: list[str], users: list[str], 
         where l.model in (select unnest($models)) and l.user_id in (select unnest($users)) and l.rank <= $length
         order by l.user_id, l.model, l.rank
         """, {"models": models, "users": users, "length": length}).pl()
-
-
-def _requests(cohort: pl.DataFrame, lists: pl.DataFrame, pairs: list[tuple[str, str]], config: JudgeRun
-              ) -> tuple[list[EnrichRequest], pl.DataFrame]:
-    """Requests user by user (pairwise orders side by side, then pointwise), so a spent budget leaves whole
-    users for the next run; and one frame row per request describing it."""
-    requests, rows = [], []
-    for user_id, profile in cohort.select("user_id", "profile").iter_rows():
-        mine = lists.filter(pl.col("user_id") == user_id)
-        by_model = {model: rows_.sort("rank").to_dicts() for (model,), rows_ in mine.group_by("model")}
-        for model_a, model_b in pairs:
-            if model_a not in by_model or model_b not in by_model:
-                continue
-            for order, request in judge.pairwise_pair(user_id, profile, model_a, model_b, by_model):
-                requests.append(request)
-                rows.append({"entity_id": request.entity_id, "kind": "pairwise", "user_id": user_id, "item_id": None,
-                             "model": None, "model_a": model_a, "model_b": model_b, "order": order})
-        for item in by_model.get(config.pointwise_model, [])[: config.pointwise_items]:
-            request = judge.pointwise_request(user_id, profile, item)
-            requests.append(request)
-            rows.append({"entity_id": request.entity_id, "kind": "pointwise", "user_id": user_id,
-                         "item_id": item["item_id"], "model": config.pointwise_model, "model_a": None,
-                         "model_b": None, "order": None})
-    schema = {name: pl.String for name in ("entity_id", "kind", "user_id", "item_id", "model", "model_a", "model_b",
-                                           "order")}
-    return requests, pl.DataFrame(rows, schema=schema)
-
-
-def _answers(results: list[EnrichResult]) -> pl.DataFrame:
-    def verdict(result: EnrichResult) -> str | None:
-        if result.status != "ok" or result.output is None:
-            return None
-        if "aligned" in result.output:
-            return "aligned" if result.output["aligned"] else "not_aligned"
-        return result.output["verdict"]
-
-    return pl.DataFrame({
-        "entity_id": [r.entity_id for r in results],
-        "verdict": [verdict(r) for r in results],
-        "confidence": [(r.output or {}).get("confidence") for r in results],
-        "rationale": [(r.output or {}).get("rationale") or r.error for r in results],
-        "status": [r.status for r in results],
-        "llm_model": [r.model for r in results],
-        "prompt_version": [r.prompt_version for r in results],
-        "input_hash": [r.input_hash for r in results],
-    }, schema={"entity_id": pl.String, "verdict": pl.String, "confidence": pl.String, "rationale": pl.String,
-               "status": pl.String, "llm_model": pl.String, "prompt_version": pl.String, "input_hash": pl.String})
 
 
 @dg.asset(op_tags=WRITES_TAG, key=["eval", "judge_scores"], deps=[eval_offline_metrics, ["enrich", "user_profiles"]],
@@ -123,18 +140,13 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
         ).pl() if features_as_of == as_of else None
     cohort = profiles.with_columns(profile=pl.struct("narrative_json", "facts_json").map_elements(
         lambda row: judge.profile_text(row["narrative_json"], row["facts_json"]), return_dtype=pl.String))
-    requests, described = _requests(cohort.sort("user_id"), lists, pairs, config)
+    requests, described = judge.cohort_requests(cohort.sort("user_id"), lists, pairs, config.pointwise_model,
+                                                config.pointwise_items)
     started = time.perf_counter()
     with llm.chat_model() as model:
-        with warehouse.read() as con:
-            keys = list(dict.fromkeys((model.name, r.prompt_version, r.input_hash) for r in requests))
-            cache = BufferedCache(cached_answers(con, keys))
-        try:
-            batch = run_batch(model, requests, cache, settings.llm_call_budget, seed=settings.seed)
-        finally:
-            with warehouse.write() as con:
-                LLMCache(con).put_many(cache.new_rows)  # paid-for answers are kept even if the run stops here
-    judged = described.join(_answers(batch.results), on="entity_id", how="left").with_columns(
+        cache = known_answers(warehouse, model, requests)
+        batch = ask(model, requests, cache, settings, warehouse)
+    judged = described.join(judge.answers_frame(batch.results), on="entity_id", how="left").with_columns(
         pl.col("status").fill_null("pending"))
     pointwise = judged.filter(pl.col("kind") == "pointwise")
     pointwise = (pointwise.join(holdout, on=["user_id", "item_id"], how="left")
@@ -147,6 +159,7 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
     rows = pl.concat([pointwise, pairwise], how="diagonal_relaxed").with_columns(as_of=pl.lit(as_of))
     rates = judge.summary(pointwise, combined)
     with warehouse.write() as con:
+        LLMCache(con).put_many(cache.new_rows)
         con.register("judged", rows.to_arrow())
         run_sql(con, "eval/judge_scores")
         con.unregister("judged")
@@ -164,3 +177,10 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
         "judgements_by_status": dg.MetadataValue.md(markdown_table(by_status)),
         **batch.metadata(), "budget": settings.llm_call_budget, "llm_model": model.name, **llm.describe(),
     })
+
+
+@dg.asset_check(asset=eval_judge_scores, blocking=True, name="eval_judge_scores_suite",
+                description="Gate: known kinds, statuses and verdicts; each request judged once; pairs in both orders.")
+def eval_judge_scores_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.read() as con:
+        return check_result(check(con, "eval.judge_scores", crossfade.thresholds()))

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from warehouse.exchange import check_uri
 
 KNOWN_ITEM_TYPES = ("music", "podcast", "audiobook")
+EVENT_TYPES = ("play", "skip", "save", "follow", "purchase", "preview")  # the landing contract's event types
 ENV_PREFIX = "CROSSFADE_"
 LIST_KEYS = ("item_types", "graph_types")
 EXECUTORS = ("multiprocess", "in_process", "k8s")
@@ -141,6 +142,10 @@ class Settings(BaseModel):
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
+
+    def model_dir(self, model_version: str) -> Path:
+        """Where a model version's checkpoint files live."""
+        return self.home / "models" / model_version
 
     def llm_api_key(self) -> str | None:
         return os.environ.get(self.llm_api_key_env) or None

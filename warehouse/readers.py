@@ -1,0 +1,41 @@
+"""Table readers: the warehouse tables every model function reads, as polars frames (assets and bench alike)."""
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from warehouse.store import scalar, table_exists
+
+FEATURE_FRAMES = {
+    "interactions": "features.interactions",
+    "user_stats": "features.user_stats",
+    "item_stats": "features.item_stats",
+    "items": "raw.items",
+    "splits": "features.splits",
+}
+
+
+def feature_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
+    """The feature tables and raw.items by the field names of models.recommender.FeatureFrames."""
+    return {name: con.sql(f"select * from {table}").pl() for name, table in FEATURE_FRAMES.items()}
+
+
+def item_text_embeddings(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, str] | None:
+    """(item_id, embedding) of items from enrich.text_embeddings and the encoder's name; None when there are none."""
+    if not _has_entity(con, "item"):
+        return None
+    frame = con.sql("select entity_id as item_id, embedding, model from enrich.text_embeddings "
+                    "where entity = 'item'").pl()
+    return frame.select("item_id", "embedding"), frame["model"][0]
+
+
+def profile_embeddings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
+    """(user_id, embedding) of user profiles from enrich.text_embeddings, or None before enrichment has run."""
+    if not _has_entity(con, "user"):
+        return None
+    return con.sql("select entity_id as user_id, embedding from enrich.text_embeddings where entity = 'user'").pl()
+
+
+def _has_entity(con: duckdb.DuckDBPyConnection, entity: str) -> bool:
+    return table_exists(con, "enrich.text_embeddings") and bool(
+        scalar(con, "select count(*) from enrich.text_embeddings where entity = $entity", {"entity": entity}))
