@@ -142,6 +142,11 @@ class OpenAICompatible:
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def closed(self) -> bool:
+        """True once close() has run: the connections are released and no request can be sent."""
+        return self._client.is_closed
+
     def __enter__(self) -> OpenAICompatible:
         return self
 

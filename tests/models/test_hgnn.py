@@ -173,6 +173,14 @@ def test_balanced_switch_sets_the_edges_per_epoch(world):
     assert everything.curve[0]["train_edges"] == sum(train_counts)
 
 
+def test_on_epoch_sees_each_curve_row_as_its_epoch_ends(world):
+    graph, features, _ = world
+    seen: list[dict[str, float]] = []
+    result = hgnn.train(graph, features, replace(FAST, max_epochs=2), on_epoch=lambda row: seen.append(dict(row)))
+    assert [row["epoch"] for row in seen] == [1, 2]
+    assert seen == result.curve
+
+
 def test_shared_fan_out_switch_trains(world):
     graph, features, _ = world
     result = hgnn.train(graph, features, replace(FAST, per_relation_fanout=False, max_epochs=3))
