@@ -248,8 +248,6 @@ def _train(
                       "train_edges": int(pairs.shape[0]), "seconds": train_seconds})
         if on_epoch is not None:
             on_epoch(curve[-1])
-        if on_epoch is not None:
-            on_epoch(curve[-1])
         # A graph too small to hold out any edge stops on the training loss instead.
         score = valid_loss if valid_pairs.shape[0] else train_loss
         if score < best_score:

@@ -22,7 +22,6 @@ from models.user_profiles import UserFacts, UserProfile
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from quality import Thresholds, enrich_suites
 from tests.reliability.conftest import llm_stub
-from tests.reliability.conftest import llm_stub
 from warehouse import enrichment_tables
 from warehouse.store import Store
 
