@@ -59,8 +59,12 @@ def raw_events(context: dg.AssetExecutionContext, crossfade: Crossfade, warehous
         for key, result in ingest.ingest_event_partitions(con, landing, list(context.partition_keys)).items():
             context.log.info(
                 f"raw.events {key}: read {result.read:,} = accepted {result.accepted:,} + rejected "
-                f"{result.rejected:,} + duplicates {result.duplicates:,} ({result.files} files, {result.seconds:.1f} s)"
+                f"{result.rejected:,} + duplicates {result.duplicates:,} ({result.duplicates_conflicting:,} "
+                f"conflicting) ({result.files} files, {result.seconds:.1f} s)"
             )
+            for quarantined in result.quarantined:
+                context.log.warning(f"raw.events {key}: quarantined {quarantined.path} ({quarantined.reason}); "
+                                    f"replace the file and ingest {key} again")
             results.append((key, result))
         total_rows = con.execute("select count(*) from raw.events").fetchall()[0][0]
         rejects = con.execute(
@@ -69,14 +73,25 @@ def raw_events(context: dg.AssetExecutionContext, crossfade: Crossfade, warehous
             {"keys": [parse_partition(key) for key, _ in results]},
         ).pl()
     per_partition = pl.DataFrame([
-        {"partition": key, "files": r.files, "read": r.read, "accepted": r.accepted, "rejected": r.rejected,
-         "duplicates": r.duplicates, "late_events": r.late_events, "seconds": round(r.seconds, 2)}
+        {"partition": key, "files": r.files, "files_quarantined": len(r.quarantined), "read": r.read,
+         "accepted": r.accepted, "rejected": r.rejected, "duplicates_exact": r.duplicates_exact,
+         "duplicates_conflicting": r.duplicates_conflicting, "late_events": r.late_events,
+         "seconds": round(r.seconds, 2)}
         for key, r in results
     ])
-    totals = {name: sum(getattr(r, name) for _, r in results) for name in ("read", "accepted", "rejected", "duplicates", "late_events")}
+    quarantined = pl.DataFrame(
+        [{"partition": key, "file": str(q.path), "format": q.fmt, "size_bytes": q.size_bytes, "reason": q.reason}
+         for key, r in results for q in r.quarantined],
+        schema={"partition": pl.String, "file": pl.String, "format": pl.String, "size_bytes": pl.Int64,
+                "reason": pl.String})
+    totals = {name: sum(getattr(r, name) for _, r in results)
+              for name in ("read", "accepted", "rejected", "duplicates", "duplicates_exact", "duplicates_conflicting",
+                           "late_events")}
     return dg.MaterializeResult(metadata={
         **totals, "partitions": len(results), "dagster/row_count": total_rows,
         "accounting_balances": totals["read"] == totals["accepted"] + totals["rejected"] + totals["duplicates"],
+        "files_quarantined": quarantined.height,
+        "quarantined_files": dg.MetadataValue.md(markdown_table(quarantined.head(40), max_chars=120)),
         "per_partition": dg.MetadataValue.md(markdown_table(per_partition.tail(40))),
         "rejects_by_reason": dg.MetadataValue.md(markdown_table(rejects)),
     })
@@ -84,7 +99,8 @@ def raw_events(context: dg.AssetExecutionContext, crossfade: Crossfade, warehous
 
 @dg.asset_check(asset=raw_events, blocking=True)
 def raw_events_suite(context: dg.AssetCheckExecutionContext, crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
-    """Gate: contract of stored rows, reject rate under max_reject_rate, volume near the trailing median."""
+    """Gate: contract of stored rows, reject rate under max_reject_rate, at most max_quarantined_files unreadable
+    files per partition, volume near the trailing median."""
     keys = context.partition_keys if context.has_partition_key_range or context.has_partition_key else []
     with warehouse.read() as con:
         report = check(con, "raw.events", crossfade.thresholds(tuple(parse_partition(key) for key in keys)))

@@ -146,6 +146,13 @@ def _summary(settings: Settings) -> None:
                 print("\nrejected events by reason:")
                 for reason, count in rejects:
                     print(f"  {reason:34s} {count:>12,}")
+            if any(name == "raw.quarantined_files" for name, _ in tables):
+                quarantined = con.execute("select arrival_date, source_file, reason from raw.quarantined_files "
+                                          "order by arrival_date, source_file").fetchall()
+                if quarantined:
+                    print(f"\nquarantined landing files ({len(quarantined)}; replace them and run again to ingest them):")
+                    for day, source_file, reason in quarantined[:20]:
+                        print(f"  {day} {source_file}: {reason}")
             if any(name == "eval.offline_metrics" for name, _ in tables):
                 metrics = con.execute(
                     "pivot (select model, slice, value from eval.offline_metrics where metric = 'hr@10') "

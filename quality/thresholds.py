@@ -20,7 +20,7 @@ class Thresholds:
     graph_types: tuple[str, ...] = _setting("graph_types")
     target_type: str = _setting("target_type")
     max_reject_rate: float = _setting("max_reject_rate")
-    max_quarantined_files: int = 1000  # per arrival partition; past it the raw gate stops the night
+    max_quarantined_files: int = _setting("max_quarantined_files")  # per arrival partition
     volume_tolerance: float = _setting("volume_tolerance")
     min_volume_history: int = 3  # earlier partitions needed before volume is judged
     min_co_listeners: int = _setting("min_co_listeners")

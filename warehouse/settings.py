@@ -37,6 +37,7 @@ class Settings(BaseModel):
     min_co_listeners: int = 1  # the paper joins two items when one user consumed both
     max_items_per_user: int = 50  # caps a heavy user's items in the co-listen self-join
     max_reject_rate: float = 0.05
+    max_quarantined_files: int = 1000  # unreadable files per arrival partition; past it the raw gate stops the night
     volume_tolerance: float = 0.5  # a partition may differ from the trailing median by this share
     min_catalog_coverage: float = 0.05
     promotion_tolerance: float = 0.10  # relative drop in cold HR@10 against the promoted model the gate accepts
@@ -74,6 +75,13 @@ class Settings(BaseModel):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError(f"must be a positive integer (got {value})")
+        return value
+
+    @field_validator("max_quarantined_files")
+    @classmethod
+    def _count(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be 0 or more (got {value})")
         return value
 
     @field_validator("eval_max_users")

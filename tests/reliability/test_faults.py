@@ -180,13 +180,15 @@ def test_an_empty_file_adds_nothing(hand_landing, hand_store, ingest_hand, name:
 
 
 @pytest.mark.parametrize("name", ["part-1.jsonl", "part-1.csv", "part-1.parquet"])
-def test_a_file_of_another_schema_is_rejected_row_by_row(hand_landing, hand_store, ingest_hand, name: str) -> None:
+def test_a_file_of_another_schema_is_quarantined_whole(hand_landing, hand_store, ingest_hand, name: str) -> None:
     hand_landing.catalog()
     hand_landing.events(DAY, _good_rows(hand_landing, "a"), name="part-0.jsonl")
-    hand_landing.write(f"events/date={DAY}/{name}", [{"song": f"s{n}", "listener": "x", "when": DAY} for n in range(3)])
+    path = hand_landing.write(f"events/date={DAY}/{name}",
+                              [{"song": f"s{n}", "listener": "x", "when": DAY} for n in range(3)])
     result = ingest_hand(DAY)[DAY]
     _accounted(result)
-    assert (result.read, result.accepted, result.rejected) == (7, 4, 3)
+    assert (result.read, result.accepted, result.rejected) == (4, 4, 0)
+    assert [(q.path, q.reason.split(":")[0]) for q in result.quarantined] == [(path, "wrong_schema")]
     assert _stored_ids(hand_store) == ["a0", "a1", "a2", "a3"]
 
 
@@ -240,7 +242,7 @@ def test_a_ten_times_larger_file_is_counted_exactly(ingested_world, hand_landing
 
 
 @pytest.mark.parametrize("name", ["part-1.parquet", "part-1.jsonl.gz", "part-1.csv.gz"])
-def test_a_corrupt_file_fails_the_partition_by_name_and_keeps_its_previous_rows(
+def test_a_corrupt_file_is_quarantined_by_name_and_the_rest_of_its_partition_stored(
     hand_landing, hand_store, ingest_hand, name: str
 ) -> None:
     hand_landing.catalog()
@@ -248,8 +250,9 @@ def test_a_corrupt_file_fails_the_partition_by_name_and_keeps_its_previous_rows(
     ingest_hand(DAY)
     path = hand_landing.events(DAY, _good_rows(hand_landing, "b"), name=name)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut short
-    with pytest.raises(landing.LandingError, match=rf"{name}: cannot be read .* replace or remove the file"):
-        ingest_hand(DAY)
+    result = ingest_hand(DAY)[DAY]
+    _accounted(result)
+    assert [(q.path, q.reason.split(":")[0]) for q in result.quarantined] == [(path, "unreadable")]
     assert _stored_ids(hand_store) == ["a0", "a1", "a2", "a3"]
 
 
