@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-MODEL_NAME = "all-MiniLM-L6-v2"
+ENCODER_NAME = "all-MiniLM-L6-v2"  # the sentence-transformer behind enrich.text_embeddings
 DIM = 384
 
 
@@ -41,7 +41,7 @@ def load_encoder(device: str = "cpu") -> SentenceTransformer:
 
 def text_hash(text: str) -> str:
     """Changes when the text or the model changes, so stored vectors know when they are stale."""
-    return hashlib.sha256(f"{MODEL_NAME}\n{text}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{ENCODER_NAME}\n{text}".encode()).hexdigest()[:32]
 
 
 def encode(encoder: SentenceTransformer, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
