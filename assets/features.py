@@ -6,7 +6,7 @@ import duckdb
 from assets.common import WRITES_TAG, check_result, markdown_table, preview
 from assets.resources import Crossfade, Warehouse
 from quality import check
-from warehouse.features import build_table
+from warehouse.features import build_table, left_out
 
 
 def _build(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse,
@@ -19,6 +19,9 @@ def _build(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: W
         facts = _FACTS.get(name, lambda _: {})(con)
         sample = preview(con, table)
     context.log.info(f"{table}: {built.rows:,} rows for as-of {as_of} in {built.seconds:.1f} s")
+    left = {key: value for key, value in facts.items() if key.startswith("count_") and "not_in" in key and value}
+    if left:
+        context.log.warning(f"{table}: left out {left}; add them to landing/items or landing/users to keep them")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": built.rows, "as_of": as_of.isoformat(), "seconds": round(built.seconds, 3),
         "preview": sample, **facts,
@@ -43,7 +46,10 @@ def _user_counts(con: duckdb.DuckDBPyConnection) -> dict:
     return {"warm_users": warm, "cold_users": cold, "active_users": active}
 
 
-_FACTS = {"co_listen_edges": _edge_counts, "user_stats": _user_counts}
+# Rows that leave the chain are counted where they leave: events of items dropped from the catalogue at
+# features.interactions (it joins raw.items), users missing from raw.users at features.user_stats.
+_FACTS = {"co_listen_edges": _edge_counts, "user_stats": lambda con: _user_counts(con) | left_out(con),
+          "interactions": left_out}
 _ASSET = {"op_tags": WRITES_TAG, "group_name": "features", "kinds": {"duckdb"}}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 
 from warehouse.settings import Settings
-from warehouse.store import one_row, run_sql, scalar
+from warehouse.store import one_row, run_sql, scalar, sql_text
 
 
 
@@ -65,3 +65,11 @@ def latest_as_of(con: duckdb.DuckDBPyConnection) -> dt.date | None:
     """The day after the newest stored event: the as-of date that uses every event landed so far."""
     newest = scalar(con, "select max(event_date) from raw.events")
     return None if newest is None else newest + dt.timedelta(days=1)
+
+
+def left_out(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Events and entities of the split window that the feature tables leave out: items no longer in the
+    catalogue (not in features.interactions), users missing from raw.users (not in features.user_stats)."""
+    cursor = con.execute(sql_text("features/left_out"))
+    names = [column[0] for column in cursor.description]
+    return dict(zip(names, cursor.fetchone()))

@@ -6,7 +6,8 @@ import datetime as dt
 import duckdb
 import pytest
 
-from warehouse.features import FEATURE_TABLES, FeatureParams, build_table, latest_as_of
+from warehouse import ingest
+from warehouse.features import FEATURE_TABLES, FeatureParams, build_table, latest_as_of, left_out
 
 CONTRACTS = {
     "features.splits": {"split": "VARCHAR", "start_at": "TIMESTAMP", "end_at": "TIMESTAMP"},
@@ -311,3 +312,27 @@ def test_an_earlier_as_of_moves_every_window(hand_features) -> None:
         ("holdout", "u1", "a1"), ("holdout", "u1", "m1"), ("holdout", "u1", "p1"), ("holdout", "u2", "p2"),
     ]
     assert warm == [("u2",)]
+
+
+def test_rows_that_leave_the_chain_are_counted(hand_features, hand_landing, hand_store, ingest_hand) -> None:
+    with hand_features() as con:
+        assert left_out(con) == {"count_events_of_items_not_in_catalogue": 0, "count_items_not_in_catalogue": 0,
+                                 "count_events_of_users_not_in_raw_users": 0, "count_users_not_in_raw_users": 0}
+    # A new catalogue snapshot without p1, a users file without u5: their window events leave at features.
+    kept = [hand_landing.item(f"{prefix}{n}", kind) for prefix, kind in (("m", "music"), ("p", "podcast"),
+                                                                           ("a", "audiobook")) for n in (1, 2, 3)
+            if f"{prefix}{n}" != "p1"]
+    hand_landing.catalog(items=kept, users=[hand_landing.user(f"u{n}") for n in (1, 2, 3, 4, 6)])
+    with hand_store.write() as con:
+        ingest.ingest_items(con, hand_landing.root, ("music", "podcast", "audiobook"))
+        ingest.ingest_users(con, hand_landing.root)
+        for name in FEATURE_TABLES:
+            build_table(con, name, PARAMS)
+    with hand_store.read() as con:
+        counted = left_out(con)
+        interactions = rows(con, "select count(*) from features.interactions where item_id = 'p1'")
+        users = rows(con, "select count(*) from features.user_stats where user_id = 'u5'")
+    # p1: u1 three times and u2 once in the train window; u5: a1 and p3 in the holdout
+    assert counted == {"count_events_of_items_not_in_catalogue": 4, "count_items_not_in_catalogue": 1,
+                       "count_events_of_users_not_in_raw_users": 2, "count_users_not_in_raw_users": 1}
+    assert interactions == [(0,)] and users == [(0,)]
