@@ -12,7 +12,7 @@ from assets.llm_calls import ask, known_answers
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from models import item_topics, user_profiles
 from models.enrichment import BatchResult
-from models.text_embed import ENCODER_NAME as MODEL_NAME, embed_changed, load_encoder
+from models.text_embed import ENCODER_NAME, embed_changed, load_encoder
 from models.torch_threads import torch_threads
 from quality import enrich_suites
 from warehouse import enrichment_tables as tables
@@ -152,7 +152,7 @@ def enrich_text_embeddings(
         with torch_threads(settings.llm_threads):
             result = embed_changed(encoder, texts["entity_id"].to_list(), texts["text"].to_list(), hashes,
                                    limit=limits[entity], encoded_at=encoded_at)
-        parts.append(tables.encoded_rows(entity, result.ids, result.input_hashes, result.embeddings, MODEL_NAME))
+        parts.append(tables.encoded_rows(entity, result.ids, result.input_hashes, result.embeddings, ENCODER_NAME))
         counts[f"encoded_{entity}s"] = len(result.ids)
         counts[f"skipped_{entity}s"] = result.count_skipped
         seconds += result.seconds
@@ -173,7 +173,7 @@ def enrich_text_embeddings(
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, **counts, "seconds": round(seconds, 3),
         "texts_per_s": round(encoded.num_rows / seconds, 1) if encoded.num_rows and seconds else 0.0,
-        "embed_user_budget": settings.embed_user_budget, "model": MODEL_NAME, "dim": enrich_suites.EMBEDDING_DIM,
+        "embed_user_budget": settings.embed_user_budget, "model": ENCODER_NAME, "dim": enrich_suites.EMBEDDING_DIM,
         "preview": dg.MetadataValue.md(markdown_table(sample)),
     })
 
