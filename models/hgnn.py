@@ -34,17 +34,16 @@ class HGNNConfig:
     isolate_fraction: float = 0.1
     # Not in the paper: this many leading singular vectors of the training graph's normalised adjacency
     # join the text as node features (models.positional), so items on one topic but with other listeners
-    # stay apart. On the sample world, HGNN-alone warm HR@10 rose from 0.25 to 0.30-0.33. 0: text only.
+    # stay apart (bench/README.md has the ablation). 0: text only.
     positional_dim: int = 32
     margin: float = 0.5  # Δ of the hinge; scores are dot products of unit vectors, in [-1, 1]
     lr: float = 1e-3  # paper
-    # Supervision edges per step. The paper's 256 / 50 epochs / patience 10 fit a GPU; on 2 CPU cores an
-    # epoch at 1024 takes about 40 s on the sample world and the validation loss flattens within a few
-    # epochs, so a nightly run trains at most 8 and stops after 3 without improvement (the validation
-    # loss is noisy from one epoch to the next, so fewer stale epochs stop too early).
+    # Supervision edges per step. The paper's 256 / 50 epochs / patience 10 are sized for a GPU; a nightly
+    # run on 2 CPU cores takes larger steps and at most 8 epochs, and stops after 3 without improvement
+    # (the validation loss is noisy from one epoch to the next, so fewer stale epochs stop too early).
     batch_size: int = 1024
     # Supervision edges per epoch at most, a fresh uniform sample of the (balanced) epoch each time
-    # (0 = all): bounds an epoch on large graphs. The sample world's balanced epoch is about 92k edges.
+    # (0 = all): bounds an epoch's time on large graphs.
     max_epoch_edges: int = 200_000
     max_epochs: int = 8
     patience: int = 3
