@@ -52,20 +52,14 @@ select
 
 
 class LLMCache:
-    """The DuckDB side of the enrichment cache: `get_many(keys)` and `put_many(rows)` on plain dicts."""
+    """The DuckDB side of the enrichment cache: `put_many(rows)` stores answers as plain dicts.
+
+    Runs read answers with `enrichment_tables.cached_answers`, which also works on read-only snapshots.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
         con.execute(CREATE)
-
-    def get_many(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-        if not keys:
-            return {}
-        model, prompt_version, input_hash = (list(part) for part in zip(*keys))
-        rows = self.con.execute(
-            GET, {"model": model, "prompt_version": prompt_version, "input_hash": input_hash}
-        ).fetchall()
-        return {(row[0], row[1], row[2]): dict(zip(COLUMNS, row)) for row in rows}
 
     def put_many(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:

@@ -1,15 +1,20 @@
 """Synthetic feature frames (the schema of README's Tables) with a planted taste: users follow their community."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
 from models.recommender import FeatureFrames
+from warehouse.enrichment_tables import CacheKey, cached_answers
+from warehouse.llm_cache import LLMCache
 
 AS_OF = datetime(2024, 4, 15)
 CUT = AS_OF - timedelta(days=14)
@@ -185,3 +190,24 @@ def frames_from() -> Callable[..., FeatureFrames]:
         return make_frames(rows, make_items(list(item_types), list(item_types.values())), make_users(user_ids))
 
     return build
+
+
+class StoredCache:
+    """run_batch's cache over DuckDB as the enrichment assets use it: answers read by cached_answers and
+    stored by LLMCache.put_many (here after every batch; the assets once a run's calls are done)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        LLMCache(con)  # the table exists from the start, as once an enrichment asset has run
+
+    def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, dict[str, Any]]:
+        return cached_answers(self.con, keys)
+
+    def put_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        LLMCache(self.con).put_many(rows)
+
+
+@pytest.fixture()
+def cache(tmp_path: Path) -> StoredCache:
+    """An enrich.llm_cache in a fresh DuckDB file."""
+    return StoredCache(duckdb.connect(str(tmp_path / "w.duckdb")))

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import duckdb
-import pytest
 
 from models.enrichment import EnrichRequest, run_batch
 from models.item_topics import ItemTopics, item_request
 from models.llm import Completion, LLMError, Messages
-from warehouse.llm_cache import LLMCache
+from tests.models.conftest import StoredCache
 
 VALID = json.dumps({"language": "en", "topics": ["science"], "tags": ["space"], "summary": "A show."})
 
@@ -45,12 +42,7 @@ def items(*titles: str) -> list[EnrichRequest]:
     return [item_request({"item_id": f"i-{title}", "item_type": "podcast", "title": title}) for title in titles]
 
 
-@pytest.fixture()
-def cache(tmp_path: Path) -> LLMCache:
-    return LLMCache(duckdb.connect(str(tmp_path / "w.duckdb")))
-
-
-def test_rerun_is_served_from_cache(cache: LLMCache) -> None:
+def test_rerun_is_served_from_cache(cache: StoredCache) -> None:
     model = ScriptedModel()
     first = run_batch(model, items("a", "b", "c"), cache, budget=10)
     second = run_batch(model, items("a", "b", "c"), cache, budget=10)
@@ -62,7 +54,7 @@ def test_rerun_is_served_from_cache(cache: LLMCache) -> None:
     assert ItemTopics.model_validate(second.results[0].output).topics == ["science"]
 
 
-def test_budget_defers_and_next_run_takes_deferred_first(cache: LLMCache) -> None:
+def test_budget_defers_and_next_run_takes_deferred_first(cache: StoredCache) -> None:
     model = ScriptedModel()
     first = run_batch(model, items("a", "b", "c", "d", "e"), cache, budget=3)
     assert [r.entity_id for r in first.results] == ["i-a", "i-b", "i-c"]
@@ -75,7 +67,7 @@ def test_budget_defers_and_next_run_takes_deferred_first(cache: LLMCache) -> Non
     assert (second.calls, second.cache_hits) == (2, 1)
 
 
-def test_invalid_output_is_retried_then_cached_as_failed(cache: LLMCache) -> None:
+def test_invalid_output_is_retried_then_cached_as_failed(cache: StoredCache) -> None:
     model = ScriptedModel({"fixed": ["oops", VALID], "broken": ["{not json", '{"language": "english"}']})
     result = run_batch(model, items("fixed", "broken"), cache, budget=10, attempts=2)
     fixed, broken = result.results
@@ -88,7 +80,7 @@ def test_invalid_output_is_retried_then_cached_as_failed(cache: LLMCache) -> Non
     assert rerun.results[0].raw_text == '{"language": "english"}'
 
 
-def test_identical_inputs_are_asked_once(cache: LLMCache) -> None:
+def test_identical_inputs_are_asked_once(cache: StoredCache) -> None:
     model = ScriptedModel()
     same = [item_request({"item_id": item_id, "item_type": "music", "title": "twin"}) for item_id in ("x", "y")]
     result = run_batch(model, same, cache, budget=1)
@@ -96,7 +88,7 @@ def test_identical_inputs_are_asked_once(cache: LLMCache) -> None:
     assert [r.entity_id for r in result.results] == ["x", "y"] and not result.deferred
 
 
-def test_changed_input_is_a_new_call(cache: LLMCache) -> None:
+def test_changed_input_is_a_new_call(cache: StoredCache) -> None:
     model = ScriptedModel()
     before = item_request({"item_id": "i", "item_type": "podcast", "title": "t", "description": "old"})
     after = item_request({"item_id": "i", "item_type": "podcast", "title": "t", "description": "new"})
@@ -105,7 +97,7 @@ def test_changed_input_is_a_new_call(cache: LLMCache) -> None:
     assert before.input_hash != after.input_hash and result.calls == 1
 
 
-def test_endpoint_down_stops_early_and_caches_nothing(cache: LLMCache) -> None:
+def test_endpoint_down_stops_early_and_caches_nothing(cache: StoredCache) -> None:
     model = ScriptedModel(fail=True)
     result = run_batch(model, items("a", "b", "c", "d", "e"), cache, budget=10, max_backend_errors=2)
     assert (result.calls, result.backend_errors, result.failures) == (2, 2, 2)
@@ -113,7 +105,7 @@ def test_endpoint_down_stops_early_and_caches_nothing(cache: LLMCache) -> None:
     assert cache.con.execute("select count(*) from enrich.llm_cache").fetchone() == (0,)
 
 
-def test_cache_rows_are_stored_whole(cache: LLMCache) -> None:
+def test_cache_rows_are_stored_whole(cache: StoredCache) -> None:
     run_batch(ScriptedModel(), items("a"), cache, budget=1)
     row = cache.con.execute(
         "select model, prompt_version, status, output_json, prompt_tokens, completion_tokens, created_at is not null"

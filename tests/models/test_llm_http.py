@@ -9,16 +9,14 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 
 from models.enrichment import run_batch
 from models.item_topics import ItemTopics, item_request
 from models.llm import LLMError, OpenAICompatible, bundled_gguf_path
-from warehouse.llm_cache import LLMCache
+from tests.models.conftest import StoredCache
 
 GARBAGE = "Sure! Here are the topics: science, space {"
 SECRET = "sk-test-never-shown"
@@ -71,16 +69,11 @@ def stub() -> Iterator[Stub]:
     server.server.server_close()
 
 
-@pytest.fixture()
-def cache(tmp_path: Path) -> LLMCache:
-    return LLMCache(duckdb.connect(str(tmp_path / "w.duckdb")))
-
-
 def requests(count: int) -> list:
     return [item_request({"item_id": f"i{n}", "item_type": "podcast", "title": f"Show {n}"}) for n in range(count)]
 
 
-def test_garbage_is_retried_then_recorded_with_raw_text(stub: Stub, cache: LLMCache) -> None:
+def test_garbage_is_retried_then_recorded_with_raw_text(stub: Stub, cache: StoredCache) -> None:
     with OpenAICompatible(stub.base_url, "stub", SECRET, max_retries=1, backoff_s=0.01, max_concurrency=2) as llm:
         result = run_batch(llm, requests(3), cache, budget=10, attempts=2)
     assert stub.posts == 3 * 2  # every request asked twice, none given up on the transport side
@@ -92,7 +85,7 @@ def test_garbage_is_retried_then_recorded_with_raw_text(stub: Stub, cache: LLMCa
     assert set(stub.authorizations) == {f"Bearer {SECRET}"}
 
 
-def test_timeouts_are_retried_then_the_batch_ends_with_work_deferred(stub: Stub, cache: LLMCache) -> None:
+def test_timeouts_are_retried_then_the_batch_ends_with_work_deferred(stub: Stub, cache: StoredCache) -> None:
     stub.mode = "slow"
     with OpenAICompatible(stub.base_url, "stub", timeout_s=0.2, max_retries=2, backoff_s=0.01, max_concurrency=1) as llm:
         result = run_batch(llm, requests(4), cache, budget=10, max_backend_errors=2)
@@ -152,7 +145,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_llama_server_answers_schema_valid_json(llama_server: str, cache: LLMCache) -> None:
+def test_llama_server_answers_schema_valid_json(llama_server: str, cache: StoredCache) -> None:
     items = [
         {"item_id": "p1", "item_type": "podcast", "title": "Rockets and Orbits", "creator": "Space Desk",
          "genres": ["science"], "description": "Engineers explain how rockets reach orbit."},

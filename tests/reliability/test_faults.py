@@ -31,6 +31,7 @@ from tests.reliability.conftest import (
     wait_for,
 )
 from warehouse import ingest, landing
+from warehouse.enrichment_tables import BufferedCache
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
 from warehouse.llm_cache import LLMCache
 from warehouse.store import Store, WarehouseBusyError
@@ -330,29 +331,31 @@ def _requests(count: int) -> list:
 
 @pytest.mark.parametrize("endpoint", ["down", "slow", "status_500"])
 def test_an_endpoint_that_fails_defers_work_and_caches_nothing(endpoint: str) -> None:
-    cache = LLMCache(duckdb.connect())
+    cache, con = BufferedCache({}), duckdb.connect()
     requests = _requests(10)
     with llm_stub("slow" if endpoint == "slow" else "status_500", delay_s=2.0) as (url, _):
         base = closed_port_url() if endpoint == "down" else url
         with OpenAICompatible(base, "stub", timeout_s=0.3, max_retries=1, backoff_s=0.01, max_concurrency=2) as model:
             started = time.monotonic()
             batch = run_batch(model, requests, cache, budget=8, max_backend_errors=3)
+    LLMCache(con).put_many(cache.new_rows)  # what the enrichment assets store after their calls
     assert time.monotonic() - started < 30
     assert batch.backend_errors >= 3 and batch.failures == batch.calls == batch.backend_errors
     assert len(batch.results) + len(batch.deferred) == len(requests)  # every item answered or left for later
     assert all(result.status == "failed" and result.error for result in batch.results)
-    assert cache.con.execute("select count(*) from enrich.llm_cache").fetchall() == [(0,)]  # retried next run
+    assert con.execute("select count(*) from enrich.llm_cache").fetchall() == [(0,)]  # retried next run
 
 
 def test_an_endpoint_answering_invalid_json_records_failures_within_budget() -> None:
-    cache = LLMCache(duckdb.connect())
+    cache, con = BufferedCache({}), duckdb.connect()
     requests = _requests(6)
     with llm_stub("invalid_json") as (url, seen):
         with OpenAICompatible(url, "stub", max_retries=0, max_concurrency=2) as model:
             batch = run_batch(model, requests, cache, budget=4, attempts=2)
+    LLMCache(con).put_many(cache.new_rows)
     assert (batch.calls, batch.attempts, batch.failures, batch.backend_errors) == (4, 8, 4, 0)
     assert len(seen) == 8 and len(batch.deferred) == 2
-    rows = cache.con.execute("select status, raw_text, error is not null from enrich.llm_cache").fetchall()
+    rows = con.execute("select status, raw_text, error is not null from enrich.llm_cache").fetchall()
     assert rows == [("failed", "this is not JSON {", True)] * 4  # cached as failed: not asked again and again
 
 
