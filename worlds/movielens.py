@@ -29,7 +29,7 @@ The raw volume gate compares each arrival partition with the median of up to 14 
 with at least 3). MovieLens traffic is bursty: daily partitions run up to 20.5 times that median and 38
 of 213 days fall outside [0, 2], the widest band settings allow (volume_tolerance <= 1). The summary
 reports the tolerance the daily layout needs; the suggested yaml writes it (at least settings' 0.5, at
-most 1.0), so a daily ml-100k run stops at the raw gate naming those days. One partition has no history, so its volume is not judged.
+most 1.0), so a daily ml-100k run stops at the raw gate (volume_vs_median: 38 unexpected). One partition has no history, so its volume is not judged.
 """
 from __future__ import annotations
 
@@ -155,7 +155,10 @@ def ml100k_landing(source_dir: Path, out_dir: Path, arrival: Arrival = "daily", 
     (landing / "users").mkdir(parents=True)
     _users(people).write_parquet(landing / "users" / "users.parquet")
 
-    ratios = volume_ratios(arrival_day.value_counts(name="events").rename({"day": "arrival"}))
+    # `crossfade run` ingests every day of the range, so days without events count as partitions of 0.
+    calendar = pl.DataFrame({"arrival": pl.date_range(arrival_day.min(), arrival_day.max(), eager=True)})
+    counts = calendar.join(arrival_day.value_counts(name="events").rename({"day": "arrival"}), on="arrival", how="left")
+    ratios = volume_ratios(counts.with_columns(pl.col("events").fill_null(0)))
     judged = ratios.drop_nulls("volume_vs_median")["volume_vs_median"]
     needed = math.ceil(float((judged - 1.0).abs().max() or 0.0) * 100) / 100  # rounded up: the band must hold it
     as_of = last_day + dt.timedelta(days=1)
@@ -179,7 +182,7 @@ def ml100k_landing(source_dir: Path, out_dir: Path, arrival: Arrival = "daily", 
 
 
 def volume_ratios(counts: pl.DataFrame) -> pl.DataFrame:
-    """Per arrival day (`arrival`, `events`): events / median of up to 14 earlier days, null under 3 of them."""
+    """Per arrival day (`arrival`, `events`): events / median of the earlier days within 14, null under 3 of them."""
     window = f"{VOLUME_HISTORY_DAYS}d"
     return counts.sort("arrival").with_columns(
         pl.col("events").cast(pl.Float64).rolling_median_by("arrival", window_size=window, closed="left").alias("median"),
@@ -234,10 +237,11 @@ def _config_text(summary: LandingSummary, arrival: Arrival) -> str:
     elif summary.volume_tolerance_needed > MAX_VOLUME_TOLERANCE:
         why = (f"daily partitions run up to {summary.volume_ratio_max}x the trailing 14-day median; "
                f"{summary.volume_days_outside_band} days stay outside the widest band settings allow "
-               f"(1.0), so the raw gate stops this run and names them")
+               f"(1.0), so the raw gate stops this run (volume_vs_median: {summary.volume_days_outside_band} unexpected)")
     else:
         why = f"the widest partition / trailing-median deviation of this export is {summary.volume_tolerance_needed}"
-    return (f"# MovieLens-100K ({arrival} arrival partitions), written by worlds/movielens.py; see its docstring.\n"
+    layout = "daily arrival partitions" if arrival == "daily" else "one arrival partition"
+    return (f"# MovieLens-100K ({layout}), written by worlds/movielens.py; see its docstring.\n"
             f"# volume_tolerance: {why}.\n" + yaml.safe_dump(config, sort_keys=False))
 
 
