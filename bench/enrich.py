@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dagster as dg  # noqa: E402
 
-from warehouse import ingest, landing  # noqa: E402
+from bench.ingest import ingest_raw  # noqa: E402
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table  # noqa: E402
 from warehouse.store import Store  # noqa: E402
 from worlds.sample import WorldConfig, simulate  # noqa: E402
@@ -61,10 +61,7 @@ def _prepare(home: Path, args: argparse.Namespace) -> None:
     summary = simulate(config, home / "landing")
     store = Store(home / "warehouse" / "crossfade.duckdb")
     with store.write() as con:
-        ingest.ingest_items(con, home / "landing", ITEM_TYPES)
-        ingest.ingest_users(con, home / "landing")
-        for key in landing.event_partitions(home / "landing"):
-            ingest.ingest_events(con, home / "landing", key)
+        ingest_raw(con, home / "landing")
         for name in FEATURE_TABLES:
             build_table(con, name, FeatureParams(as_of=END_DATE + dt.timedelta(days=1)))
     print(f"world: {args.users} users, {args.items_per_type} items per type, {summary.clean_events:,} events "

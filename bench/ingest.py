@@ -14,6 +14,8 @@ import time
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the package installed
 
+import duckdb  # noqa: E402
+
 from warehouse import features, ingest, landing  # noqa: E402
 from warehouse.store import Store  # noqa: E402
 from worlds.sample import WorldConfig, simulate  # noqa: E402
@@ -61,13 +63,17 @@ def main() -> None:
 def _landing(args: argparse.Namespace) -> tuple[Path, dict]:
     """The cached landing zone for these flags, generated on first use."""
     name = f"world-u{args.users}-d{args.days}-e{args.events_per_user_day:g}-s{args.seed}"
-    folder = args.cache / name
+    config = WorldConfig(users=args.users, days=args.days, seed=args.seed, end_date=END_DATE,
+                         events_per_user_day=args.events_per_user_day)
+    return cached_world(args.cache / name, config)
+
+
+def cached_world(folder: Path, config: WorldConfig) -> tuple[Path, dict]:
+    """The sample world of `config` in `folder`, generated on first use; and its _world.json summary."""
     if not (folder / "_world.json").exists():
         shutil.rmtree(folder, ignore_errors=True)
-        print(f"generating {name} in {folder} (once; later runs reuse it)", flush=True)
+        print(f"generating {folder.name} in {folder} (once; later runs reuse it)", flush=True)
         started = time.perf_counter()
-        config = WorldConfig(users=args.users, days=args.days, seed=args.seed, end_date=END_DATE,
-                             events_per_user_day=args.events_per_user_day)
         simulate(config, folder)
         print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
     return folder, json.loads((folder / "_world.json").read_text())
@@ -174,18 +180,27 @@ def _print_table(rounds: dict[str, list[dict]], naive: dict | None, store: dict 
     print(f"RESULT ingest ours={ours_rate:.0f} baseline={base_rate:.0f} ratio={ours_rate / base_rate:.3f} unit=events/s")
 
 
-def _ours(args: argparse.Namespace) -> dict:
+def ingest_raw(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> tuple[int, dict[str, float]]:
+    """Catalogue, users and every arrival partition into raw.*, as the raw assets do.
+
+    Returns the event records read and the seconds of "items+users" and of "events".
+    """
     phases: dict[str, float] = {}
+    mark = time.perf_counter()
+    ingest.ingest_items(con, landing_dir, ITEM_TYPES)
+    ingest.ingest_users(con, landing_dir)
+    phases["items+users"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    partitions = ingest.ingest_event_partitions(con, landing_dir, landing.event_partitions(landing_dir))
+    read = sum(result.read for result in partitions.values())
+    phases["events"] = time.perf_counter() - mark
+    return read, phases
+
+
+def _ours(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     with Store(args.database).write(publish=False) as con:
-        mark = time.perf_counter()
-        ingest.ingest_items(con, args.landing, ITEM_TYPES)
-        ingest.ingest_users(con, args.landing)
-        phases["items+users"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        partitions = ingest.ingest_event_partitions(con, args.landing, landing.event_partitions(args.landing))
-        read = sum(result.read for result in partitions.values())
-        phases["events"] = time.perf_counter() - mark
+        read, phases = ingest_raw(con, args.landing)
         params = features.FeatureParams(as_of=features.latest_as_of(con))
         for name in features.FEATURE_TABLES:
             phases[name] = features.build_table(con, name, params).seconds

@@ -13,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the package installed
 
 END_DATE = dt.date(2026, 1, 31)  # fixed, so a cached world stays valid on later days
-ITEM_TYPES = ("music", "podcast", "audiobook")
 ITEM_SHARES = {"music": 0.5, "podcast": 0.3, "audiobook": 0.2}  # of --items
 STAGES = ("ingest", "features", "retrieval", "enrich", "models", "eval", "serving")
 # Stages after the feature tables run as `crossfade run --select <stage>` on the bench's CROSSFADE_HOME:
@@ -61,23 +60,16 @@ def main() -> None:
 
 def _world(args: argparse.Namespace, fraction: float) -> tuple[Path, dict]:
     """The cached landing zone of this size, generated on first use."""
-    from worlds.sample import WorldConfig, simulate
+    from bench.ingest import cached_world
+    from worlds.sample import WorldConfig
 
     users, items, events = (max(1, round(value * fraction)) for value in (args.users, args.items, args.events))
-    name = f"scale-u{users}-i{items}-e{events}-d{args.days}-s{args.seed}"
-    folder = args.cache / name
-    if not (folder / "_world.json").exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        print(f"generating {name} (once; later runs reuse it)", flush=True)
-        started = time.perf_counter()
-        config = WorldConfig(
-            users=users, days=args.days, seed=args.seed, end_date=END_DATE,
-            events_per_user_day=events / (users * args.days),
-            items_per_type={kind: max(200, round(items * share)) for kind, share in ITEM_SHARES.items()},
-        )
-        simulate(config, folder)
-        print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
-    return folder, json.loads((folder / "_world.json").read_text())
+    config = WorldConfig(
+        users=users, days=args.days, seed=args.seed, end_date=END_DATE,
+        events_per_user_day=events / (users * args.days),
+        items_per_type={kind: max(200, round(items * share)) for kind, share in ITEM_SHARES.items()},
+    )
+    return cached_world(args.cache / f"scale-u{users}-i{items}-e{events}-d{args.days}-s{args.seed}", config)
 
 
 def _run_stage(stage: str, landing_dir: Path, database: Path) -> dict:
@@ -175,19 +167,12 @@ def _print_growth(runs: dict[float, dict], stages: tuple[str, ...]) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> dict:
-    from warehouse import ingest, landing
+    from bench.ingest import ingest_raw
     from warehouse.store import Store
 
-    phases: dict[str, float] = {}
     started = time.perf_counter()
     with Store(args.database).write(publish=False) as con:
-        mark = time.perf_counter()
-        ingest.ingest_items(con, args.landing, ITEM_TYPES)
-        ingest.ingest_users(con, args.landing)
-        phases["items+users"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        ingest.ingest_event_partitions(con, args.landing, landing.event_partitions(args.landing))
-        phases["events"] = time.perf_counter() - mark
+        _, phases = ingest_raw(con, args.landing)
     return {"seconds": time.perf_counter() - started, "phases": phases}
 
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from models import judge
 from models.enrichment import run_batch
 from models.llm import Completion
+from warehouse.enrichment_tables import BufferedCache
 
 PAIR_COLUMNS = ("user_id", "model_a", "model_b", "order", "verdict")
 
@@ -113,21 +114,10 @@ class ScriptedJudge:
                           10, 10, 0.0, "stop")
 
 
-class MemoryCache:
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-
-    def get_many(self, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-        return {key: self.rows[key] for key in keys if key in self.rows}
-
-    def put_many(self, rows: list[dict[str, Any]]) -> None:
-        self.rows.update({(row["model"], row["prompt_version"], row["input_hash"]): row for row in rows})
-
-
 def test_a_judge_that_always_says_a_wins_nothing_and_reruns_are_cached() -> None:
     lists = {"2t": [{"item_id": "a1", "title": "One"}], "pop": [{"item_id": "a2", "title": "Two"}]}
     requests = [request for _, request in judge.pairwise_pair("u1", "profile", "2t", "pop", lists)]
-    model, cache = ScriptedJudge(), MemoryCache()
+    model, cache = ScriptedJudge(), BufferedCache({})  # the judge asset's cache, empty
     batch = run_batch(model, requests, cache, budget=4)
     verdicts = pairwise([("u1", "2t", "pop", order, result.output["verdict"])
                          for order, result in zip(("ab", "ba"), batch.results)])
