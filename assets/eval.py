@@ -64,19 +64,23 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
             .pivot(on="slice", index="model", values="value").with_columns(pl.col(pl.Float64).round(4)))
     users = (metrics.filter((pl.col("metric") == "hr@10") & (pl.col("model") == "popularity"))
              .select("slice", "users"))
-    context.log.info(f"eval.offline_metrics: {len(MODELS)} models scored in {seconds:.1f} s for {version}")
+    empty = users.filter(pl.col("users") == 0)["slice"].to_list()  # reported with users 0, not left out
+    context.log.info(f"eval.offline_metrics: {len(MODELS)} models scored in {seconds:.1f} s for {version}; "
+                     f"slices without users: {', '.join(empty) or 'none'}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "offline_lists_rows": list_rows, "as_of": as_of.isoformat(),
         "model_version": version, "text_features": text_source, "seconds": round(seconds, 2),
         "eval_max_users": settings.eval_max_users,
         "hr@10_by_model_and_slice": dg.MetadataValue.md(markdown_table(hr10)),
         "users_by_slice": dg.MetadataValue.md(markdown_table(users)),
+        "empty_slices": ", ".join(empty) or "none",
         "plot": png_markdown(plot_metrics(metrics.filter(pl.col("metric").is_in(PLOTTED))), "metrics by model"),
     })
 
 
 @dg.asset_check(asset=eval_offline_metrics, blocking=True, name="eval_offline_metrics_suite",
-                description="Gate: every model on every slice, values in [0, 1], one as-of and model version.")
+                description="Gate: every model reported on every slice (an empty slice with users 0), values in "
+                            "[0, 1], some user scored, one as-of and model version.")
 def eval_offline_metrics_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.read() as con:
         return check_result(check(con, "eval.offline_metrics", crossfade.thresholds()))

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from assets.common import WRITES_TAG, check_result, markdown_table, png_markdown, preview
 from assets.resources import Crossfade, Warehouse
 from models import hgnn, two_tower
-from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle, slice_metrics
+from models.bundle import BUNDLED_MODEL, ModelBundle, empty_slices, evaluate_bundle, slice_metrics
 from models.evaluate import EvaluateConfig
 from models.graph import build_graph, relation_names
 from models.recommender import FeatureFrames
@@ -143,7 +143,10 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
                                  k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
                                  models=GATE_MODELS, two_tower=tt_config)
     scores, _ = evaluate_bundle(bundle, frames, text, profile, eval_config)
-    metrics = slice_metrics(scores, BUNDLED_MODEL) | {
+    ours = slice_metrics(scores, BUNDLED_MODEL)
+    gate = model_suites.gate_basis(ours)  # the slice the promotion gate compares on, and why: recorded with the row
+    metrics = ours | {
+        "gate": gate, "empty_slices": empty_slices(ours),
         "reference": {"popularity": slice_metrics(scores, "popularity")},
         "training": {"losses": model.losses, "losses_finite": all(math.isfinite(x) for x in model.losses),
                      "seconds": round(model.seconds, 2)},
@@ -156,13 +159,17 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     with warehouse.write() as con:
         registry.register(con, row)
     gate_rows = scores.filter(pl.col("metric").is_in(["hr@10", "ndcg@10", "recall@20"]))
-    context.log.info(f"models.two_tower: {version} trained in {model.seconds:.1f} s, cold HR@10 "
-                     f"{metrics['cold']['hr@10']:.4f} vs Popularity {metrics['reference']['popularity']['cold']['hr@10']:.4f}")
+    hr10 = [m.get(gate["slice"] or "all", {}).get("hr@10", math.nan) for m in (ours, metrics["reference"]["popularity"])]
+    context.log.info(f"models.two_tower: {version} trained in {model.seconds:.1f} s, {gate['slice']} HR@10 "
+                     f"{hr10[0]:.4f} vs Popularity {hr10[1]:.4f} ({gate['reason']}); "
+                     f"empty slices: {', '.join(metrics['empty_slices']) or 'none'}")
     return dg.MaterializeResult(metadata={
         "model_version": version, "as_of": as_of.isoformat(), "checkpoint_dir": str(folder),
         "text_features": text_source, "profile_embeddings": profile is not None, "hgnn_version": hgnn_version,
         "training_seconds": round(model.seconds, 2), "epochs": len(model.losses),
         "final_loss": round(model.losses[-1], 4),
+        "gate_slice": gate["slice"] or "none", "gate_basis": gate["reason"],
+        "empty_slices": ", ".join(metrics["empty_slices"]) or "none",
         "training_curve": png_markdown(_curve_png(pl.DataFrame({"epoch": range(1, len(model.losses) + 1),
                                                                 "train_loss": model.losses})), "two-tower loss"),
         "metrics": dg.MetadataValue.md(markdown_table(
@@ -172,8 +179,9 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
 
 
 @dg.asset_check(asset=models_two_tower, blocking=True, name="models_two_tower_promotion_gate", op_tags=WRITES_TAG,
-                description="Gate: finite losses, beats Popularity on cold HR@10, no regression beyond "
-                            "promotion_tolerance (default 10%) against the promoted model's cold HR@10.")
+                description="Gate: finite losses, beats Popularity on cold HR@10 (all users' when fewer than "
+                            "10 cold users have a holdout target; the verdict says which), no regression beyond "
+                            "promotion_tolerance (default 10%) against the promoted model on the same slice.")
 def models_two_tower_promotion_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     """A failed gate marks the candidate 'rejected' with the reason, so the registry says why."""
     tolerance = crossfade.settings().promotion_tolerance
@@ -207,10 +215,12 @@ def models_registry(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
         registry.promote(con, newest["model_version"])
         rows = scalar(con, "select count(*) from models.registry")
         table = con.sql("select model_version, status, as_of, created_at, promoted_at, reason, "
-                        "round((metrics->'cold'->>'hr@10')::double, 4) as cold_hr10 "
+                        "round((metrics->'cold'->>'hr@10')::double, 4) as cold_hr10, "
+                        "metrics->'gate'->>'reason' as gate_basis "
                         "from models.registry order by created_at desc limit 10").pl()
+    basis = newest["metrics"].get("gate", {}).get("reason", "")
     context.log.info(f"models.registry: promoted {newest['model_version']}"
-                     + (f", retired {previous['model_version']}" if previous else ""))
+                     + (f", retired {previous['model_version']}" if previous else "") + (f"; gate: {basis}" if basis else ""))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "promoted": newest["model_version"],
         "retired": previous["model_version"] if previous else "",
