@@ -17,7 +17,7 @@ from models.recommender import FeatureFrames
 from models.text_features import text_or_hashed
 from models.two_tower import TwoTowerModel
 from quality import check
-from warehouse import readers, registry
+from warehouse import exchange, readers, registry
 from warehouse.settings import Settings
 from warehouse.store import run_sql, scalar, sql_text
 
@@ -27,6 +27,7 @@ PUBLISHED = "serving.candidates"
 
 class CandidatesRun(dg.Config):
     chunk_users: int = 0  # 0: retrieval sizes chunks to about 128 MiB of scores per worker
+    shards: int = 0  # 0: score here; N: stage the N shard files the candidate_shards job wrote to the exchange
 
 
 class PromotedModel(NamedTuple):
@@ -72,8 +73,12 @@ def serving_candidates_staging(context: dg.AssetExecutionContext, config: Candid
     Exact retrieval over released items the user has not touched, streamed to DuckDB a chunk of users at
     a time. Users the model knows nothing about get popularity within their language and genre
     (is_fallback). Before any model is promoted every list is that fallback, flagged, and a warning says so.
+    With config `shards` = N the lists come from the candidate_shards job instead: the as-of day's N shard
+    files in the Parquet exchange (exchange_uri) are staged in one transaction, only as a complete set.
     """
     settings = crossfade.settings()
+    if config.shards:
+        return _stage_shards(context, crossfade, warehouse, settings.exchange_uri, config.shards)
     with warehouse.read() as con:
         as_of = crossfade.as_of(context, con)
         promoted = promoted_model(con, settings)
@@ -156,6 +161,44 @@ def serving_candidates_gate(context: dg.AssetCheckExecutionContext, crossfade: C
         as_of = crossfade.as_of(context, con)
         report = check(con, PUBLISHED, crossfade.thresholds((as_of,)))
     return check_result(report, {"as_of": as_of.isoformat()})
+
+
+def _stage_shards(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse, uri: str,
+                  shards: int) -> dg.MaterializeResult:
+    """The as-of day's rows of serving.candidates_staging replaced by the union of its shards, in one transaction.
+
+    An incomplete set (a missing, duplicated or stale shard, a user in two) fails and leaves the staged rows.
+    """
+    started = time.perf_counter()
+    with warehouse.write() as con:
+        as_of = crossfade.as_of(context, con)
+        try:
+            shard_rows = exchange.read_candidate_shards(con, uri, as_of, shards)
+        except exchange.ExchangeError as error:
+            raise dg.Failure(str(error)) from error
+        con.execute(sql_text("serving/tables"))
+        con.begin()
+        try:
+            run_sql(con, "serving/candidates_staging_clear", {"as_of": as_of})
+            con.register("chunk", shard_rows)  # the relation the staging insert reads, as for in-process chunks
+            run_sql(con, "serving/candidates_staging_insert", {"as_of": as_of})
+            con.unregister("chunk")
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        seconds = time.perf_counter() - started
+        rows, users, fallback_users, model_version = con.execute(
+            "select count(*), count(distinct user_id), count(distinct user_id) filter (where is_fallback), "
+            "coalesce(string_agg(distinct model_version, ', ') filter (where not is_fallback), 'none') "
+            "from serving.candidates_staging where as_of = $as_of", {"as_of": as_of}).fetchall()[0]
+        sample = _sample(con, STAGING, as_of)
+    context.log.info(f"{STAGING} {as_of}: {rows:,} rows for {users:,} users ({fallback_users:,} fallback) "
+                     f"from {shards} shards of model {model_version} in {seconds:.1f} s")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows, "as_of": as_of.isoformat(), "users": users, "fallback_users": fallback_users,
+        "model_version": model_version, "shards": shards, "seconds": round(seconds, 3), "preview": sample,
+    })
 
 
 def _sample(con: duckdb.DuckDBPyConnection, table: str, as_of: dt.date) -> dg.MetadataValue:

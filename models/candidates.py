@@ -12,6 +12,7 @@ import torch
 
 from models.recommender import FeatureFrames, consumed_pairs, embedding_table, positions
 from models.retrieval import TopKChunk, top_k_items
+from models.shards import in_shard
 from models.two_tower import TwoTowerModel
 
 SERVING_PERIODS = ("train", "holdout")  # at serve time the whole window through as_of is history
@@ -55,13 +56,15 @@ class ServingInputs:
 
 
 def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: str,
-             chunk_users: int | None = None) -> Iterator[pl.DataFrame]:
+             chunk_users: int | None = None, shard: tuple[int, int] | None = None) -> Iterator[pl.DataFrame]:
     """Frames of candidate rows (COLUMNS), a bounded chunk of users at a time, every active user once.
 
     Users the model can score (some history item known to it) get its exact top K by dot product;
     the others, or everyone when `model` is None, get the popularity fallback (is_fallback = true).
+    `shard` = (index, count) keeps the active users of that user shard (models.shards) only; popularity,
+    the catalogue and item vectors stay global, so each of them gets the list the unsharded run gives.
     """
-    users = inputs.active_users()
+    users = inputs.active_users() if shard is None else in_shard(inputs.active_users(), *shard)
     catalogue = inputs.catalogue()
     if catalogue.height == 0:
         raise ValueError(f"no {inputs.target_type!r} item is released before {inputs.as_of}; "

@@ -11,18 +11,17 @@ import polars as pl
 import pytest
 
 from assets import serving
-from models.recommender import FeatureFrames
-from warehouse import readers
+from assets.resources import Crossfade, Warehouse
 from models import two_tower
 from models.candidates import COLUMNS, ServingInputs, generate
+from models.recommender import FeatureFrames
+from models.shards import assign_shards
 from models.text_features import hashed_text_embeddings
-from pipelines.candidate_shards import ServingState, candidate_shards_job, load_shards, write_shard
-from assets.resources import Crossfade, Warehouse
-from warehouse.settings import load_settings
-from pipelines.shards import assign_shards
+from pipelines.candidate_shards import candidate_shards_job
 from tests.conftest import WORLD_AS_OF, IngestedWorld
-from warehouse import exchange
+from warehouse import exchange, readers
 from warehouse.exchange import ExchangeError, check_uri, read_candidate_shards, write_candidate_shard
+from warehouse.settings import load_settings
 
 DAY = dt.date(2026, 11, 2)
 SMALL = two_tower.TwoTowerConfig(hidden=(32, 16), epochs=1, use_hgnn=False, seed=0)
@@ -175,7 +174,7 @@ def test_no_exchange_configured_is_a_clear_error() -> None:
 # --- sharded scoring equals one process -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def world_state(ingested_world: IngestedWorld) -> ServingState:
+def world_inputs(ingested_world: IngestedWorld) -> tuple[ServingInputs, two_tower.TwoTowerModel]:
     """The sample world's inputs with a small trained two-tower; some users fall back to popularity."""
     with ingested_world.store.read() as con:
         frames = FeatureFrames(**readers.feature_tables(con))
@@ -187,82 +186,115 @@ def world_state(ingested_world: IngestedWorld) -> ServingState:
     unknown = history.filter(pl.col("user_id").is_in(loners.implode()))["item_id"].unique()
     inputs = ServingInputs(frames, text.filter(~pl.col("item_id").is_in(unknown.implode())), WORLD_AS_OF,
                            "audiobook", 20)
-    return ServingState(inputs, model, "v1")
+    return inputs, model
+
+
+def write_shard(uri: Path | str, inputs: ServingInputs, model: two_tower.TwoTowerModel | None, model_version: str,
+                index: int, shards: int) -> int:
+    """What a shard step does once it has read its state: score the shard's users into its exchange file."""
+    with duckdb.connect() as con:
+        return write_candidate_shard(con, str(uri), inputs.as_of, index, shards,
+                                     generate(inputs, model, model_version, shard=(index, shards)), COLUMNS)
 
 
 @pytest.mark.parametrize("with_model", [True, False], ids=["two_tower", "popularity_only"])
-def test_union_of_shards_equals_one_process(world_state: ServingState, tmp_path: Path, with_model: bool) -> None:
-    state = world_state if with_model else ServingState(world_state.inputs, None, "none")
-    single = pl.concat(list(generate(state.inputs, state.model, state.model_version))).sort("user_id", "rank")
+def test_union_of_shards_equals_one_process(world_inputs: tuple[ServingInputs, two_tower.TwoTowerModel],
+                                            tmp_path: Path, with_model: bool) -> None:
+    inputs, trained = world_inputs
+    model, version = (trained, "v1") if with_model else (None, "none")
+    single = pl.concat(list(generate(inputs, model, version))).sort("user_id", "rank")
     shards = 4
-    written = [write_shard(str(tmp_path), state, index, shards) for index in range(shards)]
+    written = [write_shard(tmp_path, inputs, model, version, index, shards) for index in range(shards)]
     union = read(tmp_path, shards, day=WORLD_AS_OF)
     assert sum(written) == union.height == single.height
     assert union.select(list(COLUMNS)).sort("user_id", "rank").equals(single)  # the same rows, bit for bit
     assert single["is_fallback"].any() and single["is_fallback"].all() != with_model  # both kinds of list covered
+    assert min(written) > 0  # every shard scored someone
     per_user = union.group_by("user_id").agg(pl.col("shard").n_unique())
-    assert per_user.height == state.inputs.active_users().len() and (per_user["shard"] == 1).all()
+    assert per_user.height == inputs.active_users().len() and (per_user["shard"] == 1).all()
     owner = union.select("user_id", "shard").unique()
     expected = assign_shards(owner["user_id"], shards).map_elements(lambda n: f"{n:02d}-of-04", return_dtype=pl.String)
     assert owner["shard"].equals(expected.alias("shard"))  # each user sits in the shard its hash names
 
 
-# --- the job: shard steps, the serialised load, the gate, then publish ---------------------------
+# --- the flow: shard steps, then serving/candidates_staging from the shards, its gate, then publish ----------
 
 PARTITION = (WORLD_AS_OF - dt.timedelta(days=1)).isoformat()
+SERVING = [serving.serving_candidates_staging, serving.serving_candidates_staging_gate, serving.serving_candidates,
+           serving.serving_candidates_gate]
+
+
+def _resources(home: Path, database: Path) -> dict[str, object]:
+    return {"crossfade": Crossfade(home=str(home)), "warehouse": Warehouse(database=str(database))}
 
 
 def _run(job: dg.JobDefinition, home: Path, database: Path) -> dg.ExecuteInProcessResult:
-    return job.execute_in_process(
-        partition_key=PARTITION, raise_on_error=False, instance=dg.DagsterInstance.ephemeral(),
-        resources={"crossfade": Crossfade(home=str(home)), "warehouse": Warehouse(database=str(database))},
-    )
+    return job.execute_in_process(partition_key=PARTITION, raise_on_error=False,
+                                  instance=dg.DagsterInstance.ephemeral(), resources=_resources(home, database))
 
 
-def test_the_sharded_job_stages_what_one_process_would(ingested_world: IngestedWorld, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    store = ingested_world.copy_to(home)
-    monkeypatch.setenv("CROSSFADE_EXCHANGE_URI", str(tmp_path / "exchange"))
-    result = _run(candidate_shards_job(3), home, store.database)
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
-    assert sorted({event.step_key for event in result.all_events if event.step_key}) == [
-        "candidates_load_shards", "candidates_shard_00_of_03", "candidates_shard_01_of_03", "candidates_shard_02_of_03"]
-    (staged,) = result.get_asset_materialization_events()
-    metadata = staged.materialization.metadata
-    assert staged.materialization.partition == PARTITION and metadata["gate_passed"].value is True
-    settings = load_settings(home=str(home))
-    with store.read() as con:
-        staging = con.sql("select * exclude (as_of) from serving.candidates_staging order by user_id, rank").pl()
-        inputs, _ = serving.serving_inputs(con, settings, WORLD_AS_OF, None)
-    single = pl.concat(list(generate(inputs, None, "none"))).sort("user_id", "rank")
-    assert staging.select(list(COLUMNS)).equals(single) and metadata["users"].value == single["user_id"].n_unique()
-    published = dg.materialize([serving.serving_candidates, serving.serving_candidates_gate], partition_key=PARTITION,
-                               resources={"crossfade": Crossfade(home=str(home)),
-                                          "warehouse": Warehouse(database=str(store.database))})
-    assert published.success  # the existing publish step takes the sharded staging rows as they are
-    with store.read() as con:
-        assert con.sql("select count(*) from serving.candidates").fetchall()[0][0] == single.height
+def _stage_and_publish(home: Path, database: Path, shards: int) -> dg.ExecuteInProcessResult:
+    return dg.materialize(SERVING, partition_key=PARTITION, raise_on_error=False, resources=_resources(home, database),
+                          run_config={"ops": {"serving__candidates_staging": {"config": {"shards": shards}}}})
 
 
-def test_a_failed_load_keeps_the_staged_rows_and_a_job_without_an_exchange_fails(
+def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [event.step_failure_data.user_failure_data.description for event in result.get_step_failure_events()]
+
+
+def test_the_shards_staged_and_published_are_what_one_process_would_serve(
         ingested_world: IngestedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     store = ingested_world.copy_to(home)
-    uri = str(tmp_path / "exchange")
+    monkeypatch.setenv("CROSSFADE_EXCHANGE_URI", str(tmp_path / "exchange"))
+    scored = _run(candidate_shards_job(3), home, store.database)
+    assert scored.success, _failures(scored)
+    assert sorted({event.step_key for event in scored.all_events if event.step_key}) == [
+        "candidates_shard_00_of_03", "candidates_shard_01_of_03", "candidates_shard_02_of_03"]
+    assert not scored.get_asset_materialization_events()  # the job owns no table
     with store.read() as con:
-        inputs, _ = serving.serving_inputs(con, load_settings(home=str(home)), WORLD_AS_OF, None)
-    state = ServingState(inputs, None, "none")
-    for index in range(3):
-        write_shard(uri, state, index, 3)
-    with store.write() as con:
-        staged = load_shards(con, uri, WORLD_AS_OF, 3).rows
-    Path(exchange.shard_uri(uri, WORLD_AS_OF, 1, 3)).unlink()  # a shard lost before a reload
-    with store.write() as con:
-        with pytest.raises(ExchangeError, match=r"missing shards \[1\] of 3"):
-            load_shards(con, uri, WORLD_AS_OF, 3)
-        assert con.sql("select count(*) from serving.candidates_staging").fetchall()[0][0] == staged > 0
+        assert not con.sql("select count(*) from information_schema.tables "
+                           "where table_name = 'candidates_staging'").fetchall()[0][0]
+    published = _stage_and_publish(home, store.database, 3)
+    assert published.success, _failures(published)
+    (gate,) = [e for e in published.get_asset_check_evaluations() if e.check_name == "serving_candidates_staging_suite"]
+    assert gate.passed
+    staged = published.asset_materializations_for_node("serving__candidates_staging")[0].metadata
+    settings = load_settings(home=str(home))
+    with store.read() as con:
+        staging = con.sql("select * exclude (as_of) from serving.candidates_staging order by user_id, rank").pl()
+        served = con.sql("select count(*) from serving.candidates where as_of = $as_of",
+                         params={"as_of": WORLD_AS_OF}).fetchall()[0][0]
+        inputs, _ = serving.serving_inputs(con, settings, WORLD_AS_OF, None)
+    single = pl.concat(list(generate(inputs, None, "none"))).sort("user_id", "rank")
+    assert staging.select(list(COLUMNS)).equals(single) and served == single.height
+    assert (staged["shards"].value, staged["users"].value, staged["model_version"].value) == (
+        3, single["user_id"].n_unique(), "none")
+
+
+def test_an_incomplete_set_of_shards_is_refused_and_keeps_the_staged_rows(
+        ingested_world: IngestedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    store = ingested_world.copy_to(home)
     monkeypatch.delenv("CROSSFADE_EXCHANGE_URI", raising=False)
     result = _run(candidate_shards_job(2), home, store.database)
-    failures = [event.step_failure_data.user_failure_data.description for event in result.get_step_failure_events()]
-    assert not result.success and len(failures) == 2 and all("CROSSFADE_EXCHANGE_URI" in text for text in failures)
+    assert not result.success and len(_failures(result)) == 2
+    assert all("CROSSFADE_EXCHANGE_URI" in text for text in _failures(result))
+    uri = tmp_path / "exchange"
+    monkeypatch.setenv("CROSSFADE_EXCHANGE_URI", str(uri))
+    with store.read() as con:
+        inputs, _ = serving.serving_inputs(con, load_settings(home=str(home)), WORLD_AS_OF, None)
+    for index in range(3):
+        write_shard(uri, inputs, None, "none", index, 3)
+    assert _stage_and_publish(home, store.database, 3).success
+    with store.read() as con:
+        before = con.sql("select count(*) from serving.candidates_staging").fetchall()[0][0]
+    assert before > 0
+    refused = _stage_and_publish(home, store.database, 4)  # a count other than the shards written
+    assert not refused.success and "holds shards of 3 for as_of=" in _failures(refused)[0]
+    Path(exchange.shard_uri(str(uri), WORLD_AS_OF, 1, 3)).unlink()  # a shard lost before a reload
+    refused = _stage_and_publish(home, store.database, 3)
+    assert not refused.success and "missing shards [1] of 3" in _failures(refused)[0]
+    assert not refused.asset_materializations_for_node("serving__candidates")  # nothing published
+    with store.read() as con:
+        assert con.sql("select count(*) from serving.candidates_staging").fetchall()[0][0] == before

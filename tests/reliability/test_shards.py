@@ -1,6 +1,7 @@
 """Beyond one machine: the k8s deployment files validate, user shards cover everyone once, sharded top-K equals one process."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -11,15 +12,8 @@ import pytest
 import yaml
 
 from models.retrieval import candidates_frame, top_k_items
-from pipelines.shards import (
-    assign_shards,
-    candidate_shard_partitions,
-    parse_shard_key,
-    shard_key,
-    shard_of,
-    shard_partitions,
-    users_in_shard,
-)
+from models.shards import assign_shards, in_shard
+from pipelines.candidate_shards import DEFAULT_SHARDS
 from tests.reliability.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -47,19 +41,35 @@ def test_the_run_config_validates_against_the_nightly_job_on_the_k8s_executor() 
     dg.validate_run_config(job, config)  # raises DagsterInvalidConfigError on any wrong key or type
 
 
-def test_the_candidate_shards_run_config_validates_and_limits_the_writing_step() -> None:
+def test_the_candidate_shards_run_config_validates_and_its_steps_write_no_table() -> None:
     import dagster as dg
 
     job = _k8s_definitions().resolve_job_def("candidate_shards")
     assert job.executor_def.name == "k8s"
     config = yaml.safe_load((DEPLOY / "candidate_shards_run_config.yaml").read_text())
     dg.validate_run_config(job, config)
-    writers = [node.name for node in job.graph.nodes if node.definition.tags.get("crossfade/writes") == "duckdb"]
-    assert writers == ["candidates_load_shards"]  # shard steps write Parquet, never the DuckDB file
+    steps = sorted(node.name for node in job.graph.nodes)
+    assert steps == [f"candidates_shard_{index:02d}_of_16" for index in range(16)] and DEFAULT_SHARDS == 16
+    # Shard steps write Parquet, never the DuckDB file, and nothing depends on another step.
+    assert not [node.name for node in job.graph.nodes if "crossfade/writes" in node.definition.tags]
+    assert not [node.name for node in job.graph.nodes if node.definition.input_defs]
+    assert config["execution"]["config"]["max_concurrent"] == DEFAULT_SHARDS
+
+
+def test_the_staging_run_config_stages_as_many_shards_as_the_job_writes() -> None:
+    import dagster as dg
+
+    # The run `dagster asset materialize --select serving/candidates_staging,serving/candidates` launches.
+    keys = {dg.AssetKey(["serving", "candidates_staging"]), dg.AssetKey(["serving", "candidates"])}
+    job = _k8s_definitions().get_repository_def().get_implicit_job_def_for_assets(list(keys))
+    assert job is not None and job.executor_def.name == "k8s"
+    run = job.get_subset(asset_selection=keys)
+    assert "serving__candidates_staging_serving_candidates_staging_suite" in {node.name for node in run.graph.nodes}
+    config = yaml.safe_load((DEPLOY / "candidates_from_shards_run_config.yaml").read_text())
+    dg.validate_run_config(run, config)
+    assert config["ops"]["serving__candidates_staging"]["config"]["shards"] == DEFAULT_SHARDS
     execution = config["execution"]["config"]
     assert {"key": "crossfade/writes", "value": "duckdb", "limit": 1} in execution["tag_concurrency_limits"]
-    assert set(execution["per_step_k8s_config"]) <= {node.name for node in job.graph.nodes}
-    assert len([node for node in job.graph.nodes if node.name.startswith("candidates_shard_")]) == 16
 
 
 def test_the_code_location_picks_its_executor_from_the_environment(tmp_path) -> None:
@@ -112,33 +122,28 @@ def test_the_instance_file_configures_a_valid_k8s_run_launcher() -> None:
 def test_shards_cover_every_user_exactly_once(ingested_world) -> None:
     shards = 4
     with ingested_world.store.read() as con:
-        everyone = [row[0] for row in con.execute("select user_id from features.user_stats order by user_id").fetchall()]
-        per_shard = [users_in_shard(con, index, shards) for index in range(shards)]
-    flat = [user for users in per_shard for user in users]
-    assert sorted(flat) == everyone and len(set(flat)) == len(flat)  # all of them, none twice
-    assert min(len(users) for users in per_shard) > len(everyone) / shards / 2  # roughly balanced
-    for index, users in enumerate(per_shard):  # SQL, bulk and one-at-a-time agree
-        assert {shard_of(user, shards) for user in users} == {index}
-    bulk = assign_shards(pl.Series(everyone), shards)
-    assert bulk.to_list() == [shard_of(user, shards) for user in everyone]
+        everyone = con.sql("select user_id from features.user_stats order by user_id").pl()["user_id"]
+    per_shard = [in_shard(everyone, index, shards) for index in range(shards)]
+    flat = pl.concat(per_shard)
+    assert flat.sort().equals(everyone) and flat.n_unique() == flat.len()  # all of them, none twice
+    assert min(users.len() for users in per_shard) > everyone.len() / shards / 2  # roughly balanced
+    for index, users in enumerate(per_shard):  # a shard keeps its users in their order
+        assert users.equals(everyone.filter(assign_shards(everyone, shards) == index))
+    with pytest.raises(ValueError, match=r"got index 4, shards 4"):
+        in_shard(everyone, 4, shards)
 
 
 def test_shard_assignment_is_pinned() -> None:
     # md5('u1') starts e4d909c290d0fb1c: 16462711477639921542 % 16 == 6. A change here moves users between shards.
-    assert shard_of("u1", 16) == 6
-    assert shard_of("🎧'; drop table raw.users; --", 16) == shard_of("🎧'; drop table raw.users; --", 16)
-    assert [shard_of(f"u{n}", 1) for n in range(5)] == [0] * 5
-
-
-def test_shard_keys_and_partitions() -> None:
-    assert shard_key(3, 16) == "shard-03-of-16" and parse_shard_key("shard-03-of-16") == (3, 16)
-    assert shard_partitions(4).get_partition_keys() == [f"shard-0{n}-of-04" for n in range(4)]
-    assert set(candidate_shard_partitions.partitions_defs[1].partitions_def.get_partition_keys()) >= {"shard-15-of-16"}
-    for bad in ("shard-16-of-16", "../shard-01-of-16", "shard-1-of-16", "shard-01-of-16/.."):
-        with pytest.raises(ValueError, match="shard key"):
-            parse_shard_key(bad)
-    with pytest.raises(ValueError, match="shards must be"):
-        shard_of("u1", 0)
+    odd = "🎧'; drop table raw.users; --"
+    assert assign_shards(pl.Series(["u1", "u2", odd]), 16).to_list() == [6, 14, 6]
+    assert in_shard(pl.Series(["u1", "u2", odd]), 6, 16).to_list() == ["u1", odd]
+    ids = [f"user-{n}" for n in range(1000)]  # DuckDB in bulk agrees with md5 computed one id at a time
+    assert assign_shards(pl.Series(ids), 7).to_list() == [
+        int(hashlib.md5(user.encode("utf-8")).hexdigest()[:16], 16) % 7 for user in ids]
+    assert assign_shards(pl.Series([f"u{n}" for n in range(5)]), 1).to_list() == [0] * 5
+    with pytest.raises(ValueError, match="shards must be at least 1"):
+        assign_shards(pl.Series(["u1"]), 0)
 
 
 def test_union_of_per_shard_top_k_equals_one_process() -> None:
