@@ -1,5 +1,7 @@
-"""Enrichment stage: LLM item topics and user profiles (cached, within a call budget), then text vectors."""
+"""Enrichment stage: floor topics and template profiles for everyone, the LLM's on top (cached, within a budget,
+round-robin), then text vectors."""
 
+import datetime as dt
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -10,9 +12,9 @@ import pyarrow as pa
 from assets.common import WRITES_TAG, check_result, markdown_table
 from assets.llm_calls import ask, known_answers
 from assets.resources import Crossfade, LLMBackend, Warehouse
-from models import item_topics, user_profiles
+from models import item_topics, profile_template, topic_taxonomy, user_profiles
 from models.enrichment import BatchResult
-from models.text_embed import ENCODER_NAME, embed_changed, load_encoder
+from models.text_embed import ENCODER_NAME, embed_changed, encode, load_encoder
 from models.torch_threads import torch_threads
 from quality import enrich_suites
 from warehouse import enrichment_tables as tables
@@ -27,6 +29,10 @@ ENTITIES = ("item", "user")
 @functools.cache
 def _encoder() -> "SentenceTransformer":
     return load_encoder()  # seconds to load; shared by every run in this process
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)  # tables hold naive UTC timestamps
 
 
 def _llm_metadata(batch: BatchResult, left: int, budget: int, model_name: str, llm: LLMBackend) -> dict[str, Any]:
@@ -49,36 +55,48 @@ def _log(context: dg.AssetExecutionContext, table: str, batch: BatchResult, left
 def enrich_item_topics(
     context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse, llm: LLMBackend
 ) -> dg.MaterializeResult:
-    """LLM topics, tags, summary and language for each item of the graph and target types.
+    """Topics for every item of the graph and target types: the floor, then the LLM's where it answered.
 
-    Answers are cached by (model, prompt version, input); at most llm_call_budget new inputs are asked per
-    run, most listened first, and items left pending are asked first by the next run.
+    The floor needs no LLM: genres mapped through the taxonomy of models/topic_taxonomy.py, else MiniLM
+    zero-shot of title and description against the topics' descriptions. LLM answers are cached on the
+    item's text; at most llm_call_budget new inputs are asked per run, never or least recently attempted
+    first. `topics` is the LLM's when its answer is ok, else the floor's (`topics_source`).
     """
     settings = crossfade.settings()
     item_types = sorted(set(settings.graph_types) | {settings.target_type})
+    with warehouse.read() as con:
+        queue = tables.item_queue(con, item_types)
+    rows_in = list(queue.iter_rows(named=True))
+    floors = topic_taxonomy.refresh_floors(rows_in, lambda texts: encode(_encoder(), texts))
     with llm.chat_model() as model:
-        with warehouse.read() as con:
-            queue = tables.item_queue(con, item_types)
-        requests = [item_topics.item_request(row) for row in queue.iter_rows(named=True)]
+        requests = [item_topics.item_request(row) for row in rows_in]
         cache = known_answers(warehouse, model, requests)
         batch = ask(model, requests, cache, settings, warehouse)
         model_name = model.name
-    requested = queue.select("item_id", "item_type").with_columns(
-        input_hash=pl.Series([request.input_hash for request in requests], dtype=pl.String)
-    )
+    requested = tables.stamp_attempts(queue.select("item_id", "item_type", "last_attempted_at").with_columns(
+        input_hash=pl.Series([request.input_hash for request in requests], dtype=pl.String),
+        floor_topics=pl.Series(floors.topics, dtype=pl.List(pl.String)),
+        floor_source=pl.Series(floors.sources, dtype=pl.String),
+        floor_hash=pl.Series(floors.hashes, dtype=pl.String),
+    ), "item_id", batch.attempted_ids, _now())
     with warehouse.write() as con:
         LLMCache(con).put_many(cache.new_rows)
         rows = tables.write_item_topics(con, requested, model_name, item_topics.PROMPT_VERSION)
-        by_status = con.execute("select status, count(*) as items from enrich.item_topics group by 1 order by 1").pl()
+        by_source = con.execute(
+            "select topics_source, status, count(*) as items from enrich.item_topics group by all order by all").pl()
         sample = con.execute(
-            "select item_id, item_type, status, topics, tags, summary, language from enrich.item_topics "
-            "order by status = 'ok' desc, item_id limit 5"
+            "select item_id, item_type, status, topics_source, topics, floor_topics, llm_topics, summary "
+            "from enrich.item_topics order by status = 'ok' desc, item_id limit 5"
         ).pl()
-    left = int(by_status.filter(pl.col("status") == "pending")["items"].sum())
+    left = int(by_source.filter(pl.col("status") == "pending")["items"].sum())
     _log(context, "enrich.item_topics", batch, left)
+    context.log.info(f"enrich.item_topics: floor topics for {rows:,} items ({floors.count_computed:,} computed, "
+                     f"{floors.sources.count('zero_shot'):,} by zero-shot)")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, **_llm_metadata(batch, left, settings.llm_call_budget, model_name, llm),
-        "items_by_status": dg.MetadataValue.md(markdown_table(by_status)),
+        "floor_taxonomy": floors.sources.count("taxonomy"), "floor_zero_shot": floors.sources.count("zero_shot"),
+        "floor_computed": floors.count_computed,
+        "items_by_source": dg.MetadataValue.md(markdown_table(by_source)),
         "preview": dg.MetadataValue.md(markdown_table(sample)),
     })
 
@@ -89,38 +107,44 @@ def enrich_item_topics(
 def enrich_user_profiles(
     context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse, llm: LLMBackend
 ) -> dg.MaterializeResult:
-    """Listening facts for every user (SQL over the train period) and, within the LLM budget, a narrative.
+    """Listening facts for every user (SQL over the train period), a template profile for every user with
+    listening, and, within the LLM budget, a narrative.
 
-    The narrative is the judge paper's seven-key JSON, asked for the most active users first; users left
-    pending are asked first by the next run. Users without a narrative still have their facts.
+    Both follow the judge paper's seven-key JSON; the template is written from the facts alone, every night.
+    Narratives are cached on the user's coarse signature (top topics, top items, rounded type shares), so a
+    user whose counts move keeps theirs; new ones are asked never or least recently attempted users first.
+    `profile_json` is the narrative when it is ok and usable, else the template (`profile_source`).
     """
     settings = crossfade.settings()
     with llm.chat_model() as model:
         with warehouse.read() as con:
             facts = tables.user_facts(con, user_profiles.MAX_ITEMS)
             queue = tables.user_queue(con, facts)
-        requests = [
-            user_profiles.profile_request(user_profiles.UserFacts.model_validate_json(text))
-            for text in queue["facts_json"]
-        ]
+        users = [user_profiles.UserFacts.model_validate_json(text) for text in queue["facts_json"]]
+        requests = [user_profiles.profile_request(user) for user in users]
         cache = known_answers(warehouse, model, requests)
         batch = ask(model, requests, cache, settings, warehouse)
         model_name = model.name
-    requested = queue.select("user_id").with_columns(
-        input_hash=pl.Series([request.input_hash for request in requests], dtype=pl.String)
-    )
+    columns = pl.DataFrame(profile_template.profile_columns(users, requests, batch),
+                           schema={"input_hash": pl.String, "signature": pl.String, "template_json": pl.String,
+                                   "is_narrative_usable": pl.Boolean})
+    requested = tables.stamp_attempts(queue.select("user_id", "last_attempted_at").hstack(columns), "user_id",
+                                      batch.attempted_ids, _now())
     with warehouse.write() as con:
         LLMCache(con).put_many(cache.new_rows)
         rows = tables.write_user_profiles(con, facts, requested, model_name, user_profiles.PROMPT_VERSION)
-        by_status = con.execute("select status, count(*) as users from enrich.user_profiles group by 1 order by 1").pl()
+        by_status = con.execute(
+            "select profile_source, status, count(*) as users from enrich.user_profiles group by all order by all").pl()
         sample = con.execute(
-            "select user_id, status, active_days, peak_time_of_day, top_topics, interests, narrative_json "
-            "from enrich.user_profiles order by status = 'ok' desc, count_events desc, user_id limit 5"
+            "select user_id, status, profile_source, top_topics, interests, profile_json "
+            "from enrich.user_profiles order by profile_source = 'llm' desc, count_events desc, user_id limit 5"
         ).pl()
     left = int(by_status.filter(pl.col("status") == "pending")["users"].sum())
     _log(context, "enrich.user_profiles", batch, left)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "users_with_listening": queue.height,
+        "narratives_used": int(by_status.filter(pl.col("profile_source") == "llm")["users"].sum()),
+        "narratives_unusable": int(by_status.filter((pl.col("status") == "ok") & (pl.col("profile_source") == "template"))["users"].sum()),
         **_llm_metadata(batch, left, settings.llm_call_budget, model_name, llm),
         "users_by_status": dg.MetadataValue.md(markdown_table(by_status)),
         "preview": dg.MetadataValue.md(markdown_table(sample, max_chars=120)),
@@ -179,7 +203,7 @@ def enrich_text_embeddings(
 
 
 @dg.asset_check(asset=enrich_item_topics, blocking=True, name="enrich_item_topics_suite",
-                description="Gate: every graph and target item listed, answers whole, failure rate under the limit.")
+                description="Gate: every graph and target item has topics, answers whole, failure rate under the limit.")
 def enrich_item_topics_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     limit = crossfade.settings().llm_max_failure_rate
     with warehouse.read() as con:
@@ -187,7 +211,7 @@ def enrich_item_topics_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.As
 
 
 @dg.asset_check(asset=enrich_user_profiles, blocking=True, name="enrich_user_profiles_suite",
-                description="Gate: facts for every user, every active user covered, failure rate under the limit.")
+                description="Gate: facts for every user, seven profile keys for every active user, failure rate under the limit.")
 def enrich_user_profiles_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     limit = crossfade.settings().llm_max_failure_rate
     with warehouse.read() as con:

@@ -1,4 +1,5 @@
-"""Batch enrichment: schema-validated LLM calls, cached by (model, prompt version, input hash), within a call budget."""
+"""Batch enrichment: schema-validated LLM calls, cached by (model, prompt version, input hash), within a budget of
+calls and seconds."""
 from __future__ import annotations
 
 import functools
@@ -31,11 +32,15 @@ class EnrichRequest:
     messages: Messages
     output_type: type[BaseModel]
     max_tokens: int
+    # What the answer depends on, when that is coarser than the prompt (a user's taste, not tonight's counts):
+    # the cache key then follows it, and a prompt change needs a new prompt_version. None: the prompt itself.
+    signature: str | None = None
     input_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        # the rendered prompt, the schema and the length cap are all inputs: change any, and the answer is new
-        payload = json.dumps([self.messages, self.max_tokens], sort_keys=True, ensure_ascii=False)
+        # the input, the schema and the length cap are all inputs: change any, and the answer is new
+        source: Any = self.messages if self.signature is None else ["signature", self.signature]
+        payload = json.dumps([source, self.max_tokens], sort_keys=True, ensure_ascii=False)
         digest = hashlib.sha256((_schema_json(self.output_type) + payload).encode()).hexdigest()[:32]
         object.__setattr__(self, "input_hash", digest)
 
@@ -78,6 +83,11 @@ class BatchResult:
     def failure_rate(self) -> float:
         return self.failures / self.calls if self.calls else 0.0
 
+    @property
+    def attempted_ids(self) -> set[str]:
+        """Entities this run sent to the model (answered, failed or not reached the endpoint), not cache hits."""
+        return {result.entity_id for result in self.results if not result.from_cache}
+
     def metadata(self) -> dict[str, int | float]:
         return {
             "calls": self.calls,
@@ -118,16 +128,21 @@ def run_batch(
     seed: int = 0,
     max_backend_errors: int = 3,
     flush_every: int = 16,
+    time_budget_s: float = 0.0,
 ) -> BatchResult:
     """Answer every request from the cache or the model; at most `budget` distinct inputs reach the model.
 
-    Inputs beyond the budget, and those not started once `max_backend_errors` endpoint failures show the
-    endpoint is down, come back as `deferred`. Answers reach the cache as they arrive, so an interrupted
-    run keeps what it paid for.
+    Inputs beyond the budget, those not started once `time_budget_s` seconds have passed (0: no limit; calls
+    under way are finished), and those not started once `max_backend_errors` endpoint failures show the
+    endpoint is down come back as `deferred`, in request order: put the least recently attempted first.
+    Answers reach the cache as they arrive, so an interrupted run keeps what it paid for.
     """
     if budget < 0:
         raise ValueError(f"budget must be >= 0 (got {budget})")
+    if time_budget_s < 0:
+        raise ValueError(f"time_budget_s must be >= 0, 0 for no limit (got {time_budget_s}); fix llm_time_budget_s")
     started = time.perf_counter()
+    deadline = started + time_budget_s if time_budget_s else float("inf")
     by_key: dict[CacheKey, list[EnrichRequest]] = {}
     for request in requests:
         by_key.setdefault((llm.name, request.prompt_version, request.input_hash), []).append(request)
@@ -146,7 +161,8 @@ def run_batch(
         upcoming = iter(queue)
         try:
             while True:
-                while len(in_flight) < workers and backend_errors < max_backend_errors:
+                while (len(in_flight) < workers and backend_errors < max_backend_errors
+                       and time.perf_counter() < deadline):
                     key = next(upcoming, None)
                     if key is None:
                         break

@@ -6,18 +6,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from models.enrichment import EnrichRequest
+from models.topic_taxonomy import TOPICS
 
-PROMPT_VERSION = "item_topics.v1"
+PROMPT_VERSION = "item_topics.v1"  # the key also hashes prompt and schema: their change is a new answer anyway
 MAX_TOKENS = 96  # the schema caps the answer near 70 tokens; more only feeds a runaway string
 DESCRIPTION_CHARS = 240  # a small model reads the opening best, and prompt tokens cost time
 
-# Broad enough for music, podcasts and audiobooks alike; the grammar keeps answers inside it.
-TOPICS: tuple[str, ...] = (
-    "pop", "rock", "hip hop", "electronic", "jazz", "classical", "folk", "r&b and soul", "metal", "country",
-    "latin", "world music", "news and politics", "business", "technology", "science", "history", "true crime",
-    "comedy", "sports", "health and fitness", "education", "society and culture", "arts", "religion and spirituality",
-    "kids and family", "fiction", "self-improvement", "film and tv", "games", "nature and environment",
-)
+# The floor's vocabulary (models/topic_taxonomy.py), so LLM answers and floor topics can be compared.
 Topic = Literal[TOPICS]  # type: ignore[valid-type]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=24)]
 
@@ -25,17 +20,19 @@ SYSTEM = "You label items of an audio catalogue. Answer with JSON only."
 # The vocabulary reaches the model through the schema, not the prompt: SmolLM2 given the list copied its first
 # entries (true crime -> "pop"), left free it matched the item's genre more often, at half the prompt tokens.
 INSTRUCTION = (
-    "Return JSON: language (ISO 639-1 code, e.g. en), topics (1 to 3 broad topics), "
-    "tags (up to 4 short keywords), summary (one short line)."
+    "Return JSON: topics (1 to 3 broad topics), tags (up to 4 short keywords), "
+    "language (ISO 639-1 code, e.g. en), summary (one short line)."
 )
 
 
 class ItemTopics(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    language: str = Field(pattern=r"^[a-z][a-z]$")
+    # Field order is the order a grammar-constrained model writes them: the decision first, so an answer cut
+    # at max_tokens has already said its topics.
     topics: list[Topic] = Field(min_length=1, max_length=3)  # type: ignore[valid-type]
     tags: list[Tag] = Field(max_length=4)
+    language: str = Field(pattern=r"^[a-z][a-z]$")
     summary: str = Field(min_length=1, max_length=120)
 
     @field_validator("topics", "tags")

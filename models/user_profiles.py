@@ -1,25 +1,31 @@
 """User profile narratives by LLM: the seven-key JSON of the profile-aware judge, written from listening facts."""
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from models.enrichment import EnrichRequest
 
-PROMPT_VERSION = "user_profile.v1"
+PROMPT_VERSION = "user_profile.v2"  # v2: keyed by profile_signature, interests first
 MAX_TOKENS = 320  # five capped sentences, three tagged items, six interests
 MAX_ITEMS = 10  # the paper found 20 items beat 5; a 135M model with a 2k context reads about 10 well
+# The coarse signature a narrative is cached on: it moves when taste moves, not with tonight's counts.
+SIGNATURE_TOPICS = 3
+SIGNATURE_ITEMS = 3
+SHARE_STEP = 0.25  # type shares rounded to quarters: 60% vs 64% podcasts is the same listener
+MIN_DISTINCT_SENTENCES = 4  # of the five sentence keys; fewer is one text pasted into every key
 
 Sentence = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=24)]
 
 SYSTEM = "You describe a listener's taste from their listening data. Answer with JSON only."
 INSTRUCTION = (
-    "Return JSON, one short sentence per text key: listening_habits (what completion says), "
+    "Return JSON: interests (up to 6 topics, people or entities), per_episode_interests (up to 3 items: title "
+    "and tags), then one short sentence per text key: listening_habits (what completion says), "
     "engagement_depth (what was finished, what skimmed), format_preference (e.g. interviews, stories, albums), "
-    "exploration_vs_specialization (broad or narrow), cross_disciplinary_curiosity (one field or many), "
-    "per_episode_interests (up to 3 items: title and tags), interests (up to 6 topics, people or entities)."
+    "exploration_vs_specialization (broad or narrow), cross_disciplinary_curiosity (one field or many)."
 )
 
 
@@ -56,13 +62,44 @@ class ItemInterest(BaseModel):
 class UserProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # The judge paper's seven keys; a grammar-constrained model writes them in this order, so the interests
+    # (what downstream reads first) come before the sentences that explain them.
+    interests: list[Tag] = Field(min_length=1, max_length=6)
+    per_episode_interests: list[ItemInterest] = Field(max_length=3)
     listening_habits: Sentence
     engagement_depth: Sentence
     format_preference: Sentence
     exploration_vs_specialization: Sentence
     cross_disciplinary_curiosity: Sentence
-    per_episode_interests: list[ItemInterest] = Field(max_length=3)
-    interests: list[Tag] = Field(min_length=1, max_length=6)
+
+
+SENTENCE_KEYS = ("listening_habits", "engagement_depth", "format_preference", "exploration_vs_specialization",
+                 "cross_disciplinary_curiosity")
+PROFILE_KEYS = ("listening_habits", "engagement_depth", "format_preference", "exploration_vs_specialization",
+                "cross_disciplinary_curiosity", "per_episode_interests", "interests")  # the paper's order
+
+
+def profile_signature(facts: UserFacts) -> str:
+    """The user's coarse taste: top topics, top items (as sets) and type shares rounded to SHARE_STEP."""
+    shares = {kind: round(round(share / SHARE_STEP) * SHARE_STEP, 2) for kind, share in facts.type_shares.items()}
+    return json.dumps({
+        "user_id": facts.user_id,
+        "top_topics": sorted(facts.top_topics[:SIGNATURE_TOPICS]),
+        "top_items": sorted(f"{item.item_type}:{item.title}" for item in facts.top_items[:SIGNATURE_ITEMS]),
+        "type_shares": {kind: share for kind, share in sorted(shares.items()) if share > 0},
+    }, ensure_ascii=False, sort_keys=True)
+
+
+def is_usable(output: dict[str, Any] | None) -> bool:
+    """A narrative worth reading: valid against UserProfile and not one text pasted into every sentence key."""
+    if not output:
+        return False
+    try:
+        profile = UserProfile.model_validate(output)
+    except ValueError:
+        return False
+    sentences = {" ".join(getattr(profile, key).lower().split()).strip(" .") for key in SENTENCE_KEYS}
+    return len(sentences) >= MIN_DISTINCT_SENTENCES
 
 
 def profile_prompt(facts: UserFacts, max_items: int = MAX_ITEMS) -> str:
@@ -85,7 +122,8 @@ def profile_prompt(facts: UserFacts, max_items: int = MAX_ITEMS) -> str:
 def profile_request(
     facts: UserFacts, *, max_items: int = MAX_ITEMS, max_tokens: int = MAX_TOKENS
 ) -> EnrichRequest:
-    """One narrative request per user; identical facts give an identical request, hence a cache hit."""
+    """One narrative request per user, cached on profile_signature: a user whose counts move but whose taste does
+    not keeps the narrative already paid for; the prompt is rendered from the facts of the night it is asked."""
     if not facts.top_items:
         raise ValueError(f"user {facts.user_id} has no top items; profile only users with listening in the window")
     return EnrichRequest(
@@ -97,4 +135,5 @@ def profile_request(
         ],
         output_type=UserProfile,
         max_tokens=max_tokens,
+        signature=profile_signature(facts),
     )

@@ -1,4 +1,4 @@
-"""Suites for the enrichment tables: coverage, LLM failure rate, embedding dimension, finite unit vectors."""
+"""Suites for the enrichment tables: floor coverage, LLM failure rate, embedding dimension, finite unit vectors."""
 from __future__ import annotations
 
 import duckdb
@@ -8,11 +8,15 @@ import polars as pl
 from quality.thresholds import Thresholds
 from quality.validate import Report, validate_frame
 
-VERSION = "enrich/v1"
+VERSION = "enrich/v2"  # v2: floor topics and template profiles cover everyone
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2: the contract of enrich.text_embeddings
 NORM_TOLERANCE = 1e-3  # float32 vectors normalised by the encoder land within 1e-6 of 1
 ITEM_STATUSES = ["ok", "failed", "pending"]
 USER_STATUSES = ["ok", "failed", "pending", "no_activity"]
+TOPIC_SOURCES = ["llm", "taxonomy", "zero_shot"]
+FLOOR_SOURCES = ["taxonomy", "zero_shot"]
+PROFILE_SOURCES = ["llm", "template"]
+MAX_TOPICS = 3
 
 
 def _failure_rate_limit(limits: Thresholds, max_failure_rate: float | None) -> float:
@@ -38,18 +42,22 @@ def _failure_rate(table: str, statuses: pl.Series, limit: float, min_answers: in
 def item_topics_suite(
     con: duckdb.DuckDBPyConnection, limits: Thresholds, max_failure_rate: float | None = None
 ) -> Report:
-    """Every item of the graph and target types is listed; answers are whole; failures stay under the limit."""
+    """Every item of the graph and target types has topics (the floor's at least); answers are whole; failures
+    stay under the limit."""
     types = sorted(set(limits.graph_types) | {limits.target_type})
     rows = con.execute(
         """
         select i.item_id, t.item_id is not null as is_listed, t.status,
-               t.status <> 'ok' or (len(t.topics) between 1 and 3 and t.summary <> '' and t.language is not null)
-                   as is_whole_answer
+               coalesce(len(t.topics) between 1 and $max_topics, false) as has_topics,
+               coalesce(len(t.floor_topics) between 1 and $max_topics, false) as has_floor_topics,
+               coalesce(t.topics_source, 'none') as topics_source, coalesce(t.floor_source, 'none') as floor_source,
+               t.status <> 'ok' or (len(t.llm_topics) between 1 and $max_topics and t.summary <> ''
+                                    and t.language is not null) as is_whole_answer
         from raw.items as i
         left join enrich.item_topics as t on i.item_id = t.item_id
         where i.item_type in (select unnest($types::varchar[]))
         """,
-        {"types": types},
+        {"types": types, "max_topics": MAX_TOPICS},
     ).pl()
     extra = con.execute(
         "select count(*) from enrich.item_topics as t anti join raw.items as i on i.item_id = t.item_id"
@@ -59,6 +67,10 @@ def item_topics_suite(
         gxe.ExpectColumnValuesToBeInSet(column="is_listed", value_set=[True]),
         gxe.ExpectColumnValuesToBeUnique(column="item_id"),
         gxe.ExpectColumnValuesToBeInSet(column="status", value_set=ITEM_STATUSES),
+        gxe.ExpectColumnValuesToBeInSet(column="has_topics", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="has_floor_topics", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="topics_source", value_set=TOPIC_SOURCES),
+        gxe.ExpectColumnValuesToBeInSet(column="floor_source", value_set=FLOOR_SOURCES),
         gxe.ExpectColumnValuesToBeInSet(column="is_whole_answer", value_set=[True]),
     ], VERSION)
     if extra:
@@ -71,14 +83,25 @@ def item_topics_suite(
 def user_profiles_suite(
     con: duckdb.DuckDBPyConnection, limits: Thresholds, max_failure_rate: float | None = None
 ) -> Report:
-    """Facts for every user, every active user profiled (narrative or not); failures stay under the limit."""
+    """Facts for every user; every active user has a profile with the seven keys non-empty (the template at
+    least) and says where it came from; failures stay under the limit."""
     rows = con.execute(
         """
+        with profiles as (
+            select *, json_extract_string(profile_json, ['listening_habits', 'engagement_depth', 'format_preference',
+                       'exploration_vs_specialization', 'cross_disciplinary_curiosity']) as sentences
+            from enrich.user_profiles
+        )
         select u.user_id, u.is_active, p.user_id is not null as has_row, p.status,
                p.facts_json is not null and (not u.is_active or p.status <> 'no_activity') as has_facts,
-               p.status <> 'ok' or p.narrative_json is not null as is_whole_answer
+               p.status <> 'ok' or p.narrative_json is not null as is_whole_answer,
+               not u.is_active or coalesce(
+                   list_bool_and(list_transform(p.sentences, text -> trim(coalesce(text, '')) <> ''))
+                   and json_array_length(p.profile_json, '$.per_episode_interests') > 0
+                   and json_array_length(p.profile_json, '$.interests') > 0, false) as has_full_profile,
+               case when u.is_active then coalesce(p.profile_source, 'none') else 'not_active' end as profile_source
         from features.user_stats as u
-        left join enrich.user_profiles as p on u.user_id = p.user_id
+        left join profiles as p on u.user_id = p.user_id
         """
     ).pl()
     report = validate_frame("enrich.user_profiles", rows, [
@@ -88,6 +111,8 @@ def user_profiles_suite(
         gxe.ExpectColumnValuesToBeInSet(column="status", value_set=USER_STATUSES),
         gxe.ExpectColumnValuesToBeInSet(column="has_facts", value_set=[True]),
         gxe.ExpectColumnValuesToBeInSet(column="is_whole_answer", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="has_full_profile", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="profile_source", value_set=[*PROFILE_SOURCES, "not_active"]),
     ], VERSION)
     report.merge(_failure_rate("enrich.user_profiles", rows["status"], _failure_rate_limit(limits, max_failure_rate),
                                 limits.llm_min_answers_judged))

@@ -16,10 +16,27 @@ from warehouse.store import run_sql, scalar, sql_text, table_exists
 
 CacheKey = tuple[str, str, str]  # (model, prompt_version, input_hash)
 MAX_TOPICS = 5  # topics per user in the facts
-STATUS_QUERIES = {
-    "enrich.item_topics": "select item_id as entity_id, status from enrich.item_topics",
-    "enrich.user_profiles": "select user_id as entity_id, status from enrich.user_profiles",
+# What the next run reads of the last one: the columns it carries over (with their types), the query, and the
+# query for a table written before those columns existed.
+PREVIOUS_COLUMNS: dict[str, dict[str, Any]] = {
+    "enrich.item_topics": {"last_attempted_at": pl.Datetime("us"), "floor_hash": pl.String,
+                           "floor_topics": pl.List(pl.String), "floor_source": pl.String},
+    "enrich.user_profiles": {"last_attempted_at": pl.Datetime("us")},
 }
+PREVIOUS_QUERIES = {
+    "enrich.item_topics": (
+        "select item_id as entity_id, last_attempted_at, floor_hash, floor_topics, floor_source from enrich.item_topics",
+        "select item_id as entity_id from enrich.item_topics",
+    ),
+    "enrich.user_profiles": (
+        "select user_id as entity_id, last_attempted_at from enrich.user_profiles",
+        "select user_id as entity_id from enrich.user_profiles",
+    ),
+}
+REQUESTED_ITEM_COLUMNS = ("item_id", "item_type", "input_hash", "floor_topics", "floor_source", "floor_hash",
+                          "last_attempted_at")
+REQUESTED_USER_COLUMNS = ("user_id", "input_hash", "signature", "template_json", "is_narrative_usable",
+                          "last_attempted_at")
 
 
 class BufferedCache:
@@ -52,45 +69,69 @@ def cached_answers(con: duckdb.DuckDBPyConnection, keys: Sequence[CacheKey]) -> 
     return {(row[0], row[1], row[2]): dict(zip(llm_cache.COLUMNS, row)) for row in rows}
 
 
-def pending_first(queue: pl.DataFrame, previous: pl.DataFrame, key: str) -> pl.DataFrame:
-    """The queue with entities left 'pending' by the last run moved to the front, each part in its own order.
+def least_recently_attempted_first(queue: pl.DataFrame, previous: pl.DataFrame, key: str) -> pl.DataFrame:
+    """The queue with `last_attempted_at` of the last run joined on, never-attempted entities first, then the
+    longest since their last attempt; ties keep the queue's order.
 
-    So what one run's budget left undone is what the next run's budget takes first, ahead of new entities.
+    So what one run's budget left undone is what the next run's budget takes first, and a population of N is
+    covered in about N / budget runs instead of the same head of the queue being asked again and again.
     """
-    was_pending = (
-        previous.filter(pl.col("status") == "pending")
-        .select(pl.col("entity_id").alias(key))
-        .with_columns(was_pending=pl.lit(True))
-    )
+    attempts = previous.select(pl.col("entity_id").alias(key), "last_attempted_at")
     return (
         queue.with_row_index("queue_order")
-        .join(was_pending, on=key, how="left")
-        .sort(pl.col("was_pending").is_null(), "queue_order")
-        .drop("queue_order", "was_pending")
+        .join(attempts, on=key, how="left")
+        .sort(pl.col("last_attempted_at"), "queue_order", nulls_last=False)
+        .drop("queue_order")
     )
 
 
-def previous_statuses(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
-    """(entity_id, status) of the last run's enrich.item_topics or enrich.user_profiles; empty before the first."""
-    if table not in STATUS_QUERIES:
-        raise ValueError(f"no status query for {table!r}; known: {sorted(STATUS_QUERIES)}")
+def previous_rows(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
+    """The last run's enrich.item_topics or enrich.user_profiles as (entity_id, last_attempted_at, and for items
+    floor_hash, floor_topics, floor_source); empty before the first run, nulls for tables from before a column."""
+    if table not in PREVIOUS_COLUMNS:
+        raise ValueError(f"no previous rows for {table!r}; known: {sorted(PREVIOUS_COLUMNS)}")
+    columns = PREVIOUS_COLUMNS[table]
     if not table_exists(con, table):
-        return pl.DataFrame(schema={"entity_id": pl.String, "status": pl.String})
-    return con.execute(STATUS_QUERIES[table]).pl()
+        return pl.DataFrame(schema={"entity_id": pl.String, **columns})
+    schema, name = table.split(".")
+    present = {row[0] for row in con.execute(
+        "select column_name from information_schema.columns where table_schema = $schema and table_name = $name",
+        {"schema": schema, "name": name}).fetchall()}
+    current, before = PREVIOUS_QUERIES[table]
+    frame = con.execute(current if present >= set(columns) else before).pl()
+    return frame.with_columns(
+        pl.lit(None, dtype).alias(column) for column, dtype in columns.items() if column not in frame.columns
+    ).cast({"entity_id": pl.String, **columns})
+
+
+def stamp_attempts(queue: pl.DataFrame, key: str, attempted: set[str], now: dt.datetime) -> pl.DataFrame:
+    """The queue with `last_attempted_at` set to `now` (UTC, naive) for the entities sent to the model this run."""
+    return queue.with_columns(
+        last_attempted_at=pl.when(pl.col(key).is_in(list(attempted))).then(pl.lit(now)).otherwise(
+            pl.col("last_attempted_at")
+        ).cast(pl.Datetime("us"))
+    )
 
 
 def item_queue(con: duckdb.DuckDBPyConnection, item_types: Sequence[str]) -> pl.DataFrame:
-    """Items of these types for the LLM, in budget order: last run's pending first, then most listened."""
+    """Items of these types with last run's attempt time and floor, never or least recently attempted first,
+    then most listened."""
     items = con.execute(sql_text("enrich/item_inputs"), {"item_types": list(item_types)}).pl()
-    return pending_first(items, previous_statuses(con, "enrich.item_topics"), "item_id")
+    previous = previous_rows(con, "enrich.item_topics").rename({
+        "floor_hash": "previous_floor_hash", "floor_topics": "previous_floor_topics",
+        "floor_source": "previous_floor_source",
+    })
+    ordered = least_recently_attempted_first(items, previous.select("entity_id", "last_attempted_at"), "item_id")
+    return ordered.join(previous.drop("last_attempted_at").rename({"entity_id": "item_id"}), on="item_id",
+                        how="left", maintain_order="left")
 
 
 def write_item_topics(
     con: duckdb.DuckDBPyConnection, requested: pl.DataFrame, model: str, prompt_version: str
 ) -> int:
-    """Rebuild enrich.item_topics from requested(item_id, item_type, input_hash) and the cache."""
+    """Rebuild enrich.item_topics from `requested` (REQUESTED_ITEM_COLUMNS) and the cache."""
     LLMCache(con)  # the cache table exists even when nothing was ever answered
-    con.register("requested", requested.select("item_id", "item_type", "input_hash").to_arrow())
+    con.register("requested", requested.select(REQUESTED_ITEM_COLUMNS).to_arrow())
     try:
         run_sql(con, "enrich/item_topics", {"model": model, "prompt_version": prompt_version})
     finally:
@@ -108,22 +149,23 @@ def user_facts(con: duckdb.DuckDBPyConnection, max_items: int) -> pa.Table:
 
 
 def user_queue(con: duckdb.DuckDBPyConnection, facts: pa.Table) -> pl.DataFrame:
-    """(user_id, facts_json) of users with listening, in budget order: last run's pending, then most active."""
+    """(user_id, facts_json, last_attempted_at) of users with listening, in budget order: never or least recently
+    attempted first, then most active."""
     listeners = pl.from_arrow(facts.select(["user_id", "facts_json", "top_items"])).filter(
         pl.col("top_items").list.len() > 0
     )
-    return pending_first(
-        listeners.select("user_id", "facts_json"), previous_statuses(con, "enrich.user_profiles"), "user_id"
+    return least_recently_attempted_first(
+        listeners.select("user_id", "facts_json"), previous_rows(con, "enrich.user_profiles"), "user_id"
     )
 
 
 def write_user_profiles(
     con: duckdb.DuckDBPyConnection, facts: pa.Table, requested: pl.DataFrame, model: str, prompt_version: str
 ) -> int:
-    """Rebuild enrich.user_profiles from the facts of every user, requested(user_id, input_hash) and the cache."""
+    """Rebuild enrich.user_profiles from the facts of every user, `requested` (REQUESTED_USER_COLUMNS) and the cache."""
     LLMCache(con)
     con.register("user_facts", facts)
-    con.register("requested", requested.select("user_id", "input_hash").to_arrow())
+    con.register("requested", requested.select(REQUESTED_USER_COLUMNS).to_arrow())
     try:
         run_sql(con, "enrich/user_profiles", {"model": model, "prompt_version": prompt_version})
     finally:

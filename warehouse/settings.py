@@ -50,6 +50,7 @@ class Settings(BaseModel):
     llm_max_concurrency: int = 4
     llm_threads: int = 1  # llama.cpp threads for the local model; spinning threads hurt on a busy 2-core host
     llm_call_budget: int = 24  # LLM calls per enrichment asset per run; what is left waits for the next run
+    llm_time_budget_s: float = 0.0  # seconds of LLM calls per enrichment asset per run, as well (0 = no limit)
     llm_max_failure_rate: float = 0.2
     # User profile texts MiniLM encodes per run (about 74 a second on 2 CPU cores): users without a vector
     # first, then the longest-stale; the rest keep their previous vector until a later run. Items are all encoded.

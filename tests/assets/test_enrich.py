@@ -1,4 +1,5 @@
-"""Enrichment assets on a hand-made world with the bundled LLM: facts, budget carry-over, no calls on a re-run, gates."""
+"""Enrichment assets on a hand-made world with the bundled LLM: floors for everyone, facts, budget carry-over, no calls
+on a re-run, gates."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,7 @@ import pytest
 from assets import enrich, features, raw
 from models.item_topics import TOPICS, ItemTopics
 from models.llm import OpenAICompatible
-from models.user_profiles import UserFacts, UserProfile
+from models.user_profiles import PROFILE_KEYS, UserFacts, UserProfile
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from quality import Thresholds, enrich_suites
 from tests.reliability.conftest import llm_stub
@@ -207,9 +208,13 @@ def test_second_run_takes_what_the_first_left_and_reuses_the_rest(runs: list[Run
     assert (profiles["calls"], profiles["cache_hits"], profiles["left_for_next_run"]) == (1, 2, 0)
     assert answered(second.user_status) == {"u1": True, "u2": True, "u3": True, "u4": False}
     embeddings = second.metadata["enrich.text_embeddings"]
-    a2_gained_topics = second.item_status["a2"] == "ok"
-    u3_text_changed = a2_gained_topics or second.user_status["u3"] == "ok"  # new topics in its facts, or a narrative
-    assert (embeddings["encoded_items"], embeddings["skipped_items"]) == (int(a2_gained_topics), 5 - a2_gained_topics)
+    first_items, second_items = (run.tables["item_topics"].select("item_id", "topics", "tags") for run in runs[:2])
+    relabelled = first_items.join(second_items, on="item_id").filter(
+        (pl.col("topics") != pl.col("topics_right")) | (pl.col("tags").fill_null([]) != pl.col("tags_right").fill_null([]))
+    ).height  # a2's answer arrived: the LLM's topics and tags replace its floor where they differ
+    u3 = [run.tables["user_profiles"].filter(pl.col("user_id") == "u3").row(0, named=True) for run in runs[:2]]
+    u3_text_changed = (u3[0]["top_topics"] != u3[1]["top_topics"]) or u3[1]["profile_source"] == "llm"
+    assert (embeddings["encoded_items"], embeddings["skipped_items"]) == (relabelled, 5 - relabelled)
     assert (embeddings["encoded_users"], embeddings["skipped_users"]) == (int(u3_text_changed), 3 - u3_text_changed)
     assert all(second.checks.values())
 
@@ -229,10 +234,13 @@ def test_unchanged_rerun_makes_no_llm_calls_and_encodes_nothing(runs: list[Run])
 @pytest.mark.slow
 def test_answers_follow_their_schemas_and_vectors_are_unit_length(runs: list[Run]) -> None:
     final = runs[-1].tables
-    for row in final["item_topics"].iter_rows(named=True):
-        assert set(ItemTopics.model_validate({k: row[k] for k in ("language", "topics", "tags", "summary")}).topics) <= set(TOPICS)
+    for row in final["item_topics"].filter(pl.col("status") == "ok").iter_rows(named=True):
+        answer = {"topics": row["llm_topics"], **{k: row[k] for k in ("tags", "language", "summary")}}
+        assert set(ItemTopics.model_validate(answer).topics) <= set(TOPICS)
     narrated = final["user_profiles"].filter(pl.col("status") == "ok")
     assert all(UserProfile.model_validate_json(text) for text in narrated["narrative_json"])
+    profiled = final["user_profiles"].filter(pl.col("profile_json").is_not_null())
+    assert all(UserProfile.model_validate_json(text) for text in profiled["profile_json"])
     vectors = final["text_embeddings"]
     assert set(vectors.select("entity", "entity_id").iter_rows()) == (
         {("item", item[0]) for item in ITEMS} | {("user", user) for user in ("u1", "u2", "u3")})
@@ -249,8 +257,8 @@ def failed(report: Any) -> dict[str, Any]:
 def test_item_failure_rate_over_the_limit_fails_the_gate(runs: list[Run], home: Path, tmp_path: Path) -> None:
     con = scratch_copy(home, tmp_path)
     # whatever the model answered: two valid answers and one failure
-    con.execute("update enrich.item_topics set status = 'ok', topics = ['science'], summary = 'A show.', language = 'en'")
-    con.execute("update enrich.item_topics set status = 'failed', topics = null where item_id = 'p1'")
+    con.execute("update enrich.item_topics set status = 'ok', llm_topics = ['science'], summary = 'A show.', language = 'en'")
+    con.execute("update enrich.item_topics set status = 'failed', llm_topics = null where item_id = 'p1'")
     report = enrich_suites.item_topics_suite(con, Thresholds(llm_min_answers_judged=1), max_failure_rate=0.2)
     assert failed(report) == {"expect_column_values_to_be_between:failure_rate": 1}
     assert report.failed[0]["examples"] == [pytest.approx(1 / 3)]  # the rate behind the verdict
@@ -292,6 +300,43 @@ def test_an_active_user_without_a_profile_fails_the_gate(runs: list[Run], home: 
     report = enrich_suites.user_profiles_suite(con, Thresholds(), max_failure_rate=1.0)
     assert failed(report) == {
         "expect_column_values_to_be_in_set:has_row": 1, "expect_column_values_to_be_in_set:has_facts": 1,
+        "expect_column_values_to_be_in_set:has_full_profile": 1, "expect_column_values_to_be_in_set:profile_source": 1,
+    }
+
+
+@pytest.mark.slow
+def test_the_first_run_gives_every_item_topics_and_every_active_user_seven_keys(runs: list[Run]) -> None:
+    items, profiles = runs[0].tables["item_topics"], runs[0].tables["user_profiles"]
+    floors = dict(items.select("item_id", "floor_topics").iter_rows())
+    assert floors == {"p1": ["science"], "a1": ["history"], "a2": ["true crime"]}  # genres through the taxonomy
+    assert set(items["floor_source"]) == {"taxonomy"}
+    for row in items.iter_rows(named=True):  # what downstream reads: the LLM's answer where ok, else the floor
+        expected = (row["llm_topics"], "llm") if row["status"] == "ok" else (row["floor_topics"], "taxonomy")
+        assert (row["topics"], row["topics_source"]) == expected
+    active = profiles.filter(pl.col("is_active"))
+    assert active["user_id"].to_list() == ["u1", "u2", "u3"] and active["profile_json"].null_count() == 0
+    for row in active.iter_rows(named=True):
+        profile = json.loads(row["profile_json"])
+        assert all(profile[key] for key in PROFILE_KEYS), row["user_id"]
+        assert row["profile_source"] == ("llm" if row["profile_json"] == row["narrative_json"] else "template")
+    u3 = active.filter(pl.col("user_id") == "u3").row(0, named=True)  # pending: the template, never nothing
+    assert (u3["status"], u3["profile_source"]) == ("pending", "template") and u3["narrative_json"] is None
+    assert json.loads(u3["profile_json"])["interests"][:len(u3["top_topics"])] == u3["top_topics"]  # its item topics
+    assert profiles.filter(~pl.col("is_active"))["profile_json"].to_list() == [None]  # u4: nothing to describe
+
+
+@pytest.mark.slow
+def test_missing_floor_topics_or_an_empty_profile_key_fail_the_gates(runs: list[Run], home: Path, tmp_path: Path) -> None:
+    con = scratch_copy(home, tmp_path)
+    con.execute("update enrich.item_topics set topics = [], floor_topics = null, floor_source = null where item_id = 'a1'")
+    assert failed(enrich_suites.item_topics_suite(con, Thresholds(), max_failure_rate=1.0)) == {
+        "expect_column_values_to_be_in_set:has_topics": 1, "expect_column_values_to_be_in_set:has_floor_topics": 1,
+        "expect_column_values_to_be_in_set:floor_source": 1,
+    }
+    con.execute("update enrich.user_profiles set profile_json = json_merge_patch(profile_json, "
+                "'{\"engagement_depth\": \" \"}') where user_id = 'u2'")
+    assert failed(enrich_suites.user_profiles_suite(con, Thresholds(), max_failure_rate=1.0)) == {
+        "expect_column_values_to_be_in_set:has_full_profile": 1,
     }
 
 

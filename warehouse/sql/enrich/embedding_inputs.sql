@@ -1,5 +1,5 @@
--- The text behind each vector of enrich.text_embeddings: every catalogue item (title, description, LLM topics
--- where present) and every user with listening (facts, then the narrative where present).
+-- The text behind each vector of enrich.text_embeddings: every catalogue item (title, description, its topics,
+-- the LLM's tags where it answered) and every user with listening (facts, then the narrative where it is used).
 with
 
 items as (
@@ -10,9 +10,9 @@ items as (
             '. ',
             coalesce(i.title, i.item_id),
             nullif(rtrim(trim(i.description), '.'), ''),
-            case when t.status = 'ok' then 'Topics: ' || array_to_string(
-                t.topics || list_filter(t.tags, tag -> not list_contains(t.topics, tag)), ', '
-            ) end
+            'Topics: ' || nullif(array_to_string(
+                t.topics || list_filter(coalesce(t.tags, []), tag -> not list_contains(t.topics, tag)), ', '
+            ), '')
         ) as text
     from raw.items as i
     left join enrich.item_topics as t on i.item_id = t.item_id
@@ -21,10 +21,10 @@ items as (
 narratives as (
     select
         user_id,
-        from_json(narrative_json, '{"listening_habits": "VARCHAR", "format_preference": "VARCHAR",
+        from_json(profile_json, '{"listening_habits": "VARCHAR", "format_preference": "VARCHAR",
             "exploration_vs_specialization": "VARCHAR", "interests": ["VARCHAR"]}') as narrative
     from enrich.user_profiles
-    where status = 'ok'
+    where profile_source = 'llm'  -- the template's sentences say what the facts above already say
 ),
 
 users as (

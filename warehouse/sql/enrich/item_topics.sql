@@ -1,6 +1,8 @@
--- One row per item asked about: the LLM's answer from enrich.llm_cache, or status 'pending' while the budget
--- has not reached it (or its endpoint failed). Reads the registered relation
--- requested(item_id, item_type, input_hash).
+-- One row per item of the graph and target types: floor topics (taxonomy or zero-shot, never missing), the LLM's
+-- answer from enrich.llm_cache where there is one, and `topics`, what downstream reads: the LLM's when its
+-- answer is ok, else the floor's (topics_source says which). LLM status: ok | failed | pending (the budget has
+-- not reached it, or its endpoint failed). Reads the registered relation requested(item_id, item_type,
+-- input_hash, floor_topics, floor_source, floor_hash, last_attempted_at).
 create or replace table enrich.item_topics as
 with
 
@@ -9,25 +11,41 @@ answers as (
         input_hash,
         status,
         from_json(
-            output_json, '{"language": "VARCHAR", "topics": ["VARCHAR"], "tags": ["VARCHAR"], "summary": "VARCHAR"}'
+            output_json, '{"topics": ["VARCHAR"], "tags": ["VARCHAR"], "language": "VARCHAR", "summary": "VARCHAR"}'
         ) as output,
         error
     from enrich.llm_cache
     where model = $model and prompt_version = $prompt_version
+),
+
+joined as (
+    select
+        r.*,
+        coalesce(a.status, 'pending') as status,
+        a.output,
+        a.error as llm_error,
+        a.status = 'ok' and len(a.output.topics) > 0 as is_llm_used
+    from requested as r
+    left join answers as a on r.input_hash = a.input_hash
 )
 
 select
-    r.item_id::varchar as item_id,
-    r.item_type::varchar as item_type,
-    coalesce(a.status, 'pending') as status,
-    a.output.topics as topics,
-    a.output.tags as tags,
-    a.output.summary as summary,
-    a.output.language as language,
+    item_id::varchar as item_id,
+    item_type::varchar as item_type,
+    status,
+    case when is_llm_used then output.topics else floor_topics end::varchar[] as topics,
+    case when is_llm_used then 'llm' else floor_source end::varchar as topics_source,
+    floor_topics::varchar[] as floor_topics,
+    floor_source::varchar as floor_source,
+    output.topics as llm_topics,
+    output.tags as tags,
+    output.summary as summary,
+    output.language as language,
     $model::varchar as model,
     $prompt_version::varchar as prompt_version,
-    r.input_hash::varchar as input_hash,
-    a.error
-from requested as r
-left join answers as a on r.input_hash = a.input_hash
-order by r.item_id
+    input_hash::varchar as input_hash,
+    floor_hash::varchar as floor_hash,
+    last_attempted_at::timestamp as last_attempted_at,  -- UTC; the least recently attempted are asked first
+    llm_error as error
+from joined
+order by item_id

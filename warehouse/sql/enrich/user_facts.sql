@@ -1,6 +1,6 @@
 -- Facts per user over the train period, one row for every user in features.user_stats (most active first):
--- what the profile prompt is rendered from and what the profile embedding reads. Item topics come from
--- enrich.item_topics where the LLM answered, else from the item's genres.
+-- what the profile prompt and template are rendered from and what the profile embedding reads. Item topics
+-- come from enrich.item_topics (the LLM's where used, else the floor's), else, for other types, the genres.
 with
 
 train as (
@@ -12,7 +12,7 @@ item_topics as (
         i.item_id,
         coalesce(i.title, i.item_id) as title,
         i.item_type,
-        coalesce(case when t.status = 'ok' then t.topics end, i.genres, []::varchar[]) as topics
+        coalesce(t.topics, i.genres, []::varchar[]) as topics
     from raw.items as i
     left join enrich.item_topics as t on i.item_id = t.item_id
 ),

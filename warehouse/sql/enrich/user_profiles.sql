@@ -1,34 +1,65 @@
--- One row per user: the SQL facts (columns and UserFacts JSON) and, where the LLM answered, the narrative
--- (UserProfile JSON). Status: ok | failed | pending (not reached yet) | no_activity (nothing to describe).
--- Reads the registered relations user_facts (enrich/user_facts.sql) and requested(user_id, input_hash).
+-- One row per user: the SQL facts (columns and UserFacts JSON), the template profile written from them (the floor,
+-- every active user), the LLM narrative where the cache holds a valid one for the user's signature, and
+-- profile_json, what downstream reads: the narrative when it is ok and usable, else the template (profile_source
+-- says which). Status of the narrative: ok | failed | pending (not reached yet) | no_activity (nothing to describe).
+-- Reads the registered relations user_facts (enrich/user_facts.sql) and requested(user_id, input_hash, signature,
+-- template_json, is_narrative_usable, last_attempted_at).
 create or replace table enrich.user_profiles as
 with
 
 answers as (
-    select input_hash, status, output_json, from_json(output_json, '{"interests": ["VARCHAR"]}') as output, error
+    select input_hash, status, output_json, error
     from enrich.llm_cache
     where model = $model and prompt_version = $prompt_version
+),
+
+joined as (
+    select
+        f.*,
+        r.user_id is not null as is_requested,
+        r.input_hash,
+        r.signature,
+        r.template_json,
+        r.last_attempted_at,
+        a.status as llm_status,
+        a.output_json,
+        a.error,
+        coalesce(a.status = 'ok' and r.is_narrative_usable, false) as is_llm_used
+    from user_facts as f
+    left join requested as r on f.user_id = r.user_id
+    left join answers as a on r.input_hash = a.input_hash
+),
+
+chosen as (
+    select
+        *,
+        case when is_llm_used then output_json else template_json end as profile_json,
+        case when is_llm_used then 'llm' when is_requested then 'template' end as profile_source
+    from joined
 )
 
 select
-    f.user_id::varchar as user_id,
-    case when r.user_id is null then 'no_activity' else coalesce(a.status, 'pending') end as status,
-    f.is_active,
-    f.count_events,
-    f.active_days,
-    f.plays_per_active_day,
-    f.peak_time_of_day,
-    f.type_shares,
-    f.top_topics,
-    f.top_items,
-    f.facts_json,
-    a.output_json as narrative_json,
-    a.output.interests as interests,
-    case when r.user_id is not null then $model::varchar end as model,
-    case when r.user_id is not null then $prompt_version::varchar end as prompt_version,
-    r.input_hash::varchar as input_hash,
-    a.error
-from user_facts as f
-left join requested as r on f.user_id = r.user_id
-left join answers as a on r.input_hash = a.input_hash
-order by f.user_id
+    user_id::varchar as user_id,
+    case when not is_requested then 'no_activity' else coalesce(llm_status, 'pending') end as status,
+    is_active,
+    count_events,
+    active_days,
+    plays_per_active_day,
+    peak_time_of_day,
+    type_shares,
+    top_topics,
+    top_items,
+    facts_json,
+    profile_source::varchar as profile_source,
+    profile_json::varchar as profile_json,
+    from_json(profile_json, '{"interests": ["VARCHAR"]}').interests as interests,
+    template_json::varchar as template_json,
+    output_json::varchar as narrative_json,
+    case when is_requested then $model::varchar end as model,
+    case when is_requested then $prompt_version::varchar end as prompt_version,
+    input_hash::varchar as input_hash,
+    signature::varchar as signature,
+    last_attempted_at::timestamp as last_attempted_at,  -- UTC; the least recently attempted are asked first
+    error
+from chosen
+order by user_id
