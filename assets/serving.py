@@ -95,19 +95,8 @@ def serving_candidates_staging(context: dg.AssetExecutionContext, config: Candid
             con.register("chunk", chunk.to_arrow())
             run_sql(con, "serving/candidates_staging_insert", {"as_of": as_of})
             con.unregister("chunk")
-        seconds = time.perf_counter() - started
-        rows, users, fallback_users = con.execute(
-            "select count(*), count(distinct user_id), count(distinct user_id) filter (where is_fallback) "
-            "from serving.candidates_staging where as_of = $as_of", {"as_of": as_of}).fetchall()[0]
-        sample = _sample(con, STAGING, as_of)
-    context.log.info(f"{STAGING} {as_of}: {rows:,} rows for {users:,} users ({fallback_users:,} fallback) "
-                     f"from model {model_version} in {seconds:.1f} s")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": rows, "as_of": as_of.isoformat(), "users": users, "fallback_users": fallback_users,
-        "model_version": model_version, "text_embeddings": text_source, "k": settings.k,
-        "seconds": round(seconds, 3), "users_per_s": round(users / seconds, 1) if seconds else 0.0,
-        "preview": sample,
-    })
+        return _staged(context, con, as_of, time.perf_counter() - started, f"model {model_version}",
+                       {"model_version": model_version, "text_embeddings": text_source, "k": settings.k})
 
 
 @dg.asset_check(asset=serving_candidates_staging, blocking=True, name="serving_candidates_staging_suite",
@@ -187,17 +176,25 @@ def _stage_shards(context: dg.AssetExecutionContext, crossfade: Crossfade, wareh
         except BaseException:
             con.rollback()
             raise
-        seconds = time.perf_counter() - started
-        rows, users, fallback_users, model_version = con.execute(
-            "select count(*), count(distinct user_id), count(distinct user_id) filter (where is_fallback), "
-            "coalesce(string_agg(distinct model_version, ', ') filter (where not is_fallback), 'none') "
-            "from serving.candidates_staging where as_of = $as_of", {"as_of": as_of}).fetchall()[0]
-        sample = _sample(con, STAGING, as_of)
+        model_version = scalar(con, "select coalesce(string_agg(distinct model_version, ', ') filter (where not "
+                                    "is_fallback), 'none') from serving.candidates_staging where as_of = $as_of",
+                               {"as_of": as_of})
+        return _staged(context, con, as_of, time.perf_counter() - started, f"{shards} shards of model {model_version}",
+                       {"model_version": model_version, "shards": shards})
+
+
+def _staged(context: dg.AssetExecutionContext, con: duckdb.DuckDBPyConnection, as_of: dt.date, seconds: float,
+            source: str, metadata: dict[str, object]) -> dg.MaterializeResult:
+    """The staged day's counts and preview, logged and returned with `metadata` as the asset's metadata."""
+    rows, users, fallback_users = con.execute(
+        "select count(*), count(distinct user_id), count(distinct user_id) filter (where is_fallback) "
+        "from serving.candidates_staging where as_of = $as_of", {"as_of": as_of}).fetchall()[0]
     context.log.info(f"{STAGING} {as_of}: {rows:,} rows for {users:,} users ({fallback_users:,} fallback) "
-                     f"from {shards} shards of model {model_version} in {seconds:.1f} s")
+                     f"from {source} in {seconds:.1f} s")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "as_of": as_of.isoformat(), "users": users, "fallback_users": fallback_users,
-        "model_version": model_version, "shards": shards, "seconds": round(seconds, 3), "preview": sample,
+        **metadata, "seconds": round(seconds, 3), "users_per_s": round(users / seconds, 1) if seconds else 0.0,
+        "preview": _sample(con, STAGING, as_of),
     })
 
 
