@@ -32,4 +32,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
-defs = build_definitions(load_settings())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location of workspace.yaml, built from settings when Dagster loads it (not at import)."""
+    return build_definitions(load_settings())

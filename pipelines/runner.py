@@ -54,7 +54,7 @@ def _execute(job_name: str, tags: dict[str, str], partition_key: str | None, ins
              asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
     from pipelines.definitions import defs
 
-    job = defs.resolve_job_def(job_name)
+    job = defs().resolve_job_def(job_name)
     return job.execute_in_process(
         instance=instance, tags=tags, partition_key=partition_key, raise_on_error=False,
         asset_selection=asset_selection,
@@ -117,7 +117,7 @@ def run_nightly(settings: Settings, stages: tuple[str, ...]) -> int:
     if ok and downstream:
         from pipelines.definitions import defs
 
-        graph = defs.resolve_asset_graph()
+        graph = defs().resolve_asset_graph()
         selection = [key for key in graph.get_all_asset_keys() if key.path[0] in downstream and key != dg.AssetKey(["raw", "events"])]
         partitioned = any(graph.get(key).partitions_def is not None for key in selection)
         partition = (as_of - dt.timedelta(days=1)).isoformat() if partitioned else None

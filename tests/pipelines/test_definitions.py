@@ -7,7 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.definitions import defs
+from pipelines.definitions import defs as load_definitions
+
+defs = load_definitions()
 
 RAW_EVENTS = dg.AssetKey(["raw", "events"])
 FOUNDATION = {

@@ -8,8 +8,10 @@ import os
 import dagster as dg
 import pytest
 
-from pipelines.definitions import defs
+from pipelines.definitions import defs as load_definitions
 from pipelines.schedules import landing_sensor, nightly_schedule
+
+defs = load_definitions()
 
 DAYS = ("2026-10-30", "2026-10-31", "2026-11-01")
 

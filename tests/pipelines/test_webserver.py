@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines.definitions import defs
+from pipelines.definitions import defs as load_definitions
+
+defs = load_definitions()
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 180

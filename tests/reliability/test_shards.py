@@ -73,7 +73,7 @@ def test_the_staging_run_config_stages_as_many_shards_as_the_job_writes() -> Non
 
 
 def test_the_code_location_picks_its_executor_from_the_environment(tmp_path) -> None:
-    probe = ("from pipelines.definitions import defs; "
+    probe = ("from pipelines.definitions import defs as load; defs = load(); "
              "print({defs.resolve_job_def(name).executor_def.name for name in ('nightly', 'candidate_shards')})")
     environ = {name: value for name, value in os.environ.items() if not name.startswith("CROSSFADE_")}
     environ["CROSSFADE_HOME"] = str(tmp_path)  # no crossfade.yaml of the developer's
