@@ -6,6 +6,7 @@ from statistics import median
 from typing import Any
 
 from models.enrichment import BatchResult, EnrichRequest
+from models.topic_taxonomy import TOPICS, genre_topics
 from models.user_profiles import ItemInterest, TopItem, UserFacts, UserProfile, is_usable
 
 SENTENCE_CHARS = 100  # UserProfile's cap on each sentence
@@ -63,10 +64,19 @@ def _format_preference(facts: UserFacts) -> str:
     return _fit(text + ".", SENTENCE_CHARS)
 
 
+def _in_vocabulary(topics: Sequence[str]) -> list[str]:
+    """Topics of the shared vocabulary: items outside enrich.item_topics' types (music by default) carry raw
+    genres in the facts, mapped here through the taxonomy; a genre that maps to nothing is kept as it is."""
+    mapped: list[str] = []
+    for topic in topics:
+        mapped.extend([topic] if topic in TOPICS else list(genre_topics(topic)) or [topic])
+    return list(dict.fromkeys(mapped))
+
+
 def _topic_counts(items: list[TopItem]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for item in items:
-        for topic in dict.fromkeys(item.topics):
+        for topic in _in_vocabulary(item.topics):
             counts[topic] = counts.get(topic, 0) + 1
     return counts
 
@@ -90,7 +100,7 @@ def _curiosity(facts: UserFacts, counts: dict[str, int]) -> str:
 
 
 def _interests(facts: UserFacts, counts: dict[str, int]) -> list[str]:
-    ranked = list(facts.top_topics) + sorted(counts, key=lambda topic: (-counts[topic], topic))
+    ranked = _in_vocabulary(facts.top_topics) + sorted(counts, key=lambda topic: (-counts[topic], topic))
     ranked += [_plural(kind) for kind, _ in sorted(facts.type_shares.items(), key=lambda kv: (-kv[1], kv[0]))]
     ranked += [item.item_type for item in facts.top_items]
     tags = [_fit(tag, TAG_CHARS) for tag in dict.fromkeys(tag for tag in ranked if tag.strip())]
@@ -105,7 +115,7 @@ def template_profile(facts: UserFacts) -> UserProfile:
         interests=_interests(facts, counts),
         per_episode_interests=[
             ItemInterest(title=_fit(item.title, TITLE_CHARS) or item.item_type,
-                         tags=[_fit(topic, TAG_CHARS) for topic in dict.fromkeys(item.topics or [item.item_type])][:3])
+                         tags=[_fit(topic, TAG_CHARS) for topic in _in_vocabulary(item.topics or [item.item_type])][:3])
             for item in items[:3]
         ],
         listening_habits=_listening_habits(facts),

@@ -71,3 +71,12 @@ def test_a_title_pasted_into_every_key_is_not_usable() -> None:
     pasted = {"interests": ["history"], "per_episode_interests": [],
               **{key: "Rome in Ten Talks" for key in PROFILE_KEYS[:5]}}
     assert not is_usable(pasted) and not is_usable(None) and not is_usable({"interests": []})
+
+
+def test_raw_genres_in_the_facts_reach_the_profile_as_vocabulary_topics() -> None:
+    music = facts(top_topics=["house music", "love songs", "no such genre"],
+                  top_items=[TopItem(title="Night Drive", item_type="music", completion_rate=0.8,
+                                     topics=["techno", "house music"])])
+    profile = template_profile(music)
+    assert profile.interests[:4] == ["electronic", "pop", "romance", "no such genre"]
+    assert profile.per_episode_interests[0].tags == ["electronic"]
