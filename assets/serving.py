@@ -104,10 +104,7 @@ def serving_candidates_staging(context: dg.AssetExecutionContext, config: Candid
                             "released catalogue items only, scores descending by rank, catalogue coverage.")
 def serving_candidates_staging_gate(context: dg.AssetCheckExecutionContext, crossfade: Crossfade,
                                     warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.read() as con:
-        as_of = crossfade.as_of(context, con)
-        report = check(con, STAGING, crossfade.thresholds((as_of,)))
-    return check_result(report, {"as_of": as_of.isoformat()})
+    return _gate(context, crossfade, warehouse, STAGING)
 
 
 @dg.asset(op_tags=WRITES_TAG, key=["serving", "candidates"], deps=[serving_candidates_staging], partitions_def=events_partitions,
@@ -146,10 +143,7 @@ def serving_candidates(context: dg.AssetExecutionContext, crossfade: Crossfade,
                 description="The published lists of the as-of date pass the same suite as staging.")
 def serving_candidates_gate(context: dg.AssetCheckExecutionContext, crossfade: Crossfade,
                             warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.read() as con:
-        as_of = crossfade.as_of(context, con)
-        report = check(con, PUBLISHED, crossfade.thresholds((as_of,)))
-    return check_result(report, {"as_of": as_of.isoformat()})
+    return _gate(context, crossfade, warehouse, PUBLISHED)
 
 
 def _stage_shards(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse, uri: str,
@@ -217,3 +211,12 @@ def _sample(con: duckdb.DuckDBPyConnection, table: str, as_of: dt.date) -> dg.Me
         order by c.rank
         """, {"as_of": as_of}).pl()
     return dg.MetadataValue.md(markdown_table(frame))
+
+
+def _gate(context: dg.AssetCheckExecutionContext, crossfade: Crossfade, warehouse: Warehouse,
+          table: str) -> dg.AssetCheckResult:
+    """The candidates suite on `table`'s lists of the run's as-of date."""
+    with warehouse.read() as con:
+        as_of = crossfade.as_of(context, con)
+        report = check(con, table, crossfade.thresholds((as_of,)))
+    return check_result(report, {"as_of": as_of.isoformat()})

@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 
 from assets.resources import AS_OF_TAG
+from pipelines.summary import print_summary
 from warehouse.settings import Settings
 from warehouse import landing
 from warehouse.ingest import changed_partitions
@@ -123,63 +124,6 @@ def run_nightly(settings: Settings, stages: tuple[str, ...]) -> int:
         partition = (as_of - dt.timedelta(days=1)).isoformat() if partitioned else None
         _say(f"refresh: {', '.join(downstream)} for as-of {as_of}")
         ok = _report(_execute("refresh", {AS_OF_TAG: as_of.isoformat()}, partition, instance, selection), "refresh")
-    _summary(settings)
+    print_summary(settings)
     _say(f"crossfade run {'finished' if ok else 'stopped by a failed step or gate'} in {time.perf_counter() - started:.1f} s")
     return 0 if ok else 1
-
-
-def _summary(settings: Settings) -> None:
-    try:
-        with Store(settings.database).read() as con:
-            tables = con.execute(
-                "select schema_name || '.' || table_name, estimated_size from duckdb_tables() "
-                "where schema_name in ('raw','features','enrich','models','eval','serving') order by 1"
-            ).fetchall()
-            print("\nrows per table (published snapshot):")
-            for name, _ in tables:
-                count = con.execute(f'select count(*) from {name}').fetchall()[0][0]
-                print(f"  {name:34s} {count:>12,}")
-            rejects = con.execute(
-                "select reason, count(*) from raw.rejected_events group by 1 order by 2 desc"
-            ).fetchall()
-            if rejects:
-                print("\nrejected events by reason:")
-                for reason, count in rejects:
-                    print(f"  {reason:34s} {count:>12,}")
-            if any(name == "raw.quarantined_files" for name, _ in tables):
-                quarantined = con.execute("select arrival_date, source_file, reason from raw.quarantined_files "
-                                          "order by arrival_date, source_file").fetchall()
-                if quarantined:
-                    print(f"\nquarantined landing files ({len(quarantined)}; replace them and run again to ingest them):")
-                    for day, source_file, reason in quarantined[:20]:
-                        print(f"  {day} {source_file}: {reason}")
-            if any(name == "eval.offline_metrics" for name, _ in tables):
-                metrics = con.execute(
-                    "pivot (select model, slice, value from eval.offline_metrics where metric = 'hr@10') "
-                    "on slice using first(value) order by model"
-                ).pl()
-                if metrics.height:
-                    print("\noffline HR@10 by model and slice:")
-                    print(metrics)
-            if any(name == "models.registry" for name, _ in tables):
-                for version, status, reason in con.execute(
-                    "select model_version, status, coalesce(reason, '') from models.registry order by created_at desc limit 3"
-                ).fetchall():
-                    print(f"  model {version}: {status} {reason}")
-            if any(name == "serving.candidates" for name, _ in tables):
-                published = con.execute(
-                    "select as_of, count(distinct user_id), count(*), count(*) filter (where is_fallback) "
-                    "from serving.candidates group by 1 order by 1 desc limit 1"
-                ).fetchall()
-                for as_of, users, rows, fallback in published:
-                    print(f"\npublished candidates for {as_of}: {users:,} users, {rows:,} rows, {fallback:,} fallback rows")
-            if any(name == "eval.judge_scores" for name, _ in tables):
-                verdicts = con.execute(
-                    "select kind, coalesce(final_winner, verdict, status) as outcome, count(*) as judgements "
-                    "from eval.judge_scores group by all order by all"
-                ).pl()
-                if verdicts.height:
-                    print("\nLLM judge (pairwise wins count only when both orders agree):")
-                    print(verdicts)
-    except NothingPublishedError:
-        print("nothing published yet")

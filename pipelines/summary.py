@@ -1,0 +1,54 @@
+"""The summary `crossfade run` prints at the end: row counts and what a person checks first, from the published state."""
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from warehouse.settings import Settings
+from warehouse.store import NothingPublishedError, Store, table_exists
+
+SCHEMAS = ("raw", "features", "enrich", "models", "eval", "serving")
+# (table the section needs, title, query): printed in this order when the table has rows to show.
+SECTIONS = (
+    ("raw.quarantined_files", "quarantined landing files (replace them and run again to ingest them)",
+     "select arrival_date, source_file, reason from raw.quarantined_files order by 1, 2 limit 20"),
+    ("raw.rejected_events", "rejected events by reason",
+     "select reason, count(*) as events from raw.rejected_events group by 1 order by 2 desc"),
+    ("eval.offline_metrics", "offline HR@10 by model and slice (empty slices: null)",
+     "pivot (select model, slice, value from eval.offline_metrics where metric = 'hr@10') "
+     "on slice using first(value) order by model"),
+    ("models.registry", "models, newest first (gate: the slice the promotion gate compared, and why)",
+     "select model_version, status, coalesce(reason, '') as reason, metrics->'gate'->>'slice' as gate_slice, "
+     "metrics->'gate'->>'reason' as gate_basis from models.registry order by created_at desc limit 3"),
+    ("serving.candidates", "published candidates (newest as-of date)",
+     "select as_of, count(distinct user_id) as users, count(*) as rows, "
+     "count(*) filter (where is_fallback) as fallback_rows from serving.candidates group by 1 order by 1 desc limit 1"),
+    ("eval.judge_scores", "LLM judge (pairwise wins count only when both orders agree)",
+     "select kind, coalesce(final_winner, verdict, status) as outcome, count(*) as judgements "
+     "from eval.judge_scores group by all order by all"),
+)
+
+
+def print_summary(settings: Settings) -> None:
+    """Rows per table, then each section whose table exists and has something to show."""
+    try:
+        with Store(settings.database).read() as con:
+            print("\nrows per table (published snapshot):")
+            for name, rows in row_counts(con):
+                print(f"  {name:34s} {rows:>12,}")
+            for table, title, query in SECTIONS:
+                frame = con.execute(query).pl() if table_exists(con, table) else pl.DataFrame()
+                if frame.height:
+                    print(f"\n{title}:")
+                    with pl.Config(tbl_rows=25, tbl_cols=-1, fmt_str_lengths=100, tbl_width_chars=200,
+                                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+                        print(frame)
+    except NothingPublishedError:
+        print("nothing published yet")
+
+
+def row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
+    names = [row[0] for row in con.execute(
+        "select schema_name || '.' || table_name from duckdb_tables() "
+        "where schema_name in (select unnest($schemas)) order by 1", {"schemas": list(SCHEMAS)}).fetchall()]
+    return [(name, con.execute(f"select count(*) from {name}").fetchone()[0]) for name in names]
