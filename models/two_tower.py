@@ -245,9 +245,11 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
     item_type = _type_codes(targets, frames.items, types)  # (I,) index into `types`
     pairs = (history.filter(pl.col("item_type").is_in(types)).select("user_id", "item_id").unique()
              .join(positions(items.ids, "item_id"), on="item_id"))
-    if pairs.filter(pl.col("item_id").is_in(_target_items(frames, config.target_type).implode())).height == 0:
-        raise ValueError(f"no user has a {config.target_type!r} item of raw.items in periods {config.periods}; "
-                         "the two-tower model needs at least one warm user to learn from")
+    if pairs.height == 0:
+        raise ValueError(f"no user has an item of the label types {list(types)} in periods {config.periods}; "
+                         "the two-tower model needs some history to learn from")
+    # No warm user (no target-type label) still trains: the other label types place users and items in the
+    # one space the target items' text and HGNN vectors share; the registered slices show warm is empty.
     # Every user-item pair is a label in some draw, so the label frequency is the pair frequency.
     frequency = torch.bincount(pairs["row"].to_torch(), minlength=items.ids.len()).float() / pairs.height
     log_q = frequency.clamp(min=1e-12).log()  # (I,) sampling log-frequency of each item as an in-batch negative
