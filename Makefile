@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.crossfade-installed
+# MovieLens-100K for the public-data test and benchmark, extracted from the recbole wheel (PyPI) at set-up.
+ML100K := .cache/ml-100k/ml-100k.inter
 export CROSSFADE_HOME ?= $(CURDIR)/.crossfade
 export DAGSTER_HOME ?= $(CROSSFADE_HOME)/dagster
 export HF_HUB_OFFLINE := 1
@@ -23,7 +25,7 @@ DEMO_LLM_CALL_BUDGET ?= 8  # LLM calls per enrichment asset in the demo; SmolLM2
 
 .PHONY: install demo test test-fast ui bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(ML100K)
 
 $(STAMP): pyproject.toml
 	@echo "set-up: creating $(VENV) and installing crossfade (first time: a few minutes)"
@@ -36,16 +38,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -qq -e '.[test]'
 	touch $(STAMP)
 
+$(ML100K): | $(STAMP)
+	@echo "set-up: MovieLens-100K from the recbole wheel into .cache/ml-100k"
+	$(PY) -m worlds.movielens fetch --dest .cache/ml-100k
+
 demo: $(STAMP)
 	@if [ ! -d "$(CROSSFADE_HOME)/landing/events" ]; then \
 		$(VENV)/bin/crossfade simulate --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --out "$(CROSSFADE_HOME)/landing"; \
 	fi
 	CROSSFADE_LLM_CALL_BUDGET=$${CROSSFADE_LLM_CALL_BUDGET:-$(DEMO_LLM_CALL_BUDGET)} $(VENV)/bin/crossfade run
 
-test: $(STAMP)
+test: $(STAMP) $(ML100K)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(ML100K)
 	$(PY) -m pytest -q -m "not slow"
 
 ui: $(STAMP)
