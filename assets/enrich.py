@@ -144,7 +144,8 @@ def enrich_user_profiles(
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "users_with_listening": queue.height,
         "narratives_used": int(by_status.filter(pl.col("profile_source") == "llm")["users"].sum()),
-        "narratives_unusable": int(by_status.filter((pl.col("status") == "ok") & (pl.col("profile_source") == "template"))["users"].sum()),
+        "narratives_unusable": int(  # valid JSON, but one text pasted into every key: the template is read
+            by_status.filter((pl.col("status") == "ok") & (pl.col("profile_source") == "template"))["users"].sum()),
         **_llm_metadata(batch, left, settings.llm_call_budget, model_name, llm),
         "users_by_status": dg.MetadataValue.md(markdown_table(by_status)),
         "preview": dg.MetadataValue.md(markdown_table(sample, max_chars=120)),
