@@ -7,6 +7,8 @@ import datetime as dt
 import gzip
 import hashlib
 import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -64,8 +66,8 @@ def file_format(path: Path) -> LandingFile | None:
     suffix = stem.rsplit(".", 1)[-1].lower() if "." in stem else ""
     if suffix == "json":
         suffix = "jsonl"
-    if suffix not in FORMATS or (compressed and suffix == "parquet"):
-        raise LandingError(f"{path}: unsupported file type; use .jsonl, .csv or .parquet (jsonl and csv may be .gz)")
+    if suffix not in FORMATS:
+        raise LandingError(f"{path}: unsupported file type; use .jsonl, .csv or .parquet, each optionally .gz")
     return LandingFile(path, suffix, compressed)
 
 
@@ -381,11 +383,15 @@ def _csv(part: _Part) -> list[str]:
 
 
 def _parquet(part: _Part) -> list[str]:
-    described = part.con.execute(
-        "select column_name, column_type from (describe select * from read_parquet($path, hive_partitioning = false))",
-        {"path": str(part.entry.path)},
-    )
-    types = dict(described.fetchall())
+    if part.entry.compressed:
+        source = _inflated_parquet(part)
+        described = part.con.execute(f"select column_name, column_type from (describe select * from {source})")
+    else:
+        source = f"read_parquet(getvariable('{part.table}_path'), file_row_number = true, hive_partitioning = false)"
+        described = part.con.execute("select column_name, column_type from (describe select * from "
+                                     "read_parquet($path, file_row_number = true, hive_partitioning = false))",
+                                     {"path": str(part.entry.path)})
+    types = {name: kind for name, kind in described.fetchall() if name != "file_row_number"}
     schema_error = _schema_error(list(types), part.columns)
     part.register(schema_error)
     values = []
@@ -400,8 +406,20 @@ def _parquet(part: _Part) -> list[str]:
     # Parquet numbers its own rows, so the view reads the file directly: nothing is copied first.
     return [f"{part.head('p.file_row_number + 1')}, {raw} as raw_record, {part.schema_error()} as parse_error, "
             f"{', '.join(values)} "
-            f"from read_parquet(getvariable('{part.table}_path'), file_row_number = true, hive_partitioning = false) "
-            "as p"]
+            f"from {source} as p"]
+
+
+def _inflated_parquet(part: _Part) -> str:
+    """A gzipped Parquet file (DuckDB reads Parquet only uncompressed on the outside) copied into the file's
+    temp table through a temporary inflated copy; returns the table's name. A torn stream raises EOFError."""
+    with tempfile.TemporaryDirectory(prefix="crossfade-parquet-") as folder:
+        inflated = Path(folder) / "part.parquet"
+        with gzip.open(part.entry.path, "rb") as packed, inflated.open("wb") as plain:
+            shutil.copyfileobj(packed, plain)
+        part.con.execute(f"create or replace temp table {part.table} as select * from read_parquet($path, "
+                         "file_row_number = true, hive_partitioning = false)", {"path": str(inflated)})
+    part.tables.append(part.table)
+    return part.table
 
 
 _READERS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}

@@ -31,7 +31,7 @@ TARGET = "audiobook"
 HOLDOUT_DAYS = 14  # crossfade's default holdout; the worlds' periods are laid out around it
 TOPICS = ("space exploration", "medieval history", "home cooking")
 GENRES = (("science", "documentary"), ("history", "drama"), ("food", "lifestyle"))
-EVENT_FORMATS = ("jsonl", "csv.gz", "parquet", "jsonl.gz", "csv")  # the landing reader refuses parquet.gz
+EVENT_FORMATS = ("jsonl", "csv.gz", "parquet", "jsonl.gz", "csv", "parquet.gz")
 
 
 @dataclass(frozen=True)

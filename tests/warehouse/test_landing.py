@@ -34,6 +34,7 @@ def _stage(*paths: Path, columns: tuple[str, ...] = landing.EVENT_COLUMNS) -> li
     ("part-0.parquet", "parquet", False),
     ("part-0.jsonl.gz", "jsonl", True),
     ("part-0.csv.gz", "csv", True),
+    ("part-0.parquet.gz", "parquet", True),
     ("PART-0.CSV", "csv", False),
 ])
 def test_file_format_from_name(name: str, fmt: str, compressed: bool) -> None:
@@ -45,7 +46,7 @@ def test_marker_and_hidden_files_are_not_data(name: str) -> None:
     assert landing.file_format(Path(name)) is None
 
 
-@pytest.mark.parametrize("name", ["part-0.txt", "part-0.parquet.gz", "part-0", "part-0.xlsx"])
+@pytest.mark.parametrize("name", ["part-0.txt", "part-0", "part-0.xlsx"])
 def test_unsupported_file_types_are_refused_by_name(name: str) -> None:
     with pytest.raises(landing.LandingError, match=name.replace(".", r"\.")):
         landing.file_format(Path(name))
@@ -271,3 +272,25 @@ def test_files_stage_in_the_order_given_with_their_names(hand_landing) -> None:
     assert [(Path(row["source_file"]).name, row["event_id"]) for row in staged] == [
         ("b.parquet", "e1"), ("a.csv", "e1"), ("c.jsonl", "e1"),
     ]
+
+
+def test_gzipped_parquet_stages_like_plain_parquet(tmp_path: Path) -> None:
+    import polars as pl
+
+    rows = {"event_id": ["e1", "e2"], "user_id": ["u1", "u2"], "item_id": ["a1", "p1"],
+            "ts": ["2026-11-01T10:00:00Z", "2026-11-01T11:00:00Z"], "event_type": ["play", "save"],
+            "ms_played": [1000, 0], "context": ["home", "search"], "country": ["SE", "FR"]}
+    plain = tmp_path / "part-0.parquet"
+    pl.DataFrame(rows).write_parquet(plain)
+    packed = tmp_path / "part-1.parquet.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    staged_plain, staged_packed = _stage(plain), _stage(packed)
+    assert [{**row, "source_file": None} for row in staged_packed] == [{**row, "source_file": None} for row in staged_plain]
+    assert {row["source_file"] for row in staged_packed} == {str(packed)}
+    torn = tmp_path / "part-2.parquet.gz"
+    torn.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
+    quarantine: list[landing.QuarantinedFile] = []
+    with landing.staged(duckdb.connect(), [landing.file_format(torn)], landing.EVENT_COLUMNS, "stage", quarantine):
+        pass
+    assert [(q.path, q.fmt, q.reason.split(":")[0]) for q in quarantine] == [(torn, "parquet.gz", "unreadable")]
+
