@@ -133,7 +133,8 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
             {"models": models}).pl()["user_id"]
         users = judge.sample_cohort(eligible, settings.judge_users, settings.seed)
         profiles = con.execute(
-            "select user_id, narrative_json, facts_json from enrich.user_profiles where user_id in (select unnest($u))",
+            "select user_id, profile_json as narrative_json, facts_json from enrich.user_profiles "
+            "where user_id in (select unnest($u))",
             {"u": users}).pl()
         lists = _lists(con, models, users, config.list_length)
         features_as_of = scalar(con, "select max(end_at)::date from features.splits where split = 'holdout'")

@@ -20,10 +20,11 @@ def known_answers(warehouse: Warehouse, model: ChatModel, requests: Sequence[Enr
 
 def ask(model: ChatModel, requests: list[EnrichRequest], cache: BufferedCache, settings: Settings,
         warehouse: Warehouse) -> BatchResult:
-    """run_batch within llm_call_budget. If the run stops half way, the answers paid for reach enrich.llm_cache
+    """run_batch within llm_call_budget calls and llm_time_budget_s seconds. If the run stops half way, the answers paid for reach enrich.llm_cache
     before the error goes on; on success the caller stores `cache.new_rows` with its own table, in one write."""
     try:
-        return run_batch(model, requests, cache, settings.llm_call_budget, seed=settings.seed)
+        return run_batch(model, requests, cache, settings.llm_call_budget, seed=settings.seed,
+                         time_budget_s=settings.llm_time_budget_s)
     except BaseException:
         with warehouse.write() as con:
             LLMCache(con).put_many(cache.new_rows)

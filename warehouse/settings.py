@@ -78,9 +78,9 @@ class Settings(BaseModel):
             raise ValueError(f"must be a positive integer (got {value})")
         return value
 
-    @field_validator("max_quarantined_files")
+    @field_validator("max_quarantined_files", "llm_time_budget_s")
     @classmethod
-    def _count(cls, value: int) -> int:
+    def _not_below_zero(cls, value: float) -> float:
         if value < 0:
             raise ValueError(f"must be 0 or more (got {value})")
         return value

@@ -66,8 +66,8 @@ def judged_home(tmp_path: Path) -> tuple[Path, Store]:
     facts = {"u1": {"type_shares": {"podcast": 1.0}, "top_topics": ["space"], "top_items": []},
              "u2": {"type_shares": {"podcast": 1.0}, "top_topics": ["crime"], "top_items": []}}
     profiles = pl.DataFrame({"user_id": list(facts), "status": "pending", "narrative_json": [None, None],
-                             "facts_json": [json.dumps(f) for f in facts.values()]},
-                            schema_overrides={"narrative_json": pl.String})
+                             "profile_json": [None, None], "facts_json": [json.dumps(f) for f in facts.values()]},
+                            schema_overrides={"narrative_json": pl.String, "profile_json": pl.String})
     holdout = pl.DataFrame(HOLDOUT, schema=["user_id", "item_id"], orient="row")
     with store.write() as con:
         for name, frame in (("items", items), ("lists", lists), ("profiles", profiles), ("holdout", holdout)):
