@@ -13,7 +13,7 @@ from assets.llm_calls import ask, known_answers
 from assets.models import models_two_tower
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from models import judge
-from models.bundle import ModelBundle, evaluate_bundle
+from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle
 from models.evaluate import MODELS, EvaluateConfig, plot_metrics
 from models.recommender import FeatureFrames
 from models.text_features import text_or_hashed
@@ -87,8 +87,8 @@ def eval_offline_metrics_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.
 
 
 class JudgeRun(dg.Config):
-    pairs: list[str] = ["two_tower_hgnn:popularity"]  # 'model_a:model_b' from eval.offline_lists
-    pointwise_model: str = "two_tower_hgnn"  # whose top items are judged one by one
+    pairs: list[str] = [f"{BUNDLED_MODEL}:popularity"]  # 'model_a:model_b' from eval.offline_lists
+    pointwise_model: str = BUNDLED_MODEL  # whose top items are judged one by one
     pointwise_items: int = 3
     list_length: int = 5  # items per list shown in a pairwise prompt (the human study showed 3)
 

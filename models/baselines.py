@@ -63,7 +63,6 @@ def mean_embedding_knn(frames: FeatureFrames, embeddings: pl.DataFrame, candidat
 
 @dataclass(frozen=True)
 class AlsConfig:
-    item_types: tuple[str, ...] = ("podcast", "audiobook")  # matrix columns: the target type and the graph types
     factors: int = 64
     regularization: float = 0.05
     alpha: float = 1.0  # confidence = 1 + alpha * log1p(events); larger values overfit small worlds
@@ -71,15 +70,15 @@ class AlsConfig:
     seed: int = 0
 
 
-def als(frames: FeatureFrames, candidates: pl.Series, target_type: str, config: AlsConfig = AlsConfig(),
-        periods: Sequence[str] = ("train",)) -> VectorRecommender:
-    """Implicit-feedback ALS (Hu et al. 2008, `implicit`) on the user x item matrix of `config.item_types`.
+def als(frames: FeatureFrames, candidates: pl.Series, target_type: str, item_types: Sequence[str],
+        config: AlsConfig = AlsConfig(), periods: Sequence[str] = ("train",)) -> VectorRecommender:
+    """Implicit-feedback ALS (Hu et al. 2008, `implicit`) on the user x item matrix of `item_types` and the target.
 
     Users with any such interaction get a vector (cold users through their podcasts); only candidates
     that appear in the matrix can be recommended, since ALS has no factors for items nobody touched.
     """
     history = frames.history(periods)
-    rows = (history.filter(pl.col("item_type").is_in(list({*config.item_types, target_type})))
+    rows = (history.filter(pl.col("item_type").is_in(list({*item_types, target_type})))
             .group_by("user_id", "item_id").agg(pl.col("count_events").sum()))
     users = rows["user_id"].cast(pl.String).unique().sort()
     items = rows["item_id"].cast(pl.String).unique().sort()

@@ -9,14 +9,14 @@ from typing import Any
 import polars as pl
 
 from models import hgnn
-from models.evaluate import EvaluateConfig, evaluation_set, model_builders
+from models.evaluate import PRODUCTION_MODEL, EvaluateConfig, evaluation_set, model_builders
 from models.metrics import SLICES, offline_metrics
 from models.recommender import FeatureFrames, VectorRecommender
 from models.two_tower import TwoTowerModel
 
 FILES = {"two_tower": "two_tower.pt", "hgnn": "hgnn.pt", "embeddings": "hgnn_item_embeddings.parquet",
          "manifest": "manifest.json"}
-BUNDLED_MODEL = "two_tower_hgnn"
+BUNDLED_MODEL = PRODUCTION_MODEL  # the name of the bundled model in evaluation and the registry
 LIST_LENGTH_KEPT = 10  # the judge reads top-10 lists
 
 

@@ -54,9 +54,10 @@ USER_CHUNK = 100_000  # users whose inputs are built and encoded at once (about 
 
 @dataclass(frozen=True)
 class TwoTowerConfig:
-    target_type: str = "audiobook"
-    graph_types: tuple[str, ...] = ("podcast", "audiobook")  # the item types the HGNN embeds
-    item_types: tuple[str, ...] = ("music", "podcast", "audiobook")
+    # The pipeline's types, from settings (warehouse/settings.py holds their defaults).
+    target_type: str
+    graph_types: tuple[str, ...]  # the item types the HGNN embeds
+    item_types: tuple[str, ...]
     music_type: str = "music"  # mean text embedding of its played items = music taste (music is not in the graph)
     periods: tuple[str, ...] = ("train",)  # history the user tower reads; serving may add "holdout"
     use_hgnn: bool = True  # False = the paper's 2T baseline: text embeddings take the HGNN's place
@@ -66,7 +67,7 @@ class TwoTowerConfig:
     # Item types whose items are training labels (the target type always is). Podcast labels come from
     # nearly every user, not only the few warm ones, and teach the user tower how listening maps onto
     # the HGNN space the audiobooks share; each row's in-batch negatives are of its positive's type.
-    label_types: tuple[str, ...] = ("podcast", "audiobook")
+    label_types: tuple[str, ...] | None = None  # None: every graph type
     target_label_weight: float = 0.3  # share of the loss on target-type labels when other types are labels too
     # Learned embeddings of the items in each user's history, mean-pooled per item type (0 = off).
     history_bag_dim: int = 32
@@ -386,7 +387,8 @@ def _target_items(frames: FeatureFrames, target_type: str) -> pl.Series:
 
 def _label_types(config: TwoTowerConfig) -> tuple[str, ...]:
     """The label types, target type last; types outside the graph have no HGNN embedding and are dropped."""
-    others = [t for t in config.label_types if t != config.target_type and t in config.graph_types]
+    chosen = config.graph_types if config.label_types is None else config.label_types
+    others = [t for t in chosen if t != config.target_type and t in config.graph_types]
     return (*others, config.target_type)
 
 

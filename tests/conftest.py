@@ -24,6 +24,9 @@ from warehouse.store import Store
 from worlds.sample import WorldConfig, WorldSummary, simulate
 
 ITEM_TYPES = ("music", "podcast", "audiobook")
+# The pipeline's types as model configs take them (settings hold the pipeline's defaults).
+TYPES = {"target_type": "audiobook", "graph_types": ("podcast", "audiobook"), "item_types": ITEM_TYPES}
+EVAL_TYPES = {"target_type": "audiobook", "graph_types": ("podcast", "audiobook")}
 # A fixed end date keeps the world independent of today: 300 users x 30 days is about 13k event rows.
 WORLD = WorldConfig(users=300, days=30, seed=1, end_date=dt.date(2026, 11, 1))
 WORLD_AS_OF = WORLD.end_date + dt.timedelta(days=1)

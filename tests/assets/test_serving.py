@@ -19,10 +19,11 @@ from assets.resources import Crossfade, Warehouse
 from tests.conftest import WORLD_AS_OF, IngestedWorld
 from warehouse import registry
 from warehouse.store import Store, run_sql
+from tests.conftest import TYPES
 
 K = 100  # settings' default
 PARTITION = (WORLD_AS_OF - dt.timedelta(days=1)).isoformat()  # the nightly run for K serves K + 1
-SMALL = two_tower.TwoTowerConfig(hidden=(64, 32), epochs=2, use_hgnn=False, seed=0)
+SMALL = two_tower.TwoTowerConfig(**TYPES, hidden=(64, 32), epochs=2, use_hgnn=False, seed=0)
 
 
 @dataclasses.dataclass(frozen=True)

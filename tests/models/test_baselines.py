@@ -48,7 +48,7 @@ def test_als_recovers_a_planted_block_structure(frames_from) -> None:
             events += [("train", user, f"a{block}_{j}", "play") for j in range(8) if j != skip]
     items = {f"a{b}_{j}": "audiobook" for b in range(4) for j in range(8)}
     frames = frames_from(events, items)
-    recommender = baselines.als(frames, pl.Series(list(items)), "audiobook",
+    recommender = baselines.als(frames, pl.Series(list(items)), "audiobook", ("podcast", "audiobook"),
                                 baselines.AlsConfig(factors=8))
     top = recommender.recommend(list(withheld), k=1)
     hits = top.filter(pl.col("item_id") == pl.col("user_id").replace_strict(withheld))
@@ -58,7 +58,8 @@ def test_als_recovers_a_planted_block_structure(frames_from) -> None:
 def test_als_serves_users_through_their_podcasts(frames_from) -> None:
     events = [("train", "warm", "p0", "play"), ("train", "warm", "a0", "play"), ("train", "cold", "p0", "play")]
     frames = frames_from(events, {"p0": "podcast", "a0": "audiobook", "a1": "audiobook"})
-    recommender = baselines.als(frames, pl.Series(["a0", "a1"]), "audiobook", baselines.AlsConfig(factors=2))
+    recommender = baselines.als(frames, pl.Series(["a0", "a1"]), "audiobook", ("podcast", "audiobook"),
+                                baselines.AlsConfig(factors=2))
     lists = recommender.recommend(["cold"], k=5)
     assert lists["item_id"].to_list() == ["a0"]  # a1 has no factors: nobody touched it
 

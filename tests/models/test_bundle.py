@@ -8,8 +8,9 @@ from models.bundle import ModelBundle, empty_slices, evaluate_bundle, slice_metr
 from models.evaluate import EvaluateConfig
 from models.metrics import offline_metrics
 from models.two_tower import TwoTowerConfig
+from tests.conftest import EVAL_TYPES, TYPES
 
-CONFIG = TwoTowerConfig(epochs=2, batch_size=128, seed=0)
+CONFIG = TwoTowerConfig(**TYPES, epochs=2, batch_size=128, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_loading_an_incomplete_folder_names_the_missing_files(tmp_path) -> None:
 
 @pytest.mark.slow  # ranks the whole catalogue for 800 users twice: tens of seconds on a busy host
 def test_evaluation_scores_the_bundled_model_and_keeps_top_10_lists(world, bundle) -> None:
-    config = EvaluateConfig(k=50, models=("popularity", "two_tower_hgnn"), two_tower=CONFIG)
+    config = EvaluateConfig(**EVAL_TYPES, k=50, models=("popularity", "two_tower_hgnn"), two_tower=CONFIG)
     metrics, lists = evaluate_bundle(bundle, world.frames, world.text, world.profile, config)
     assert set(metrics["model"]) == {"popularity", "two_tower_hgnn"}
     assert lists["rank"].max() == 10

@@ -1,11 +1,15 @@
 """Offline evaluation of every model on one split of the planted world."""
+from dataclasses import replace
+
 import polars as pl
 import pytest
 
 from models.evaluate import MODELS, EvaluateConfig, evaluate, evaluation_set, holdout_targets, plot_metrics
 from models.two_tower import TwoTowerConfig
+from tests.conftest import EVAL_TYPES, TYPES
 
-CONFIG = EvaluateConfig(k=50, two_tower=TwoTowerConfig(epochs=5, batch_size=128))
+CONFIG = EvaluateConfig(**EVAL_TYPES, k=50, two_tower=TwoTowerConfig(**TYPES, epochs=5, batch_size=128))
+BASE = EvaluateConfig(**EVAL_TYPES, two_tower=CONFIG.two_tower)  # default K
 
 
 @pytest.fixture(scope="module")
@@ -52,33 +56,33 @@ def test_targets_are_new_to_the_user_and_released_before_the_cut(world) -> None:
 
 
 def test_max_users_scores_a_seeded_sample_with_all_its_targets(world) -> None:
-    whole = evaluation_set(world.frames, EvaluateConfig(max_users=0))
-    sample = evaluation_set(world.frames, EvaluateConfig(max_users=100, seed=3))
+    whole = evaluation_set(world.frames, replace(BASE, max_users=0))
+    sample = evaluation_set(world.frames, replace(BASE, max_users=100, seed=3))
     assert (whole.users.len(), whole.population, sample.users.len(), sample.population) == (800, 800, 100, 800)
     assert sample.users.is_sorted() and sample.users.is_in(whole.users).all()
     assert set(sample.targets["user_id"]) == set(sample.users)
     mine = whole.targets.join(sample.users.to_frame(), on="user_id", how="semi")
     assert sample.targets.sort("user_id", "item_id").equals(mine.sort("user_id", "item_id"))  # none lost
-    assert evaluation_set(world.frames, EvaluateConfig(max_users=100, seed=3)).users.equals(sample.users)
-    assert not evaluation_set(world.frames, EvaluateConfig(max_users=100, seed=4)).users.equals(sample.users)
-    assert evaluation_set(world.frames, EvaluateConfig(max_users=5000)).users.len() == 800  # above the population
+    assert evaluation_set(world.frames, replace(BASE, max_users=100, seed=3)).users.equals(sample.users)
+    assert not evaluation_set(world.frames, replace(BASE, max_users=100, seed=4)).users.equals(sample.users)
+    assert evaluation_set(world.frames, replace(BASE, max_users=5000)).users.len() == 800  # above the population
 
 
 def test_sampled_evaluation_reports_the_sampled_users(world) -> None:
-    config = EvaluateConfig(models=("popularity",), max_users=200)
+    config = replace(BASE, models=("popularity",), max_users=200)
     rows = evaluate(world.frames, world.hgnn, world.text, None, config).filter(pl.col("metric") == "hr@10")
     assert dict(zip(rows["slice"], rows["users"]))["all"] == 200
     with pytest.raises(ValueError, match="max_users"):
-        EvaluateConfig(max_users=-1)
+        replace(BASE, max_users=-1)
 
 
 def test_unknown_models_are_refused(world) -> None:
     with pytest.raises(ValueError, match="unknown models"):
-        evaluate(world.frames, world.hgnn, world.text, None, EvaluateConfig(models=("magic",)))
+        evaluate(world.frames, world.hgnn, world.text, None, replace(BASE, models=("magic",)))
 
 
 def test_ablation_flags_run_as_models(world) -> None:
-    config = EvaluateConfig(models=("two_tower_hgnn_no_weak_signals",), two_tower=TwoTowerConfig(epochs=1))
+    config = EvaluateConfig(**EVAL_TYPES, models=("two_tower_hgnn_no_weak_signals",), two_tower=TwoTowerConfig(**TYPES, epochs=1))
     frame = evaluate(world.frames, world.hgnn, world.text, None, config)
     assert set(frame["model"]) == {"two_tower_hgnn_no_weak_signals"}
 

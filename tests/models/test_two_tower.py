@@ -8,8 +8,9 @@ import torch
 
 from models import baselines, two_tower
 from models.two_tower import TwoTowerConfig, TwoTowerModel
+from tests.conftest import TYPES
 
-CONFIG = TwoTowerConfig(epochs=10, batch_size=128, seed=0)
+CONFIG = TwoTowerConfig(**TYPES, epochs=10, batch_size=128, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_split_labels_hides_labels_from_the_features(world) -> None:
 
 def test_split_labels_makes_cold_like_examples_at_the_configured_rate(world) -> None:
     history = world.frames.history(["train"])
-    seen, labels = two_tower.split_labels(history, TwoTowerConfig(cold_example_rate=0.3, label_fraction=0.0), seed=0)
+    seen, labels = two_tower.split_labels(history, TwoTowerConfig(**TYPES, cold_example_rate=0.3, label_fraction=0.0), seed=0)
     kinds = labels.join(history.select("user_id", "item_id", "item_type"), on=["user_id", "item_id"])
     warm = kinds.filter(pl.col("item_type") == "audiobook")["user_id"].unique()
     still_warm = seen.filter(pl.col("item_type") == "audiobook")["user_id"].unique()
@@ -50,12 +51,12 @@ def test_split_labels_makes_cold_like_examples_at_the_configured_rate(world) -> 
 
 def test_podcast_labels_come_from_every_podcast_listener_cold_ones_included(world) -> None:
     history = world.frames.history(["train"])
-    _, labels = two_tower.split_labels(history, TwoTowerConfig(label_fraction=0.0), seed=0)
+    _, labels = two_tower.split_labels(history, TwoTowerConfig(**TYPES, label_fraction=0.0), seed=0)
     podcast = history.filter(pl.col("item_type") == "podcast")
     labelled = labels.join(podcast, on=["user_id", "item_id"], how="semi")
     assert labelled["user_id"].n_unique() == podcast["user_id"].n_unique()  # at least one each
     assert labelled.height == podcast["user_id"].n_unique()  # and, with label_fraction 0, exactly one
-    _, only_target = two_tower.split_labels(history, TwoTowerConfig(label_types=("audiobook",)), seed=0)
+    _, only_target = two_tower.split_labels(history, TwoTowerConfig(**TYPES, label_types=("audiobook",)), seed=0)
     assert only_target.join(podcast, on=["user_id", "item_id"], how="semi").height == 0
 
 
@@ -124,7 +125,7 @@ def test_save_and_load_give_the_same_vectors(world, model, tmp_path) -> None:
 
 
 def test_item_id_embeddings_train_save_and_load(world, tmp_path) -> None:
-    with_ids = two_tower.fit(world.frames, TwoTowerConfig(item_id_dim=8, epochs=1), text_embeddings=world.text,
+    with_ids = two_tower.fit(world.frames, TwoTowerConfig(**TYPES, item_id_dim=8, epochs=1), text_embeddings=world.text,
                              hgnn_embeddings=world.hgnn)
     assert with_ids.net.item_id is not None and with_ids.net.item_id.weight.shape == (len(with_ids.vocab.history_item) + 1, 8)
     with_ids.save(tmp_path / "ids.pt")
@@ -134,21 +135,21 @@ def test_item_id_embeddings_train_save_and_load(world, tmp_path) -> None:
 
 
 def test_seeded_training_repeats_exactly(world) -> None:
-    short = TwoTowerConfig(epochs=2, seed=3)
+    short = TwoTowerConfig(**TYPES, epochs=2, seed=3)
     first, again = (two_tower.fit(world.frames, short, text_embeddings=world.text, hgnn_embeddings=world.hgnn,
                                   profile_embeddings=world.profile) for _ in range(2))
     assert again.losses == first.losses
 
 
 def test_without_hgnn_the_model_needs_no_hgnn_embeddings(world) -> None:
-    plain = two_tower.fit(world.frames, TwoTowerConfig(use_hgnn=False, epochs=1), text_embeddings=world.text)
+    plain = two_tower.fit(world.frames, TwoTowerConfig(**TYPES, use_hgnn=False, epochs=1), text_embeddings=world.text)
     ids, vectors = plain.item_vectors(world.frames, world.text)
     assert vectors.shape == (ids.len(), 128)
 
 
 def test_hgnn_model_without_hgnn_embeddings_is_refused(world) -> None:
     with pytest.raises(ValueError, match="hgnn_embeddings"):
-        two_tower.fit(world.frames, TwoTowerConfig(epochs=1), text_embeddings=world.text)
+        two_tower.fit(world.frames, TwoTowerConfig(**TYPES, epochs=1), text_embeddings=world.text)
 
 
 def test_embeddings_of_another_dimension_are_refused(world, model) -> None:
@@ -167,11 +168,11 @@ def test_an_epoch_trains_on_a_bounded_fresh_sample_of_users(world) -> None:
     assert set(two_tower.sample_users(history, users, 10, seed=2)["user_id"]) != set(sample["user_id"])
     assert two_tower.sample_users(history, users, 0, seed=1) is history  # 0: every user
     assert two_tower.sample_users(history, users, users.len(), seed=1) is history
-    bounded = two_tower.fit(world.frames, TwoTowerConfig(epochs=3, max_users_per_epoch=20), text_embeddings=world.text,
+    bounded = two_tower.fit(world.frames, TwoTowerConfig(**TYPES, epochs=3, max_users_per_epoch=20), text_embeddings=world.text,
                             hgnn_embeddings=world.hgnn)
     assert len(bounded.losses) == 3 and all(math.isfinite(loss) for loss in bounded.losses)
     with pytest.raises(ValueError, match="max_users_per_epoch must be >= 0"):
-        two_tower.fit(world.frames, TwoTowerConfig(epochs=1, max_users_per_epoch=-1), text_embeddings=world.text,
+        two_tower.fit(world.frames, TwoTowerConfig(**TYPES, epochs=1, max_users_per_epoch=-1), text_embeddings=world.text,
                       hgnn_embeddings=world.hgnn)
 
 

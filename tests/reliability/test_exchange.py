@@ -22,9 +22,10 @@ from tests.conftest import WORLD_AS_OF, IngestedWorld
 from warehouse import exchange, readers
 from warehouse.exchange import ExchangeError, check_uri, read_candidate_shards, write_candidate_shard
 from warehouse.settings import load_settings
+from tests.conftest import TYPES
 
 DAY = dt.date(2026, 11, 2)
-SMALL = two_tower.TwoTowerConfig(hidden=(32, 16), epochs=1, use_hgnn=False, seed=0)
+SMALL = two_tower.TwoTowerConfig(**TYPES, hidden=(32, 16), epochs=1, use_hgnn=False, seed=0)
 
 
 def rows(*users: str, k: int = 2) -> pl.DataFrame:
