@@ -22,6 +22,7 @@ from warehouse import ingest, landing
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
 from warehouse.store import Store
 from worlds.sample import WorldConfig, WorldSummary, simulate
+from worlds.shapes import csv_cell
 
 ITEM_TYPES = ("music", "podcast", "audiobook")
 # The pipeline's types as model configs take them (settings hold the pipeline's defaults).
@@ -128,7 +129,7 @@ class Landing:
             return path
         if stem.endswith(".csv"):
             columns = list(rows[0])
-            lines = [",".join(columns)] + [",".join(_csv_cell(row.get(column)) for column in columns) for row in rows]
+            lines = [",".join(columns)] + [",".join(csv_cell(row.get(column)) for column in columns) for row in rows]
         else:
             lines = [json.dumps(row, default=str) for row in rows]
         return self.write_lines(relative, lines, bom=bom)
@@ -140,15 +141,6 @@ class Landing:
         data = (("\ufeff" if bom else "") + "\n".join(lines) + "\n").encode()
         path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
         return path
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        value = "|".join(value)  # the contract's CSV form of a list of genres
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
 
 
 @pytest.fixture

@@ -246,14 +246,15 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         data = buffer.getvalue()
     elif stem.endswith(".csv"):
         columns = list(rows[0])
-        lines = [",".join(columns)] + [",".join(_csv_cell(row.get(c)) for c in columns) for row in rows]
+        lines = [",".join(columns)] + [",".join(csv_cell(row.get(c)) for c in columns) for row in rows]
         data = ("\n".join(lines) + "\n").encode()
     else:
         data = ("\n".join(json.dumps(row) for row in rows) + "\n").encode()
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
 
 
-def _csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """One CSV cell as the landing contract writes it: lists joined by '|', quoted when needed."""
     if value is None:
         return ""
     if isinstance(value, list):
