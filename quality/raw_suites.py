@@ -43,10 +43,11 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
             select * from latest where arrival_date in (select unnest($partitions::date[]))
         ),
         recent as (
-            -- per checked partition: the median of up to 14 earlier partitions
+            -- per checked partition: the median of up to 14 earlier partitions that lost no file to quarantine
             select t.arrival_date, median(h.count_accepted) as median_accepted, count(h.count_accepted) as partitions
             from this as t
             left join latest as h on h.arrival_date < t.arrival_date and h.arrival_date >= t.arrival_date - interval 14 day
+                and h.count_files_quarantined = 0
             group by t.arrival_date
         )
         select
@@ -54,7 +55,8 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
             t.count_files_quarantined,
             t.count_rejected / greatest(t.count_read, 1) as reject_rate,
             t.count_read = t.count_accepted + t.count_rejected + t.count_duplicates as accounting_balances,
-            case when tr.partitions >= $min_history
+            -- a partition that lost files is judged by max_quarantined_files, not by its shrunken volume
+            case when tr.partitions >= $min_history and t.count_files_quarantined = 0
                  then t.count_accepted / nullif(tr.median_accepted, 0) end as volume_vs_median
         from this as t inner join recent as tr using (arrival_date)
         """,

@@ -95,9 +95,9 @@ class Ran:
 
 
 def run_world(shape: shapes.Shape, home: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch,
-              capsys: pytest.CaptureFixture) -> Ran:
-    """`crossfade run` on the landing zone of `shape` under a fresh CROSSFADE_HOME."""
-    world = shapes.write(shapes.build(shape), home / "landing")
+              capsys: pytest.CaptureFixture, landed: shapes.World | None = None) -> Ran:
+    """`crossfade run` on the landing zone of `shape` under CROSSFADE_HOME (written first unless `landed`)."""
+    world = landed or shapes.write(shapes.build(shape), home / "landing")
     for name, value in {"CROSSFADE_LLM_BACKEND": "http", "CROSSFADE_LLM_BASE_URL": endpoint,
                         "CROSSFADE_LLM_MODEL": "refusing", "CROSSFADE_LLM_CALL_BUDGET": "1",
                         "CROSSFADE_JUDGE_USERS": "2",
