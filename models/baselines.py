@@ -1,4 +1,4 @@
-"""The paper's baselines as VectorRecommenders: popularity, mean-embedding KNN (LLM-KNN, HGNN alone) and ALS.
+"""The baselines: popularity, mean-embedding KNN (LLM-KNN, HGNN alone), ALS, item-based KNN and EASE.
 
 Every builder reads only the history of `periods` (the offline evaluation passes ('train',)), may
 recommend only `candidates`, and excludes what each user touched there. The two-tower model without
@@ -16,8 +16,8 @@ import torch
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from models.recommender import (FeatureFrames, VectorRecommender, consumed_pairs, embedding_table, mean_by_user,
-                                positions)
+from models.recommender import (RECOMMENDATION_SCHEMA, FeatureFrames, VectorRecommender, consumed_pairs,
+                                embedding_table, mean_by_user, positions)
 
 
 def popularity(frames: FeatureFrames, candidates: pl.Series, target_type: str,
@@ -99,3 +99,147 @@ def als(frames: FeatureFrames, candidates: pl.Series, target_type: str, item_typ
         allowed["item_id"], item_factors[allowed["src"].to_torch()],
         consumed_pairs(history, target_type),
     )
+
+
+@dataclass(frozen=True)
+class ScoreRecommender:
+    """Ranks items by user rows x an item-item weight matrix, chunk by chunk: the KNN and EASE surface.
+
+    Same `recommend` as VectorRecommender (schema, ties by item order, consumed items left out), but the
+    user side stays a sparse (U, I) matrix, so memory grows with a chunk of users, never with U x I.
+    A user without a row gets no list.
+    """
+
+    user_ids: pl.Series  # (U,)
+    user_rows: sp.csr_matrix  # (U, I) the users' history over the model's items
+    item_ids: pl.Series  # (C,) only the items this model may recommend
+    weights: sp.csr_matrix | np.ndarray  # (I, C) score of candidate c per unit of history item i
+    consumed: pl.DataFrame  # (user_id, item_id) left out of a user's list when exclude_consumed
+    chunk_users: int = 1024
+
+    def recommend(self, user_ids: Sequence[str] | pl.Series, k: int, exclude_consumed: bool = True) -> pl.DataFrame:
+        """Top-k (user_id, item_id, rank 1..k, score) per requested user that has a row, best first."""
+        wanted = pl.DataFrame({"user_id": pl.Series(list(user_ids), dtype=pl.String)}).unique(maintain_order=True)
+        rows = wanted.join(positions(self.user_ids, "user_id"), on="user_id", maintain_order="left")
+        if rows.height == 0 or self.item_ids.len() == 0:
+            return pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
+        excluded = (self.consumed.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+                    .unique().join(positions(rows["user_id"], "user_id").rename({"row": "u"}), on="user_id")
+                    .join(positions(self.item_ids, "item_id").rename({"row": "i"}), on="item_id"))
+        drop_u, drop_i = excluded["u"].to_numpy(), excluded["i"].to_numpy()
+        k = min(k, self.item_ids.len())
+        frames = []
+        for start in range(0, rows.height, self.chunk_users):
+            stop = min(start + self.chunk_users, rows.height)
+            product = self.user_rows[rows["row"].to_numpy()[start:stop]] @ self.weights
+            scores = np.asarray(product.toarray() if sp.issparse(product) else product, dtype=np.float32)  # (R, C)
+            if exclude_consumed:
+                mine = (drop_u >= start) & (drop_u < stop)
+                scores[drop_u[mine] - start, drop_i[mine]] = -np.inf
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # ties keep item order
+            top = np.take_along_axis(scores, order, axis=1)
+            keep = np.isfinite(top)
+            users = np.repeat(np.arange(start, stop), k).reshape(-1, k)
+            ranks = np.tile(np.arange(1, k + 1), stop - start).reshape(-1, k)
+            frames.append(pl.DataFrame({
+                "user_id": rows["user_id"].gather(users[keep]), "item_id": self.item_ids.gather(order[keep]),
+                "rank": ranks[keep], "score": top[keep]}))
+        return pl.concat(frames).cast(RECOMMENDATION_SCHEMA)  # type: ignore[arg-type]
+
+
+def history_matrix(frames: FeatureFrames, periods: Sequence[str], item_types: Sequence[str] | None = None
+                   ) -> tuple[pl.Series, pl.Series, sp.csr_matrix]:
+    """Users, items and the (U, I) matrix of log1p(events) over `periods` (a weak signal alone counts as one event)."""
+    history = frames.history(periods)
+    if item_types is not None:
+        history = history.filter(pl.col("item_type").is_in(list(item_types)))
+    rows = history.group_by("user_id", "item_id").agg(pl.col("count_events").sum())
+    users = rows["user_id"].cast(pl.String).unique().sort()
+    items = rows["item_id"].cast(pl.String).unique().sort()
+    index = (rows.join(positions(users, "user_id").rename({"row": "u"}), on="user_id")
+             .join(positions(items, "item_id").rename({"row": "i"}), on="item_id"))
+    weights = np.log1p(np.maximum(index["count_events"].fill_null(0).to_numpy(), 1)).astype(np.float32)
+    matrix = sp.csr_matrix((weights, (index["u"].to_numpy(), index["i"].to_numpy())),
+                           shape=(users.len(), items.len()), dtype=np.float32)
+    return users, items, matrix
+
+
+def _candidate_columns(candidates: pl.Series, items: pl.Series) -> pl.DataFrame:
+    """(item_id, src): the candidates that have a column in the history matrix, in item_id order."""
+    return positions(candidates.cast(pl.String).unique().sort(), "item_id").join(
+        positions(items, "item_id").rename({"row": "src"}), on="item_id", maintain_order="left")
+
+
+@dataclass(frozen=True)
+class ItemKnnConfig:
+    neighbours: int = 100  # most similar history items kept per candidate: bounds memory at I x C x 100
+    weighted: bool = True  # a history item counts log1p(events); False: every touched item counts 1
+
+
+def item_knn(frames: FeatureFrames, candidates: pl.Series, target_type: str,
+             config: ItemKnnConfig = ItemKnnConfig(), periods: Sequence[str] = ("train",)) -> ScoreRecommender:
+    """Item-based KNN: cosine on who touched what, over every item type, so podcasts and music reach audiobooks.
+
+    sim(i, c) = |users(i) & users(c)| / sqrt(|users(i)| |users(c)|), i != c, keeping each candidate's
+    `neighbours` largest; score(u, c) = sum over u's history items i of weight(u, i) x sim(i, c).
+    Users with any interaction in `periods` get a list; candidates nobody touched cannot be recommended.
+    """
+    if config.neighbours < 1:
+        raise ValueError(f"ItemKnnConfig.neighbours must be at least 1 (got {config.neighbours})")
+    users, items, matrix = history_matrix(frames, periods)
+    allowed = _candidate_columns(candidates, items)
+    binary = matrix.copy()
+    binary.data[:] = 1.0
+    norms = np.sqrt(np.asarray(binary.sum(axis=0)).ravel())  # (I,)
+    cols = allowed["src"].to_numpy()
+    sims = (binary.T @ binary[:, cols]).tocoo()  # (I, C) co-consumption counts
+    values = sims.data / (norms[sims.row] * norms[cols[sims.col]])
+    keep = sims.row != cols[sims.col]  # an item is not its own neighbour
+    row, col, values = sims.row[keep], sims.col[keep], values[keep]
+    order = np.lexsort((row, -values, col))  # per candidate: most similar first, ties by item order
+    row, col, values = row[order], col[order], values[order]
+    rank = np.arange(len(col)) - np.searchsorted(col, col)  # position within the candidate's neighbours
+    near = rank < config.neighbours
+    weights = sp.csr_matrix((values[near].astype(np.float32), (row[near], col[near])), shape=(items.len(), len(cols)))
+    if not config.weighted:
+        matrix = binary
+    return ScoreRecommender(users, matrix, allowed["item_id"], weights,
+                            consumed_pairs(frames.history(periods), target_type))
+
+
+@dataclass(frozen=True)
+class EaseConfig:
+    # L2 penalty lambda of EASE; 500 is the order Steck (2019) found best on MovieLens-20M and Netflix.
+    regularization: float = 500.0
+    # Items kept, most users first: EASE inverts a dense I x I matrix (20,000 items: 3.2 GB in float64).
+    max_items: int = 20_000
+
+
+def ease(frames: FeatureFrames, candidates: pl.Series, target_type: str,
+         config: EaseConfig = EaseConfig(), periods: Sequence[str] = ("train",)) -> ScoreRecommender:
+    """EASE (Steck 2019) on the binary user x item matrix of every item type in `periods`.
+
+    P = (X^T X + lambda I)^-1, B = I - P / diag(P) (column-wise, zero diagonal), scores = X B over the
+    candidates. Items beyond `max_items` (fewest distinct users) are dropped before fitting; users left
+    with no kept item get no list, and only kept candidates can be recommended.
+    """
+    if config.regularization <= 0 or config.max_items < 1:
+        raise ValueError(f"EaseConfig needs regularization > 0 and max_items >= 1 (got {config})")
+    users, items, matrix = history_matrix(frames, periods)
+    binary = matrix.copy()
+    binary.data[:] = 1.0
+    if items.len() > config.max_items:
+        popularity_order = np.lexsort((np.arange(items.len()), -np.asarray(binary.sum(axis=0)).ravel()))
+        kept = np.sort(popularity_order[:config.max_items])
+        binary, items = binary[:, kept], items.gather(kept)
+        known = np.asarray(binary.sum(axis=1)).ravel() > 0
+        binary, users = binary[known], users.filter(pl.Series(known))
+    gram = (binary.T @ binary).toarray().astype(np.float64)  # (I, I)
+    gram[np.diag_indices_from(gram)] += config.regularization
+    inverse = np.linalg.inv(gram)
+    b = -inverse / np.diag(inverse)  # column j divided by P_jj
+    b[np.diag_indices_from(b)] = 0.0
+    allowed = _candidate_columns(candidates, items)
+    weights = np.ascontiguousarray(b[:, allowed["src"].to_numpy()], dtype=np.float32)  # (I, C)
+    return ScoreRecommender(users, binary.tocsr(), allowed["item_id"], weights,
+                            consumed_pairs(frames.history(periods), target_type))

@@ -22,13 +22,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from models import baselines, two_tower
-from models.baselines import AlsConfig
+from models.baselines import AlsConfig, EaseConfig, ItemKnnConfig, ScoreRecommender
 from models.metrics import SLICES, offline_metrics
 from models.recommender import FeatureFrames, VectorRecommender
 from models.two_tower import TwoTowerConfig
 
 PRODUCTION_MODEL = "two_tower_hgnn"  # 2T-HGNN: the model the pipeline trains, bundles and serves
-MODELS = ("popularity", "als", "llm_knn", "hgnn", "two_tower", PRODUCTION_MODEL)
+MODELS = ("popularity", "item_knn", "ease", "als", "llm_knn", "hgnn", "two_tower", PRODUCTION_MODEL)
 # The paper's ablations that are two-tower flags; add their names to EvaluateConfig.models to run them.
 ABLATIONS = {
     f"{PRODUCTION_MODEL}_no_weak_signals": {"use_weak_signals": False},
@@ -45,6 +45,8 @@ class EvaluateConfig:
     k: int = 100  # the configured K of Recall@K and NDCG@K (10 and 20 are always reported)
     list_length: int = 100  # the paper computes MRR and coverage on the top 100
     models: tuple[str, ...] = MODELS
+    item_knn: ItemKnnConfig = field(default_factory=ItemKnnConfig)
+    ease: EaseConfig = field(default_factory=EaseConfig)
     als: AlsConfig = field(default_factory=AlsConfig)
     # Users scored at most, a seeded uniform sample of those with holdout targets (0 = all): the standard
     # errors stay small while a large population's lists are not all ranked six times every night.
@@ -109,7 +111,7 @@ def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_e
 
 def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
                    catalogue: pl.Series, config: EvaluateConfig,
-                   users: pl.Series | None = None) -> dict[str, Callable[[], VectorRecommender]]:
+                   users: pl.Series | None = None) -> dict[str, Callable[[], VectorRecommender | ScoreRecommender]]:
     """One recommender factory per model name; each is built only when asked for.
 
     The two-tower models encode only `users` (default: every user in user_stats), the evaluated ones.
@@ -133,6 +135,8 @@ def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.Da
 
     return {
         "popularity": lambda: baselines.popularity(frames, catalogue, target),
+        "item_knn": lambda: baselines.item_knn(frames, catalogue, target, config.item_knn),
+        "ease": lambda: baselines.ease(frames, catalogue, target, config.ease),
         "als": lambda: baselines.als(frames, catalogue, target, config.graph_types, config.als),
         "llm_knn": lambda: baselines.mean_embedding_knn(frames, text, catalogue, target),
         "hgnn": hgnn_alone,

@@ -1,4 +1,4 @@
-"""Baselines: popularity order, ALS on a planted block structure, mean-embedding KNN and who it serves."""
+"""Baselines: popularity order, ALS, item KNN and EASE on planted blocks, mean-embedding KNN, and who each serves."""
 import numpy as np
 import polars as pl
 import pytest
@@ -93,3 +93,87 @@ def test_mean_embedding_knn_counts_weak_signals_unless_told_not_to(knn_frames) -
 def test_mean_embedding_knn_gives_cold_users_no_list(knn_frames) -> None:
     recommender = baselines.mean_embedding_knn(knn_frames, EMBEDDINGS, pl.Series(["a0", "a1"]), "audiobook")
     assert recommender.recommend(["cold", "nobody"], k=5).height == 0
+
+
+def block_world(frames_from, blocks: int = 3):
+    """Per block: 8 warm users touched its podcasts, music and audiobooks; 1 cold user only 2 of its podcasts."""
+    events, items = [], {}
+    for b in range(blocks):
+        items |= {f"p{b}_{j}": "podcast" for j in range(4)} | {f"m{b}_{j}": "music" for j in range(3)}
+        items |= {f"a{b}_{j}": "audiobook" for j in range(4)}
+        for u in range(8):
+            events += [("train", f"w{b}_{u}", item, "play") for item in items if item[1] == str(b)]
+        events += [("train", f"cold{b}", f"p{b}_{j}", "play") for j in range(2)]
+    events += [("train", "w0_0", "a1_0", "play")]  # one cross-block play, so blocks are not disjoint
+    return frames_from(events, items), items
+
+
+@pytest.mark.parametrize("build", [baselines.item_knn, baselines.ease], ids=["item_knn", "ease"])
+def test_cold_users_reach_their_blocks_audiobooks_through_podcasts(frames_from, build) -> None:
+    frames, items = block_world(frames_from)
+    books = [item for item, kind in items.items() if kind == "audiobook"]
+    lists = build(frames, pl.Series(books), "audiobook").recommend(["cold0", "cold1", "cold2"], k=4)
+    for b in range(3):
+        mine = lists.filter(pl.col("user_id") == f"cold{b}").sort("rank")
+        assert set(mine["item_id"]) == {f"a{b}_{j}" for j in range(4)}
+        assert (mine["score"] > 0).all()
+
+
+def test_item_knn_scores_are_cosines_over_kept_neighbours(frames_from) -> None:
+    # p0: u1, u2, cold; a0: u1, u2; a1: u2, u3. cos(p0, a0) = 2/sqrt(6), cos(p0, a1) = 1/sqrt(6), cos(a0, a1) = 1/2.
+    events = [("train", "u1", "p0", "play"), ("train", "u1", "a0", "play"), ("train", "u2", "p0", "play"),
+              ("train", "u2", "a0", "play"), ("train", "u2", "a1", "play"), ("train", "u3", "a1", "play"),
+              ("train", "cold", "p0", "play")]
+    frames = frames_from(events, {"p0": "podcast", "a0": "audiobook", "a1": "audiobook"})
+    candidates = pl.Series(["a0", "a1"])
+    every = baselines.item_knn(frames, candidates, "audiobook", baselines.ItemKnnConfig(weighted=False))
+    lists = every.recommend(["cold"], k=5)
+    assert lists["item_id"].to_list() == ["a0", "a1"]
+    assert lists["score"].to_list() == pytest.approx([2 / np.sqrt(6), 1 / np.sqrt(6)])
+    # One neighbour each: a0 keeps p0 (0.82, over a1's 1/2); a1 keeps a0 (1/2, over p0's 0.41).
+    one = baselines.item_knn(frames, candidates, "audiobook", baselines.ItemKnnConfig(neighbours=1, weighted=False))
+    assert one.recommend(["cold"], k=5)["score"].to_list() == pytest.approx([2 / np.sqrt(6), 0.0])
+    assert one.recommend(["u3"], k=5)["item_id"].to_list() == ["a0"]  # a1 was consumed
+    weighted = baselines.item_knn(frames, candidates, "audiobook")
+    assert weighted.recommend(["cold"], k=1)["score"].to_list() == pytest.approx([np.log(2.0) * 2 / np.sqrt(6)])
+
+
+def test_ease_recovers_the_withheld_item_of_a_planted_block(frames_from) -> None:
+    rng = np.random.default_rng(0)
+    events, withheld = [], {}
+    for block in range(4):
+        for u in range(12):
+            user = f"u{block}_{u:02d}"
+            skip = int(rng.integers(8))
+            withheld[user] = f"a{block}_{skip}"
+            events += [("train", user, f"a{block}_{j}", "play") for j in range(8) if j != skip]
+            events += [("train", user, f"p{block}", "play")]
+    items = {f"a{b}_{j}": "audiobook" for b in range(4) for j in range(8)} | {f"p{b}": "podcast" for b in range(4)}
+    frames = frames_from(events, items)
+    books = pl.Series([item for item, kind in items.items() if kind == "audiobook"])
+    for config in (baselines.EaseConfig(), baselines.EaseConfig(regularization=5.0)):
+        top = baselines.ease(frames, books, "audiobook", config).recommend(list(withheld), k=1)
+        hits = top.filter(pl.col("item_id") == pl.col("user_id").replace_strict(withheld))
+        assert hits.height == len(withheld)
+
+
+def test_ease_keeps_the_most_popular_items_and_serves_only_users_with_one(frames_from) -> None:
+    events = [("train", u, "a0", "play") for u in ("u1", "u2", "u3")] + [("train", "u1", "p0", "play"),
+              ("train", "u2", "p0", "play"), ("train", "rare", "a1", "play")]
+    frames = frames_from(events, {"a0": "audiobook", "a1": "audiobook", "p0": "podcast"})
+    capped = baselines.ease(frames, pl.Series(["a0", "a1"]), "audiobook", baselines.EaseConfig(max_items=2))
+    assert capped.recommend(["rare"], k=5).height == 0  # a1 was dropped, so rare has no known item
+    assert capped.recommend(["u3"], k=5).height == 0  # a0 consumed, a1 not kept: nothing left to rank
+    assert capped.recommend(["u1", "nobody"], k=5).height == 0
+    full = baselines.ease(frames, pl.Series(["a0", "a1"]), "audiobook")
+    assert full.recommend(["rare"], k=5)["item_id"].to_list() == ["a0"]
+
+
+@pytest.mark.parametrize("build", [baselines.item_knn, baselines.ease], ids=["item_knn", "ease"])
+def test_empty_history_and_unknown_users_get_no_list(frames_from, build) -> None:
+    frames = frames_from([("holdout", "u1", "a0", "play")], {"a0": "audiobook", "p0": "podcast"})
+    recommender = build(frames, pl.Series(["a0"]), "audiobook")
+    assert recommender.recommend(["u1", "nobody"], k=5).height == 0
+    knn = build(frames, pl.Series(["a0"]), "audiobook", periods=("holdout",))
+    assert knn.recommend(["nobody"], k=5).height == 0
+    assert knn.recommend(["u1"], k=5, exclude_consumed=False)["item_id"].to_list() == ["a0"]

@@ -40,6 +40,14 @@ def test_warm_only_baselines_serve_no_cold_user(results) -> None:
         assert value(results, model, "warm", "served") == 1.0
 
 
+def test_item_knn_and_ease_serve_cold_users_through_their_other_types(results) -> None:
+    hr = results.filter(pl.col("metric") == "hr@10").pivot("slice", index="model", values="value").sort("model")
+    print(hr)  # HR@10 of every model on the planted world, per slice
+    for model in ("item_knn", "ease"):
+        assert value(results, model, "cold", "served") == 1.0
+        assert value(results, model, "cold", "hr@10") > value(results, "popularity", "cold", "hr@10")
+
+
 def test_slices_hold_the_planted_users(results) -> None:
     rows = results.filter((pl.col("model") == "popularity") & (pl.col("metric") == "hr@10"))
     users = dict(zip(rows["slice"], rows["users"]))
