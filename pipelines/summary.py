@@ -17,9 +17,10 @@ SECTIONS = (
     ("eval.offline_metrics", "offline HR@10 by model and slice (empty slices: null)",
      "pivot (select model, slice, value from eval.offline_metrics where metric = 'hr@10') "
      "on slice using first(value) order by model"),
-    ("models.registry", "models, newest first (gate: the slice the promotion gate compared, and why)",
+    ("models.registry", "models, newest first (gate: the slice the promotion gate compared, and why; slices without users)",
      "select model_version, status, coalesce(reason, '') as reason, metrics->'gate'->>'slice' as gate_slice, "
-     "metrics->'gate'->>'reason' as gate_basis from models.registry order by created_at desc limit 3"),
+     "metrics->'gate'->>'reason' as gate_basis, metrics->>'empty_slices' as empty_slices "
+     "from models.registry order by created_at desc limit 3"),
     ("serving.candidates", "published candidates (newest as-of date)",
      "select as_of, count(distinct user_id) as users, count(*) as rows, "
      "count(*) filter (where is_fallback) as fallback_rows from serving.candidates group by 1 order by 1 desc limit 1"),
