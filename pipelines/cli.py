@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from warehouse.settings import SettingsError, load_settings
 
 STAGES = ("raw", "features", "enrich", "models", "serving", "eval")
@@ -37,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--as-of", type=_date, default=None, help="use only events strictly before this date")
     run.add_argument("--select", choices=STAGES, action="append", default=None,
                      help="run only these stages (repeatable); default: all")
+    run.add_argument("--run-config", type=Path, default=None,
+                     help="YAML with the `ops:` part of a Dagster run config for the refresh, e.g. "
+                          "'ops: {models__two_tower: {config: {epochs: 4}}}'")
 
     sql = commands.add_parser("sql", help="query the last published snapshot (never blocked by a running write)")
     sql.add_argument("query")
@@ -59,12 +64,29 @@ def main(argv: list[str] | None = None) -> int:
 
             print(prepare_dagster_home(load_settings()))
             return 0
-        from pipelines.runner import run_nightly
+        from pipelines.runner import RunConfigError, run_nightly
 
-        return run_nightly(load_settings(as_of=args.as_of), stages=tuple(args.select or STAGES))
-    except SettingsError as error:
+        return run_nightly(load_settings(as_of=args.as_of), stages=tuple(args.select or STAGES),
+                           ops=_run_config_ops(args.run_config))
+    except (SettingsError, RunConfigError) as error:
         print(f"crossfade: {error}", file=sys.stderr)
         return 2
+
+
+def _run_config_ops(path: Path | None) -> dict:
+    """The `ops` mapping of a run-config YAML file (nothing else is taken from it)."""
+    from pipelines.runner import RunConfigError
+
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise RunConfigError(f"--run-config {path}: cannot be read as YAML ({error})") from None
+    if not isinstance(loaded, dict) or set(loaded) - {"ops"} or not isinstance(loaded.get("ops", {}), dict):
+        raise RunConfigError(f"--run-config {path}: expected a mapping with one key, ops: {{<op>: {{config: ...}}}} "
+                             f"(got keys {sorted(loaded) if isinstance(loaded, dict) else type(loaded).__name__})")
+    return loaded.get("ops", {})
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ import datetime as dt
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -52,15 +54,30 @@ def _partitions_to_ingest(settings: Settings, as_of: dt.date | None) -> list[str
 
 
 def _execute(job_name: str, tags: dict[str, str], partition_key: str | None, instance: dg.DagsterInstance,
-             asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+             asset_selection: list[dg.AssetKey] | None = None,
+             ops: Mapping[str, Any] | None = None) -> dg.ExecuteInProcessResult:
     from pipelines.definitions import defs
 
     job = defs().resolve_job_def(job_name)
     return job.execute_in_process(
         instance=instance, tags=tags, partition_key=partition_key, raise_on_error=False,
         asset_selection=asset_selection,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}, **({"ops": dict(ops)} if ops else {})},
     )
+
+
+def ops_for_selection(selection: list[dg.AssetKey], ops: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
+    """The part of a run config's `ops` that concerns the selected assets; a name that is no op is refused."""
+    unknown = sorted(set(ops) - known)
+    if unknown:
+        raise RunConfigError(f"run config names ops {unknown} that do not exist; ops are asset keys joined by '__', "
+                             f"e.g. {sorted(known)[:4]}")
+    selected = {"__".join(key.path) for key in selection}
+    return {name: value for name, value in ops.items() if name in selected}
+
+
+class RunConfigError(ValueError):
+    """A run config given to `crossfade run` does not fit the definitions; the message says what to change."""
 
 
 def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
@@ -94,8 +111,12 @@ def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
     return result.success
 
 
-def run_nightly(settings: Settings, stages: tuple[str, ...]) -> int:
-    """Ingest changed arrival partitions before the as-of date, then refresh the selected stages."""
+def run_nightly(settings: Settings, stages: tuple[str, ...], ops: Mapping[str, Any] | None = None) -> int:
+    """Ingest changed arrival partitions before the as-of date, then refresh the selected stages.
+
+    `ops` is the `ops` part of a Dagster run config for the refresh (e.g. fewer training epochs); the config
+    of ops outside the selected stages is left out.
+    """
     started = time.perf_counter()
     prepare_dagster_home(settings)
     instance = dg.DagsterInstance.get()
@@ -123,7 +144,10 @@ def run_nightly(settings: Settings, stages: tuple[str, ...]) -> int:
         partitioned = any(graph.get(key).partitions_def is not None for key in selection)
         partition = (as_of - dt.timedelta(days=1)).isoformat() if partitioned else None
         _say(f"refresh: {', '.join(downstream)} for as-of {as_of}")
-        ok = _report(_execute("refresh", {AS_OF_TAG: as_of.isoformat()}, partition, instance, selection), "refresh")
+        known = {"__".join(key.path) for key in graph.get_all_asset_keys()}
+        ops_config = ops_for_selection(selection, ops or {}, known)
+        ok = _report(_execute("refresh", {AS_OF_TAG: as_of.isoformat()}, partition, instance, selection, ops_config),
+                     "refresh")
     print_summary(settings)
     _say(f"crossfade run {'finished' if ok else 'stopped by a failed step or gate'} in {time.perf_counter() - started:.1f} s")
     return 0 if ok else 1

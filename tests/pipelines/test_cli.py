@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from pipelines.cli import main
@@ -131,3 +132,29 @@ def test_run_as_of_builds_features_from_events_strictly_before_that_date(crossfa
                  "(select max(last_seen_at) from features.interactions) < '2026-10-25' as features_before, "
                  "(select max(end_at) from features.splits) <= '2026-10-25' as splits_before", "--format", "csv"]) == 0
     assert capsys.readouterr().out == "later_events_landed,features_before,splits_before\ntrue,true,true\n"
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("ops: [1, 2", "cannot be read as YAML"),
+    ("resources: {}\n", "expected a mapping with one key, ops"),
+    ("ops: {models__three_tower: {config: {epochs: 1}}}\n", "ops ['models__three_tower'] that do not exist"),
+])
+def test_run_refuses_a_run_config_it_cannot_use_with_exit_2(crossfade_home: Path, capsys, text: str,
+                                                             says: str) -> None:
+    landing = crossfade_home / "landing"
+    assert main(["simulate", "--users", "40", "--days", "20", "--seed", "3", "--out", str(landing),
+                 "--end-date", "2026-11-01"]) == 0
+    config = crossfade_home / "run.yaml"
+    config.write_text(text)
+    capsys.readouterr()
+    assert main(["run", "--select", "features", "--run-config", str(config)]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_a_run_config_reaches_only_the_selected_ops() -> None:
+    from pipelines.runner import ops_for_selection
+
+    keys = [dg.AssetKey(["features", "splits"]), dg.AssetKey(["models", "two_tower"])]
+    ops = {"models__two_tower": {"config": {"epochs": 2}}, "models__hgnn_item_embeddings": {"config": {"max_epochs": 1}}}
+    known = {"features__splits", "models__two_tower", "models__hgnn_item_embeddings"}
+    assert ops_for_selection(keys, ops, known) == {"models__two_tower": {"config": {"epochs": 2}}}
