@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 
 from warehouse.settings import Settings
-from warehouse.store import one_row, run_sql, scalar, sql_text
+from warehouse.store import run_sql, scalar, sql_text
 
 
 

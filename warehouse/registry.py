@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.store import run_sql, scalar, table_exists
+from warehouse.store import run_sql, table_exists
 
 TABLE = "models.registry"
 STATUSES = ("candidate", "promoted", "rejected", "retired")
