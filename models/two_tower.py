@@ -74,9 +74,8 @@ class TwoTowerConfig:
     history_bag_length: int = 32  # most-played items per user and type that the pool reads
     max_history_items: int = 200_000  # vocabulary: the items most users touched; the rest have no embedding
     # Learned embedding of the item itself in the item tower, for items in the history vocabulary (0 = off);
-    # items new since training (fresh releases) read row 0 and rely on their features. Off by default: on
-    # the 2000-user sample world it moved HR@10 by less than one standard error, and on a 600-user world
-    # with 8 epochs it cost the cold-slice lead over Popularity.
+    # items new since training (fresh releases) read row 0 and rely on their features. Off by default:
+    # per-item parameters need many interactions per item, which the target type rarely has.
     item_id_dim: int = 0
     hidden: tuple[int, ...] = (512, 256, 128)  # per tower; the last is the output dimension
     categorical_dim: int = 16  # width of the age, country and language embeddings
@@ -89,9 +88,8 @@ class TwoTowerConfig:
     max_users_per_epoch: int = 20_000
     # Items drawn uniformly for each batch as extra negatives beside the in-batch ones (mixed negative
     # sampling, Yang et al. 2020); every logit is corrected by the log of its item's expected count in
-    # the mixture. 0: in-batch negatives alone. On the 2000-user sample world 512 gave warm HR@10 0.407
-    # and 0.415 over two seeds against 0.380 and 0.399 without (cold 0.806 / 0.792 vs 0.795 / 0.783),
-    # within the seed-to-seed spread and at about twice the training time, so it stays off by default.
+    # the mixture. 0: in-batch negatives alone, the default: extra negatives double the training time
+    # for a gain within the seed-to-seed spread (bench/README.md has the measurement).
     uniform_negatives: int = 0
     temperature: float = 0.05  # outputs are unit vectors: cosines need sharpening before the softmax
     dropout: float = 0.1
