@@ -1,4 +1,4 @@
-"""Small landing zones of the shapes a foreign export can have (issue 19), written by parametrised builders.
+"""Small landing zones of the shapes a foreign export can have, written by parametrised builders.
 
 Nothing here comes from the sample world: each `Shape` says who listens to what and when, `build` turns
 it into rows, and `write` lays them out as README's Landing zone in mixed formats (jsonl, csv,
@@ -146,7 +146,7 @@ def write(world: World, landing: Path) -> World:
 
 
 def shapes() -> Iterator[Shape]:
-    """One world per shape of issue 19 point 2; compatible shapes share a world."""
+    """One world per shape a foreign export can have; compatible shapes share a world."""
     yield Shape("no_cold_targets", warm_share=0.6, cold_targets=False,
                 description="no cold user has a target event in the holdout (cold slice empty)")
     yield Shape("no_warm", warm_share=0.0,

@@ -1,4 +1,4 @@
-"""A torn .jsonl.gz among many arrival partitions (issue 19): the night goes on, the file is quarantined by name,
+"""A torn .jsonl.gz among many arrival partitions: the night goes on, the file is quarantined by name,
 and once the file is replaced its rows are stored exactly once."""
 from __future__ import annotations
 

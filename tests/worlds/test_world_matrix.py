@@ -1,4 +1,4 @@
-"""The world matrix (issue 19): every shape of landing zone through `crossfade run`, its outcome, and nothing lost.
+"""The world matrix: every shape of landing zone through `crossfade run`, its outcome, and nothing lost.
 
 Each world of worlds.shapes runs end to end with the real assets and gates. The outcome is either a
 completed run whose degradation is flagged and explained, or a stop at a gate whose reason is in
