@@ -36,8 +36,9 @@ def test_popularity_reads_only_the_periods_asked_for(listened) -> None:
     assert recommender.recommend(["u5"], k=1)["item_id"].to_list() == ["a3"]
 
 
-def test_als_recovers_a_planted_block_structure(frames_from) -> None:
-    # 4 blocks of 8 books and 12 users; each user played every book of their block but one (withheld).
+def planted_blocks(podcasts: bool = False) -> tuple[list[tuple], dict[str, str], dict[str, str]]:
+    """4 blocks of 8 books and 12 users; each user played every book of their block but one (withheld),
+    and with `podcasts` the block's podcast too. Returns (events, withheld book per user, item types)."""
     rng = np.random.default_rng(0)
     events, withheld = [], {}
     for block in range(4):
@@ -46,7 +47,13 @@ def test_als_recovers_a_planted_block_structure(frames_from) -> None:
             skip = int(rng.integers(8))
             withheld[user] = f"a{block}_{skip}"
             events += [("train", user, f"a{block}_{j}", "play") for j in range(8) if j != skip]
+            events += [("train", user, f"p{block}", "play")] if podcasts else []
     items = {f"a{b}_{j}": "audiobook" for b in range(4) for j in range(8)}
+    return events, withheld, items | ({f"p{b}": "podcast" for b in range(4)} if podcasts else {})
+
+
+def test_als_recovers_a_planted_block_structure(frames_from) -> None:
+    events, withheld, items = planted_blocks()
     frames = frames_from(events, items)
     recommender = baselines.als(frames, pl.Series(list(items)), "audiobook", ("podcast", "audiobook"),
                                 baselines.AlsConfig(factors=8))
@@ -139,16 +146,7 @@ def test_item_knn_scores_are_cosines_over_kept_neighbours(frames_from) -> None:
 
 
 def test_ease_recovers_the_withheld_item_of_a_planted_block(frames_from) -> None:
-    rng = np.random.default_rng(0)
-    events, withheld = [], {}
-    for block in range(4):
-        for u in range(12):
-            user = f"u{block}_{u:02d}"
-            skip = int(rng.integers(8))
-            withheld[user] = f"a{block}_{skip}"
-            events += [("train", user, f"a{block}_{j}", "play") for j in range(8) if j != skip]
-            events += [("train", user, f"p{block}", "play")]
-    items = {f"a{b}_{j}": "audiobook" for b in range(4) for j in range(8)} | {f"p{b}": "podcast" for b in range(4)}
+    events, withheld, items = planted_blocks(podcasts=True)
     frames = frames_from(events, items)
     books = pl.Series([item for item, kind in items.items() if kind == "audiobook"])
     for config in (baselines.EaseConfig(), baselines.EaseConfig(regularization=5.0)):
