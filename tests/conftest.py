@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gzip
+import io
 import json
 import os
 import select
@@ -125,7 +126,9 @@ class Landing:
         path.parent.mkdir(parents=True, exist_ok=True)
         stem = path.name.removesuffix(".gz")
         if stem.endswith(".parquet"):
-            pl.DataFrame(rows, infer_schema_length=None).write_parquet(path)
+            buffer = io.BytesIO()
+            pl.DataFrame(rows, infer_schema_length=None).write_parquet(buffer)
+            path.write_bytes(gzip.compress(buffer.getvalue()) if path.name.endswith(".gz") else buffer.getvalue())
             return path
         if stem.endswith(".csv"):
             columns = list(rows[0])

@@ -231,11 +231,20 @@ def test_files_without_records_stage_nothing(tmp_path: Path, name: str, content:
     assert _stage(tmp_path / name) == []
 
 
-@pytest.mark.parametrize("name", ["e.parquet", "e.jsonl.gz", "e.csv.gz"])
-def test_an_unreadable_file_is_named_and_leaves_nothing_behind(hand_landing, name: str) -> None:
+def _good_and_torn(hand_landing, name: str) -> tuple[Path, Path]:
+    """A good JSON-lines file and a file `name` cut to half its size, as an interrupted copy leaves it."""
     good = hand_landing.write("a.jsonl", ROWS)
     path = hand_landing.write(name, ROWS * 50)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return good, path
+
+
+TORN = ["e.parquet", "e.jsonl.gz", "e.csv.gz", "e.parquet.gz"]
+
+
+@pytest.mark.parametrize("name", TORN)
+def test_an_unreadable_file_is_named_and_leaves_nothing_behind(hand_landing, name: str) -> None:
+    good, path = _good_and_torn(hand_landing, name)
     con = duckdb.connect()
     entries = [landing.file_format(good), landing.file_format(path)]
     with pytest.raises(landing.LandingError, match=rf"{path}: cannot be read as .*replace or remove the file"):
@@ -246,11 +255,9 @@ def test_an_unreadable_file_is_named_and_leaves_nothing_behind(hand_landing, nam
     assert con.execute("select count(*) from duckdb_variables()").fetchall() == [(0,)]
 
 
-@pytest.mark.parametrize("name", ["e.parquet", "e.jsonl.gz", "e.csv.gz"])
+@pytest.mark.parametrize("name", TORN)
 def test_with_a_quarantine_an_unreadable_file_is_left_out_and_the_others_stage(hand_landing, name: str) -> None:
-    good = hand_landing.write("a.jsonl", ROWS)
-    path = hand_landing.write(name, ROWS * 50)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    good, path = _good_and_torn(hand_landing, name)
     con = duckdb.connect()
     quarantine: list[landing.QuarantinedFile] = []
     with landing.staged(con, [landing.file_format(path), landing.file_format(good)], landing.EVENT_COLUMNS, "stage",
