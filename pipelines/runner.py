@@ -14,7 +14,7 @@ import duckdb
 
 from assets.resources import AS_OF_TAG
 from pipelines.summary import print_summary
-from warehouse.settings import Settings
+from warehouse.settings import Settings, SettingsError
 from warehouse import landing
 from warehouse.ingest import changed_partitions
 from warehouse.store import NothingPublishedError, Store
@@ -76,7 +76,7 @@ def ops_for_selection(selection: list[dg.AssetKey], ops: Mapping[str, Any], know
     return {name: value for name, value in ops.items() if name in selected}
 
 
-class RunConfigError(ValueError):
+class RunConfigError(SettingsError):
     """A run config given to `crossfade run` does not fit the definitions; the message says what to change."""
 
 

@@ -41,7 +41,8 @@ def print_summary(settings: Settings) -> None:
                 frame = con.execute(query).pl() if table_exists(con, table) else pl.DataFrame()
                 if frame.height:
                     print(f"\n{title}:")
-                    with pl.Config(tbl_rows=25, tbl_cols=-1, fmt_str_lengths=100, tbl_width_chars=200,
+                    # wide enough that no cell wraps: a reason stays on one line, whole, for grep
+                    with pl.Config(tbl_rows=25, tbl_cols=-1, fmt_str_lengths=300, tbl_width_chars=10_000,
                                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
                         print(frame)
     except NothingPublishedError:
