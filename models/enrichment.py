@@ -2,6 +2,7 @@
 calls and seconds."""
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -15,10 +16,17 @@ from pydantic import BaseModel
 from models.llm import ChatModel, Generation, Messages, generate
 
 CacheKey = tuple[str, str, str]  # (model, prompt_version, input_hash)
+# Runs that may ask for one input: a cached 'failed' answer (invalid output after every in-run attempt) is asked
+# again on a later night until this many runs have failed on it; then it stays failed until its input changes.
+MAX_ATTEMPTS = 3
+# How old a failure must be before it is asked again: a later night of a daily schedule, not a rerun the same
+# evening (which would get the same answer from the same model).
+RETRY_FAILED_AFTER_S = 20 * 3600.0
 
 
 class EnrichmentCache(Protocol):
-    """Stored answers; rows are plain dicts with the keys of `cache_row`."""
+    """Stored answers; rows are plain dicts with the keys of `cache_row` (a row without `attempt_count` was
+    asked once)."""
 
     def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, dict[str, Any]]: ...
 
@@ -73,6 +81,7 @@ class BatchResult:
     calls: int  # distinct inputs sent to the model this run
     attempts: int  # model calls including retries of invalid output
     cache_hits: int
+    retries: int  # inputs whose cached answer had failed, asked again this run
     failures: int  # this run's calls that ended without valid output
     backend_errors: int  # failures where the endpoint, not the model, failed; not cached
     prompt_tokens: int
@@ -93,6 +102,7 @@ class BatchResult:
             "calls": self.calls,
             "attempts": self.attempts,
             "cache_hits": self.cache_hits,
+            "retries": self.retries,
             "failures": self.failures,
             "failure_rate": round(self.failure_rate, 4),
             "backend_errors": self.backend_errors,
@@ -103,7 +113,8 @@ class BatchResult:
         }
 
 
-def cache_row(model: str, request: EnrichRequest, generation: Generation) -> dict[str, Any]:
+def cache_row(model: str, request: EnrichRequest, generation: Generation, attempt_count: int = 1) -> dict[str, Any]:
+    """The stored form of one answer; `attempt_count` is the number of runs that have asked, this one included."""
     return {
         "model": model,
         "prompt_version": request.prompt_version,
@@ -115,6 +126,7 @@ def cache_row(model: str, request: EnrichRequest, generation: Generation) -> dic
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": generation.completion_tokens,
         "seconds": generation.seconds,
+        "attempt_count": attempt_count,
     }
 
 
@@ -129,6 +141,9 @@ def run_batch(
     max_backend_errors: int = 3,
     flush_every: int = 16,
     time_budget_s: float = 0.0,
+    max_attempts: int = MAX_ATTEMPTS,
+    retry_failed_after_s: float = RETRY_FAILED_AFTER_S,
+    now: dt.datetime | None = None,
 ) -> BatchResult:
     """Answer every request from the cache or the model; at most `budget` distinct inputs reach the model.
 
@@ -136,7 +151,16 @@ def run_batch(
     under way are finished), and those not started once `max_backend_errors` endpoint failures show the
     endpoint is down come back as `deferred`, in request order: put the least recently attempted first.
     Answers reach the cache as they arrive, so an interrupted run keeps what it paid for.
+
+    A cached 'failed' answer asked fewer than `max_attempts` runs, the last at least `retry_failed_after_s`
+    before `now` (UTC; default the clock), is asked again with new seeds, after every never-asked input, so
+    retries use the budget new work leaves over; until then (and after the bound) its failed answer is the
+    result. 'ok' answers are final.
     """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1 (got {max_attempts})")
+    if retry_failed_after_s < 0:
+        raise ValueError(f"retry_failed_after_s must be >= 0 (got {retry_failed_after_s})")
     if budget < 0:
         raise ValueError(f"budget must be >= 0 (got {budget})")
     if time_budget_s < 0:
@@ -150,6 +174,13 @@ def run_batch(
     answers: dict[CacheKey, EnrichResult] = {key: _from_cache(key, row) for key, row in cached.items()}
     misses = [key for key in by_key if key not in cached]
     queue, over_budget = misses[:budget], misses[budget:]
+    asked_before = {key: _attempt_count(row) for key, row in cached.items()}
+    retry_before = (now or dt.datetime.now(dt.timezone.utc)).replace(tzinfo=None) - dt.timedelta(
+        seconds=retry_failed_after_s)
+    queue += [key for key in by_key if key in cached and cached[key]["status"] == "failed"
+              and asked_before[key] < max_attempts
+              and _attempted_at(cached[key]) <= retry_before][:budget - len(queue)]
+    retries = set(queue) - set(misses)
 
     generations: dict[CacheKey, Generation] = {}
     backend_errors = 0
@@ -167,8 +198,9 @@ def run_batch(
                     if key is None:
                         break
                     first = by_key[key][0]
-                    future = pool.submit(generate, llm, first.messages, first.output_type,
-                                         max_tokens=first.max_tokens, attempts=attempts, seed=seed)
+                    # a retry on a later run samples with seeds the failed runs did not use
+                    future = pool.submit(generate, llm, first.messages, first.output_type, max_tokens=first.max_tokens,
+                                         attempts=attempts, seed=seed + asked_before.get(key, 0) * attempts)
                     in_flight[future] = key
                 if not in_flight:
                     break
@@ -180,7 +212,8 @@ def run_batch(
                     if generation.is_backend_error:
                         backend_errors += 1
                     else:
-                        pending_rows.append(cache_row(llm.name, by_key[key][0], generation))
+                        pending_rows.append(cache_row(llm.name, by_key[key][0], generation,
+                                                      asked_before.get(key, 0) + 1))
                 if len(pending_rows) >= flush_every:
                     cache.put_many(pending_rows)
                     pending_rows = []
@@ -196,19 +229,32 @@ def run_batch(
         for request in requests
         if (llm.name, request.prompt_version, request.input_hash) in answers
     ]
-    deferred = [request for key in unsent + over_budget for request in by_key[key]]
+    deferred = [request for key in unsent + over_budget if key not in retries for request in by_key[key]]
     return BatchResult(
         results=results,
         deferred=deferred,
         calls=len(generations),
         attempts=sum(g.attempts for g in generations.values()),
-        cache_hits=sum(len(by_key[key]) for key in cached),
+        cache_hits=sum(len(by_key[key]) for key in cached if key not in generations),
+        retries=len(retries & set(generations)),
         failures=sum(g.status == "failed" for g in generations.values()),
         backend_errors=backend_errors,
         prompt_tokens=sum(g.prompt_tokens for g in generations.values()),
         completion_tokens=sum(g.completion_tokens for g in generations.values()),
         seconds=time.perf_counter() - started,
     )
+
+
+def _attempt_count(row: dict[str, Any]) -> int:
+    return int(row.get("attempt_count") or 1)
+
+
+def _attempted_at(row: dict[str, Any]) -> dt.datetime:
+    """When the row's answer was last asked for, naive UTC; a row stored this run has none: just now."""
+    when = row.get("attempted_at")
+    if when is None:
+        return dt.datetime.max
+    return when.astimezone(dt.timezone.utc).replace(tzinfo=None) if when.tzinfo else when
 
 
 def _from_cache(key: CacheKey, row: dict[str, Any]) -> EnrichResult:

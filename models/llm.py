@@ -1,10 +1,14 @@
 """JSON-constrained chat completions: the bundled SmolLM2 in-process, or any OpenAI-compatible endpoint."""
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import importlib.util
 import json
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -15,7 +19,31 @@ from pydantic import BaseModel, ValidationError
 Messages = list[dict[str, str]]
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-MAX_BACKOFF_S = 30.0
+RETRY_AFTER_STATUSES = frozenset({429, 503})  # where a server's Retry-After replaces our own backoff
+MAX_BACKOFF_S = 30.0  # cap on one jittered wait
+MAX_TOTAL_WAIT_S = 120.0  # cap on all waits of one request, Retry-After included
+
+
+def retry_after_s(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds a Retry-After header asks for, as delta-seconds or an HTTP date (RFC 9110 10.2.3); None when it
+    is absent or unreadable, so the caller falls back to its own backoff."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds())
+
+
+def full_jitter_s(retry: int, base_s: float, rng: random.Random, cap_s: float = MAX_BACKOFF_S) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap_s, base_s * 2**(retry - 1))] for retry >= 1."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2 ** (retry - 1)))
 
 
 class LLMError(RuntimeError):
@@ -107,6 +135,10 @@ class OpenAICompatible:
     The API key is sent as a bearer token and kept out of repr, errors and results.
     response_format: 'json_schema' is the OpenAI form; 'json_object' with a schema is what llama-cpp-python's
     server accepts.
+    Retries (transport errors, RETRY_STATUSES) wait with full jitter (`full_jitter_s` from `backoff_s`), or as
+    long as Retry-After says on 429 and 503; at most `max_retries` of them and `max_wait_s` of waiting in all.
+    `sleep` and `rng` are there for tests. Hand-written rather than `backoff`/`tenacity`: neither is a declared
+    dependency, and backoff's sleep cannot be injected.
     """
 
     def __init__(
@@ -120,16 +152,24 @@ class OpenAICompatible:
         backoff_s: float = 1.0,
         max_concurrency: int = 4,
         response_format: Literal["json_schema", "json_object"] = "json_schema",
+        max_wait_s: float = MAX_TOTAL_WAIT_S,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         if response_format not in ("json_schema", "json_object"):
             raise ValueError(f"response_format must be 'json_schema' or 'json_object' (got '{response_format}')")
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError(f"need max_concurrency >= 1 and max_retries >= 0 (got {max_concurrency}, {max_retries})")
+        if max_wait_s < 0 or backoff_s < 0:
+            raise ValueError(f"need max_wait_s >= 0 and backoff_s >= 0 (got {max_wait_s}, {backoff_s})")
         self.name = model
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self.response_format = response_format
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._secret = api_key or ""  # redacted from everything an endpoint sends back (some echo headers)
@@ -186,28 +226,38 @@ class OpenAICompatible:
         return text.replace(self._secret, "[redacted api key]") if self._secret else text
 
     def _post_with_retries(self, body: dict[str, Any]) -> httpx.Response:
-        problem = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
+        waited = 0.0
+        tries = 0
+        while True:
+            tries += 1
+            asked_wait: float | None = None
             try:
                 response = self._client.post(self.url, json=body)
             except httpx.TimeoutException:
                 problem = f"timed out after {self._client.timeout.read}s"
-                continue
             except httpx.TransportError as error:
                 problem = f"{type(error).__name__}: {error}"
-                continue
-            if response.status_code in RETRY_STATUSES:
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    if response.is_error:
+                        raise LLMError(
+                            f"{self.url} answered {response.status_code}; check base URL, model name and API key",
+                            response.text[:2000],
+                        )
+                    return response
                 problem = f"status {response.status_code}: {response.text[:300]}"
-                continue
-            if response.is_error:
+                if response.status_code in RETRY_AFTER_STATUSES:
+                    asked_wait = retry_after_s(response.headers.get("Retry-After"))
+            if tries > self.max_retries:
+                raise LLMError(f"{self.url} failed {tries} times, last: {problem}; is the endpoint up?")
+            pause = asked_wait if asked_wait is not None else full_jitter_s(tries, self.backoff_s, self._rng)
+            if waited + pause > self.max_wait_s:
                 raise LLMError(
-                    f"{self.url} answered {response.status_code}; check base URL, model name and API key",
-                    response.text[:2000],
+                    f"{self.url} failed {tries} times, last: {problem}; waiting {pause:.1f}s more would pass "
+                    f"max_wait_s={self.max_wait_s:g}s ({waited:.1f}s waited); try later or raise max_wait_s"
                 )
-            return response
-        raise LLMError(f"{self.url} failed {self.max_retries + 1} times, last: {problem}; is the endpoint up?")
+            self._sleep(pause)
+            waited += pause
 
 
 def _completion(reply: Any, seconds: float, raw: str = "") -> Completion:

@@ -63,10 +63,13 @@ def cached_answers(con: duckdb.DuckDBPyConnection, keys: Sequence[CacheKey]) -> 
     if not keys or not table_exists(con, llm_cache.TABLE):
         return {}
     model, prompt_version, input_hash = (list(part) for part in zip(*keys))
+    stored = {row[0] for row in con.execute(
+        "select column_name from information_schema.columns where table_schema = 'enrich' and table_name = 'llm_cache'"
+    ).fetchall()}
     rows = con.execute(
-        llm_cache.GET, {"model": model, "prompt_version": prompt_version, "input_hash": input_hash}
+        llm_cache.get_query(stored), {"model": model, "prompt_version": prompt_version, "input_hash": input_hash}
     ).fetchall()
-    return {(row[0], row[1], row[2]): dict(zip(llm_cache.COLUMNS, row)) for row in rows}
+    return {(row[0], row[1], row[2]): dict(zip(llm_cache.READ_COLUMNS, row)) for row in rows}
 
 
 def least_recently_attempted_first(queue: pl.DataFrame, previous: pl.DataFrame, key: str) -> pl.DataFrame:

@@ -1,4 +1,8 @@
-"""enrich.llm_cache: every LLM answer, keyed by (model, prompt_version, input_hash), so re-runs cost nothing."""
+"""enrich.llm_cache: every LLM answer, keyed by (model, prompt_version, input_hash), so re-runs cost nothing.
+
+An 'ok' answer is final. A 'failed' one records how many runs asked (attempt_count) and when the last did
+(created_at), so a later run can ask again until its bound (models.enrichment.MAX_ATTEMPTS).
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -8,8 +12,9 @@ import duckdb
 TABLE = "enrich.llm_cache"
 COLUMNS = (
     "model", "prompt_version", "input_hash", "status", "output_json", "raw_text", "error",
-    "prompt_tokens", "completion_tokens", "seconds",
+    "prompt_tokens", "completion_tokens", "seconds", "attempt_count",
 )
+READ_COLUMNS = COLUMNS + ("attempted_at",)  # what GET returns, in order
 STATUSES = frozenset({"ok", "failed"})
 
 CREATE = """
@@ -25,29 +30,38 @@ create table if not exists enrich.llm_cache (
     prompt_tokens bigint not null,
     completion_tokens bigint not null,
     seconds double not null,
-    created_at timestamp not null,     -- UTC
+    created_at timestamp not null,     -- UTC, when this answer was last asked for
     primary key (model, prompt_version, input_hash)
 );
+-- runs that asked for this input, the last included; a warehouse from before retries upgrades here
+alter table enrich.llm_cache add column if not exists attempt_count integer default 1;
 """
 
 # Lists bound as parameters and unnested side by side: one statement, no values in the SQL text.
-GET = """
+_GET = """
 with wanted as (
     select unnest($model) as model, unnest($prompt_version) as prompt_version, unnest($input_hash) as input_hash
 )
 select c.model, c.prompt_version, c.input_hash, c.status, c.output_json, c.raw_text, c.error,
-    c.prompt_tokens, c.completion_tokens, c.seconds
+    c.prompt_tokens, c.completion_tokens, c.seconds, {attempt_count} as attempt_count, c.created_at as attempted_at
 from enrich.llm_cache as c
 inner join wanted as w
     on c.model = w.model and c.prompt_version = w.prompt_version and c.input_hash = w.input_hash
 """
+
+
+def get_query(stored_columns: set[str]) -> str:
+    """GET for a cache with these columns: a read-only snapshot from before retries has no attempt_count
+    (every row there was asked once)."""
+    return _GET.format(attempt_count="c.attempt_count" if "attempt_count" in stored_columns else "1")
+
 
 PUT = """
 insert or replace into enrich.llm_cache
 select
     unnest($model), unnest($prompt_version), unnest($input_hash), unnest($status), unnest($output_json),
     unnest($raw_text), unnest($error), unnest($prompt_tokens), unnest($completion_tokens), unnest($seconds),
-    timezone('UTC', now())
+    timezone('UTC', now()), unnest($attempt_count)
 """
 
 
@@ -74,5 +88,6 @@ class LLMCache:
         values["prompt_tokens"] = [int(value) for value in values["prompt_tokens"]]
         values["completion_tokens"] = [int(value) for value in values["completion_tokens"]]
         values["seconds"] = [float(value) for value in values["seconds"]]
+        values["attempt_count"] = [int(value) for value in values["attempt_count"]]
         self.con.execute(PUT, values)
 

@@ -1,14 +1,25 @@
-"""run_batch against a real DuckDB cache: hits cost nothing, the budget defers, deferred work goes first next run."""
+"""run_batch against a real DuckDB cache: hits cost nothing, the budget defers, deferred work goes first next run,
+failed answers are asked again on later runs up to a bound, after new work."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
+import duckdb
 
-from models.enrichment import EnrichRequest, run_batch
+from models.enrichment import MAX_ATTEMPTS, EnrichRequest, run_batch
 from models.item_topics import ItemTopics, item_request
 from models.llm import Completion, LLMError, Messages
 from tests.models.conftest import StoredCache
+from warehouse import llm_cache
+from warehouse.enrichment_tables import cached_answers
+from warehouse.llm_cache import LLMCache
+
+def night(n: int) -> dt.datetime:
+    """`n` days from now: a later night of a daily schedule."""
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=n)
+
 
 VALID = json.dumps({"language": "en", "topics": ["science"], "tags": ["space"], "summary": "A show."})
 
@@ -74,10 +85,68 @@ def test_invalid_output_is_retried_then_cached_as_failed(cache: StoredCache) -> 
     assert (fixed.status, broken.status) == ("ok", "failed")
     assert broken.raw_text == '{"language": "english"}'
     assert (result.attempts, result.failures, result.failure_rate) == (4, 1, 0.5)
+    stored = cache.con.execute("select status, attempt_count from enrich.llm_cache order by status").fetchall()
+    assert stored == [("failed", 1), ("ok", 1)]
 
-    rerun = run_batch(model, items("broken"), cache, budget=10)
-    assert rerun.calls == 0 and rerun.results[0].status == "failed"
-    assert rerun.results[0].raw_text == '{"language": "english"}'
+
+def test_failed_input_is_asked_again_on_later_runs_up_to_the_bound(cache: StoredCache) -> None:
+    model = ScriptedModel({"broken": ["{not json"]})
+    asked_per_run = []
+    for n in range(MAX_ATTEMPTS + 1):
+        before = len(model.asked)
+        result = run_batch(model, items("broken", "fine"), cache, budget=10, attempts=1, now=night(n))
+        asked_per_run.append(model.asked[before:])
+    assert asked_per_run == [["broken", "fine"]] + [["broken"]] * (MAX_ATTEMPTS - 1) + [[]]
+    assert [r.status for r in result.results] == ["failed", "ok"] and result.results[0].from_cache
+    assert (result.calls, result.retries, result.cache_hits) == (0, 0, 2)
+    failed = cache.con.execute("select attempt_count, raw_text from enrich.llm_cache where status = 'failed'")
+    assert failed.fetchall() == [(MAX_ATTEMPTS, "{not json")]
+
+
+def test_a_failure_is_not_asked_again_the_same_evening(cache: StoredCache) -> None:
+    model = ScriptedModel({"broken": ["{not json"]})
+    run_batch(model, items("broken"), cache, budget=10, attempts=1)
+    rerun = run_batch(model, items("broken"), cache, budget=10, attempts=1)  # the clock's now, minutes later
+    assert (rerun.calls, rerun.retries, model.asked) == (0, 0, ["broken"])
+    assert rerun.results[0].status == "failed" and rerun.results[0].from_cache
+    asap = run_batch(model, items("broken"), cache, budget=10, attempts=1, retry_failed_after_s=0)
+    assert (asap.calls, asap.retries) == (1, 1)
+
+
+def test_a_later_success_replaces_the_failed_answer(cache: StoredCache) -> None:
+    model = ScriptedModel({"late": ["{not json", "{not json", VALID]})
+    runs = [run_batch(model, items("late"), cache, budget=5, attempts=1, max_attempts=5, now=night(n))
+            for n in range(4)]
+    assert [r.results[0].status for r in runs] == ["failed", "failed", "ok", "ok"]
+    assert [(r.calls, r.retries) for r in runs] == [(1, 0), (1, 1), (1, 1), (0, 0)]
+    assert model.asked == ["late"] * 3
+    rows = cache.con.execute("select status, attempt_count, output_json is not null, error from enrich.llm_cache")
+    assert rows.fetchall() == [("ok", 3, True, None)]
+
+
+def test_new_inputs_go_before_retries_within_the_budget(cache: StoredCache) -> None:
+    model = ScriptedModel({"x": ["{not json"]})
+    run_batch(model, items("x"), cache, budget=1, attempts=1)
+    starved = run_batch(model, items("x", "a", "b", "c"), cache, budget=2, attempts=1, now=night(1))
+    assert model.asked == ["x", "a", "b"]
+    assert [r.entity_id for r in starved.deferred] == ["i-c"]  # new work waits in deferred; x keeps its failure
+    assert [(r.entity_id, r.status, r.from_cache) for r in starved.results][0] == ("i-x", "failed", True)
+    assert starved.retries == 0
+
+    spare = run_batch(model, items("x", "a", "c"), cache, budget=2, attempts=1, now=night(2))
+    assert model.asked[3:] == ["c", "x"] and (spare.calls, spare.retries, spare.cache_hits) == (2, 1, 1)
+    assert spare.metadata()["retries"] == 1
+
+
+def test_a_cache_from_before_retries_reads_as_asked_once_and_upgrades() -> None:
+    con = duckdb.connect()
+    con.execute(llm_cache.CREATE.split("-- runs that asked")[0])  # the table as it was, no attempt_count
+    con.execute("insert into enrich.llm_cache values ('m', 'v', 'h', 'failed', null, 'x', 'bad', 1, 1, 0.1, now())")
+    key = ("m", "v", "h")
+    assert cached_answers(con, [key])[key]["attempt_count"] == 1
+    LLMCache(con)
+    assert con.execute("select attempt_count from enrich.llm_cache").fetchall() == [(1,)]
+    assert cached_answers(con, [key])[key]["attempt_count"] == 1
 
 
 def test_identical_inputs_are_asked_once(cache: StoredCache) -> None:

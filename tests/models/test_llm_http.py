@@ -1,7 +1,10 @@
 """The HTTP backend against a stub (garbage, slow, 401) and against a real llama-cpp-python server on localhost."""
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -15,7 +18,7 @@ import pytest
 
 from models.enrichment import run_batch
 from models.item_topics import ItemTopics, item_request
-from models.llm import LLMError, OpenAICompatible, bundled_gguf_path
+from models.llm import MAX_BACKOFF_S, LLMError, OpenAICompatible, bundled_gguf_path, full_jitter_s, retry_after_s
 from tests.models.conftest import StoredCache
 
 GARBAGE = "Sure! Here are the topics: science, space {"
@@ -23,10 +26,12 @@ SECRET = "sk-test-never-shown"
 
 
 class Stub:
-    """A chat-completions endpoint that misbehaves on purpose; `mode` picks how, `posts` counts requests."""
+    """A chat-completions endpoint that misbehaves on purpose; `mode` picks how, `posts` counts requests.
+    `script` holds (status, headers) answers given, in order, before `mode` applies."""
 
     def __init__(self) -> None:
         self.mode = "garbage"
+        self.script: list[tuple[int, dict[str, str]]] = []
         self.posts = 0
         self.authorizations: list[str] = []
         stub = self
@@ -42,9 +47,15 @@ class Stub:
                     "choices": [{"message": {"role": "assistant", "content": GARBAGE}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 30, "completion_tokens": 12},
                 })
+                headers: dict[str, str] = {}
+                if stub.script:
+                    status, headers = stub.script.pop(0)
+                    body = {"error": f"scripted {status}"}
                 payload = json.dumps(body).encode()
                 try:
                     self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
@@ -102,6 +113,67 @@ def test_api_key_stays_out_of_errors_and_repr(stub: Stub) -> None:
             llm.complete([{"role": "user", "content": "hi"}], {}, max_tokens=4, temperature=0.0, seed=0)
         assert SECRET not in str(failure.value) + failure.value.raw_text + repr(llm)
     assert stub.posts == 1  # a wrong key is not worth retrying
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def ask(llm: OpenAICompatible) -> str:
+    return llm.complete(HI, {}, max_tokens=4, temperature=0.0, seed=0).text
+
+
+def test_429_waits_as_long_as_retry_after_says(stub: Stub) -> None:
+    stub.script = [(429, {"Retry-After": "2"})]
+    sleeps: list[float] = []
+    with OpenAICompatible(stub.base_url, "stub", max_retries=3, backoff_s=0.01, sleep=sleeps.append) as llm:
+        assert ask(llm) == GARBAGE
+    assert sleeps == [2.0] and stub.posts == 2
+
+
+def test_503_with_an_http_date_waits_until_that_date(stub: Stub) -> None:
+    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=6)
+    stub.script = [(503, {"Retry-After": email.utils.format_datetime(when, usegmt=True)})]
+    sleeps: list[float] = []
+    with OpenAICompatible(stub.base_url, "stub", max_retries=3, backoff_s=0.01, sleep=sleeps.append) as llm:
+        assert ask(llm) == GARBAGE
+    assert len(sleeps) == 1 and 4.0 < sleeps[0] <= 6.0  # the date has whole seconds; the request took some
+
+
+def test_backoff_is_jittered_within_its_exponential_bounds(stub: Stub) -> None:
+    stub.script = [(500, {}), (502, {}), (429, {}), (504, {})]  # a 429 without Retry-After backs off too
+    sleeps: list[float] = []
+    with OpenAICompatible(stub.base_url, "stub", max_retries=4, backoff_s=1.0, sleep=sleeps.append,
+                          rng=random.Random(7)) as llm:
+        assert ask(llm) == GARBAGE
+    assert len(sleeps) == 4 and all(0.0 <= wait <= 2.0 ** n for n, wait in enumerate(sleeps))
+    rng = random.Random(0)
+    draws = {retry: [full_jitter_s(retry, 1.0, rng) for _ in range(200)] for retry in range(1, 12)}
+    assert all(0.0 <= wait <= min(MAX_BACKOFF_S, 2.0 ** (retry - 1)) for retry in draws for wait in draws[retry])
+    assert max(draws[11]) > MAX_BACKOFF_S / 2 and min(draws[11]) < MAX_BACKOFF_S / 2  # capped, spread over [0, cap]
+    assert len({round(wait, 6) for wait in draws[3]}) > 150  # jittered, not a fixed schedule
+
+
+def test_retries_are_bounded_in_number_and_in_total_wait(stub: Stub) -> None:
+    stub.script = [(503, {})] * 10
+    sleeps: list[float] = []
+    with OpenAICompatible(stub.base_url, "stub", max_retries=2, backoff_s=0.5, sleep=sleeps.append) as llm:
+        with pytest.raises(LLMError, match="failed 3 times, last: status 503"):
+            ask(llm)
+    assert stub.posts == 3 and len(sleeps) == 2
+
+    stub.script, stub.posts, sleeps[:] = [(429, {"Retry-After": "100"})], 0, []
+    with OpenAICompatible(stub.base_url, "stub", max_retries=5, max_wait_s=10, sleep=sleeps.append) as llm:
+        with pytest.raises(LLMError, match="would pass max_wait_s=10s"):
+            ask(llm)
+    assert stub.posts == 1 and sleeps == []
+
+
+def test_retry_after_reads_seconds_and_dates_and_ignores_the_rest() -> None:
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    assert retry_after_s("2", now) == 2.0 and retry_after_s(" 120 ", now) == 120.0
+    assert retry_after_s("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_s("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0  # a date already past: go now
+    assert retry_after_s(None, now) is None and retry_after_s("soon", now) is None and retry_after_s("-3", now) is None
 
 
 def free_port() -> int:
