@@ -18,7 +18,8 @@ import pytest
 
 from models.enrichment import run_batch
 from models.item_topics import ItemTopics, item_request
-from models.llm import MAX_BACKOFF_S, LLMError, OpenAICompatible, bundled_gguf_path, full_jitter_s, retry_after_s
+from models.http_retry import MAX_BACKOFF_S, full_jitter_s, retry_after_s
+from models.llm import LLMError, OpenAICompatible, bundled_gguf_path
 from tests.models.conftest import StoredCache
 
 GARBAGE = "Sure! Here are the topics: science, space {"
