@@ -56,6 +56,14 @@ class Settings(BaseModel):
     # first, then the longest-stale; the rest keep their previous vector until a later run. Items are all encoded.
     embed_user_budget: int = 20_000
     judge_users: int = 20
+    # The judge's nightly validation panel: seeded users with holdout targets, one holdout item and one
+    # unconsumed released item each, judged pointwise by the LLM and by sBERT-Sim (MiniLM cosine).
+    judge_panel_users: int = 60
+    # An LLM output kind is used downstream (embedding text, tower features, the judge's profile) only when
+    # its measured quality passes these floors; otherwise the floor's value (taxonomy topics, template profile).
+    llm_min_topic_accuracy: float = 0.6  # share of LLM topics matching the taxonomy where it is unambiguous
+    llm_min_profile_faithfulness: float = 0.6  # share of narrative interests found in the user's facts
+    llm_min_json_validity: float = 0.9  # share of answers that parsed against the JSON schema
     # Users with holdout targets that offline evaluation scores per run, a seeded sample (0 = all).
     eval_max_users: int = 100_000
     seed: int = 0
@@ -71,7 +79,7 @@ class Settings(BaseModel):
         return tuple(value)
 
     @field_validator("window_days", "holdout_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget",
-                     "llm_max_concurrency", "llm_threads", "judge_users", "embed_user_budget")
+                     "llm_max_concurrency", "llm_threads", "judge_users", "judge_panel_users", "embed_user_budget")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
@@ -93,7 +101,8 @@ class Settings(BaseModel):
         return value
 
     @field_validator("max_reject_rate", "volume_tolerance", "min_catalog_coverage", "llm_max_failure_rate",
-                     "promotion_tolerance")
+                     "promotion_tolerance", "llm_min_topic_accuracy", "llm_min_profile_faithfulness",
+                     "llm_min_json_validity")
     @classmethod
     def _share(cls, value: float) -> float:
         if not 0.0 <= value <= 1.0:
