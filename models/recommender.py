@@ -12,6 +12,7 @@ import torch
 from models.retrieval import candidates_frame, top_k_items
 
 WEAK_FLAGS = ("is_followed", "is_saved", "is_previewed", "is_purchased")
+PERIODS = ("train", "valid", "holdout")  # features.splits, in time order (README, "Evaluation protocol")
 RECOMMENDATION_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "rank": pl.Int32, "score": pl.Float32}
 
 
@@ -25,18 +26,18 @@ class FeatureFrames:
     items: pl.DataFrame  # raw.items: genres and release dates live only there
     splits: pl.DataFrame
 
-    def cut(self) -> datetime:
-        """Start of the holdout period: nothing at or after it is known when a model is trained."""
-        starts = self.splits.filter(pl.col("split") == "holdout")["start_at"]
+    def cut(self, split: str = "holdout") -> datetime:
+        """Start of a period (default the holdout): nothing at or after it is known to a model scored on it."""
+        starts = self.splits.filter(pl.col("split") == split)["start_at"]
         if starts.len() != 1:
-            raise ValueError(f"features.splits needs exactly one 'holdout' row (got {starts.len()}); rebuild features")
+            raise ValueError(f"features.splits needs exactly one {split!r} row (got {starts.len()}); rebuild features")
         return starts.item()
 
     def history(self, periods: Sequence[str], use_weak_signals: bool = True) -> pl.DataFrame:
         """Interactions of the periods. Without weak signals only played items remain, weak flags cleared."""
-        unknown = set(periods) - {"train", "holdout"}
+        unknown = set(periods) - set(PERIODS)
         if unknown:
-            raise ValueError(f"periods are 'train' and 'holdout' (got {sorted(unknown)})")
+            raise ValueError(f"periods are {list(PERIODS)} (got {sorted(unknown)})")
         rows = self.interactions.filter(pl.col("period").is_in(list(periods)))
         if use_weak_signals:
             return rows
