@@ -17,7 +17,11 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from models.recommender import (RECOMMENDATION_SCHEMA, FeatureFrames, VectorRecommender, consumed_pairs,
-                                embedding_table, mean_by_user, positions)
+                                embedding_table, mean_by_user, positions, topic_table, topic_vocabulary)
+
+# Weight of the topic part in LLM-KNN's item vectors: an item is [text | w * topics / |topics|] / sqrt(1 + w^2),
+# so two items sharing every topic gain w^2 / (1 + w^2) = 0.2 of cosine over what their texts give.
+TOPIC_WEIGHT = 0.5
 
 
 def popularity(frames: FeatureFrames, candidates: pl.Series, target_type: str,
@@ -40,13 +44,21 @@ def popularity(frames: FeatureFrames, candidates: pl.Series, target_type: str,
 
 
 def mean_embedding_knn(frames: FeatureFrames, embeddings: pl.DataFrame, candidates: pl.Series, target_type: str,
-                       periods: Sequence[str] = ("train",), use_weak_signals: bool = True) -> VectorRecommender:
+                       periods: Sequence[str] = ("train",), use_weak_signals: bool = True,
+                       topics: pl.DataFrame | None = None, topic_weight: float = TOPIC_WEIGHT) -> VectorRecommender:
     """User = mean embedding of their target-type items over `periods` (streams and weak signals); KNN by dot product.
 
     With text embeddings this is the paper's LLM-KNN, with HGNN embeddings its 'HGNN alone'. Users
     without a target-type item in the history get no vector and therefore no list (cold users).
+    With `topics` (item_id, topics), as LLM-KNN reads FeatureFrames.item_topics, each item vector is
+    [embedding | topic_weight * multi-hot / |multi-hot|] / sqrt(1 + topic_weight^2) over the topics of
+    the target-type items (unit length for unit embeddings; an item without topics keeps its embedding,
+    scaled alike), so items sharing a user's topics rank higher among items of similar text.
     """
     item_ids, table = embedding_table(embeddings, "item_id")
+    if topics is not None:
+        targets = frames.items.filter(pl.col("item_type") == target_type)["item_id"]
+        table = _with_topics(item_ids, table, topics, topic_vocabulary(topics, targets, len(targets)), topic_weight)
     history = frames.history(periods, use_weak_signals)
     mine = history.filter(pl.col("item_type") == target_type)
     users = mine["user_id"].cast(pl.String).unique().sort()
@@ -59,6 +71,17 @@ def mean_embedding_knn(frames: FeatureFrames, embeddings: pl.DataFrame, candidat
         allowed["item_id"], table[allowed["src"].to_torch()],
         consumed_pairs(history, target_type),
     )
+
+
+def _with_topics(item_ids: pl.Series, table: torch.Tensor, topics: pl.DataFrame, vocabulary: list[str],
+                 weight: float) -> torch.Tensor:
+    """(n, d + T) rows of `table` with the scaled unit topic multi-hot of each item appended (see mean_embedding_knn)."""
+    topic_ids, hot = topic_table(topics, vocabulary)  # (m, T)
+    found = positions(item_ids, "item_id").join(positions(topic_ids, "item_id").rename({"row": "src"}), on="item_id")
+    extra = torch.zeros(item_ids.len(), len(vocabulary))  # (n, T)
+    extra[found["row"].to_torch()] = hot[found["src"].to_torch()]
+    extra = weight * extra / extra.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return torch.cat([table, extra], dim=1) / (1 + weight**2) ** 0.5
 
 
 @dataclass(frozen=True)

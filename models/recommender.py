@@ -18,13 +18,16 @@ RECOMMENDATION_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "rank": pl.
 
 @dataclass(frozen=True)
 class FeatureFrames:
-    """Polars frames of features.interactions, user_stats, item_stats, splits and raw.items (README, Tables)."""
+    """Polars frames of features.interactions, user_stats, item_stats, splits, raw.items and enrich.item_topics."""
 
     interactions: pl.DataFrame
     user_stats: pl.DataFrame
     item_stats: pl.DataFrame
     items: pl.DataFrame  # raw.items: genres and release dates live only there
     splits: pl.DataFrame
+    # enrich.item_topics (item_id, topics list[str]): the LLM's topics where they passed their quality floor,
+    # else the taxonomy's or zero-shot's; None before enrichment has run (models then read no topics).
+    item_topics: pl.DataFrame | None = None
 
     def cut(self, split: str = "holdout") -> datetime:
         """Start of a period (default the holdout): nothing at or after it is known to a model scored on it."""
@@ -50,6 +53,36 @@ class FeatureFrames:
             (pl.col("item_type") == item_type)
             & (pl.col("release_date").is_null() | (pl.col("release_date") < day))
         )["item_id"].unique().sort()
+
+
+def topic_vocabulary(item_topics: pl.DataFrame | None, item_ids: pl.Series, limit: int) -> list[str]:
+    """The `limit` topics most of `item_ids` carry in `item_topics`, sorted; empty without topics or limit."""
+    if item_topics is None or limit <= 0:
+        return []
+    counts = (_clean_topics(item_topics).join(item_ids.cast(pl.String).to_frame("item_id"), on="item_id", how="semi")
+              .group_by("topic").agg(pl.col("item_id").n_unique().alias("n")))
+    return sorted(counts.sort(["n", "topic"], descending=[True, False]).head(limit)["topic"].to_list())
+
+
+def topic_table(item_topics: pl.DataFrame | None, vocabulary: list[str]) -> tuple[pl.Series, torch.Tensor]:
+    """Ids and an (n, T) float32 multi-hot over `vocabulary` of every item with any topic (an item whose topics
+    are all outside the vocabulary has a zero row); topics compare lower-cased and trimmed."""
+    if item_topics is None or not vocabulary:
+        return pl.Series("item_id", [], pl.String), torch.zeros(0, len(vocabulary))
+    pairs = _clean_topics(item_topics)
+    ids = pairs["item_id"].unique().sort()
+    hits = (pairs.join(positions(ids, "item_id"), on="item_id")
+            .join(positions(pl.Series(vocabulary), "topic").rename({"row": "t"}), on="topic"))
+    table = torch.zeros(ids.len(), len(vocabulary))  # (n, T)
+    table[hits["row"].to_torch(), hits["t"].to_torch()] = 1.0
+    return ids, table
+
+
+def _clean_topics(item_topics: pl.DataFrame) -> pl.DataFrame:
+    """(item_id, topic) pairs, one per distinct lower-cased, trimmed, non-empty topic of an item."""
+    return (item_topics.select(pl.col("item_id").cast(pl.String), pl.col("topics").alias("topic")).explode("topic")
+            .with_columns(pl.col("topic").cast(pl.String).str.to_lowercase().str.strip_chars())
+            .filter(pl.col("topic").is_not_null() & (pl.col("topic") != "")).unique())
 
 
 def embedding_table(frame: pl.DataFrame, key: str) -> tuple[pl.Series, torch.Tensor]:

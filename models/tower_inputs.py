@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 import torch
 
-from models.recommender import WEAK_FLAGS, mean_by_user, positions
+from models.recommender import WEAK_FLAGS, mean_by_user, positions, topic_table, topic_vocabulary
 
 Table = tuple[pl.Series, torch.Tensor]  # ids (n,), float32 matrix (n, d)
 
@@ -22,10 +22,13 @@ class Vocabularies:
     language: list[str]
     genre: list[str]
     history_item: list[str] = field(default_factory=list)  # items with a learned history embedding
+    # Topics of enrich.item_topics the towers read (item multi-hot, user topic shares); empty = no topic columns.
+    topic: list[str] = field(default_factory=list)
 
     @staticmethod
     def build(user_stats: pl.DataFrame, items: pl.DataFrame, item_types: Sequence[str],
-              max_genres: int, history: pl.DataFrame | None = None, max_history_items: int = 0) -> Vocabularies:
+              max_genres: int, history: pl.DataFrame | None = None, max_history_items: int = 0,
+              item_topics: pl.DataFrame | None = None, max_topics: int = 0) -> Vocabularies:
         targets = items.filter(pl.col("item_type").is_in(list(item_types)))
         genre_counts = targets["genres"].explode().drop_nulls().value_counts(sort=True, name="n")
         # Rare genres beyond max_genres fall into 'unknown' so the multi-hot stays a fixed, small width.
@@ -36,6 +39,8 @@ class Vocabularies:
             language=_values(targets["language"]),
             genre=sorted(genres.to_list()),
             history_item=_history_vocabulary(history, max_history_items),
+            # The topics most items of every type carry: podcasts' topics reach the user tower as shares.
+            topic=[] if item_topics is None else topic_vocabulary(item_topics, items["item_id"], max_topics),
         )
 
     def to_dict(self) -> dict[str, list[str]]:
@@ -65,14 +70,16 @@ def user_inputs(
     graph_types: Sequence[str],
     music_type: str,
     bag_length: int = 0,
+    item_topics: pl.DataFrame | None = None,
 ) -> TowerInputs:
     """User tower inputs from the history each user is allowed to see.
 
     categorical = (age bucket, country); dense = [music taste (d_text) | mean graph embedding per graph
     type (d_graph each) | mean graph embedding of weakly signalled items (d_graph) | log1p counts of
-    follows, saves, previews, purchases per type | log1p plays and items per type | profile (profile_dim)
-    | has profile (1, present when profile_dim > 0)]. `graph` is the HGNN table, or the text table for
-    the model without HGNN. Every user in `user_ids` gets a row, zeros where nothing is known.
+    follows, saves, previews, purchases per type | log1p plays and items per type | topic shares
+    (len(vocab.topic), present when the vocabulary has topics) | profile (profile_dim) | has profile (1,
+    present when profile_dim > 0)]. `graph` is the HGNN table, or the text table for the model without
+    HGNN. Every user in `user_ids` gets a row, zeros where nothing is known.
     """
     ids = user_ids.cast(pl.String)
     demo = ids.to_frame("user_id").join(user_stats.select("user_id", "age_bucket", "country"), on="user_id",
@@ -86,11 +93,24 @@ def user_inputs(
     weak = history.filter(pl.any_horizontal(WEAK_FLAGS))
     parts.append(mean_by_user(weak, ids, *graph)[0])  # (U, d_graph)
     parts.append(_activity(ids, history, item_types))
+    if vocab.topic:
+        parts.append(topic_shares(ids, history, item_topics, vocab.topic))
     if profile_dim:
         profile_rows, has_profile = _aligned(ids, profile, profile_dim)
         parts += [profile_rows, has_profile.unsqueeze(1).float()]
     bags = history_bags(ids, history, vocab.history_item, item_types, bag_length) if bag_length else None
     return TowerInputs(ids, categorical, torch.cat(parts, dim=1), bags)
+
+
+def topic_shares(user_ids: pl.Series, history: pl.DataFrame, item_topics: pl.DataFrame | None,
+                 vocabulary: list[str]) -> torch.Tensor:
+    """(U, T): per user and topic, the share of their distinct history items with any topic that carry it.
+
+    Weighted as the other pooled history features (mean_by_user): every distinct item counts once, whatever
+    its plays; `history` is what the user may see (labels hidden, weak signals per the config). Zeros for
+    users without a topic-labelled item, and without `item_topics`.
+    """
+    return mean_by_user(history, user_ids, *topic_table(item_topics, vocabulary))[0]
 
 
 def history_bags(user_ids: pl.Series, history: pl.DataFrame, vocabulary: list[str], item_types: Sequence[str],
@@ -128,13 +148,14 @@ def _history_vocabulary(history: pl.DataFrame | None, limit: int) -> list[str]:
 
 def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, text: Table,
                 hgnn: Table | None, hgnn_dim: int, popularity: pl.DataFrame | None,
-                with_ids: bool = False) -> TowerInputs:
-    """Item tower inputs: categorical = (language,); dense = [genre multi-hot | text | HGNN | has HGNN |
-    popularity (2)]; with `with_ids`, bags = (I, 1, 1) the item's own row of Vocabularies.history_item
-    (+1, 0 = not in it).
+                with_ids: bool = False, item_topics: pl.DataFrame | None = None) -> TowerInputs:
+    """Item tower inputs: categorical = (language,); dense = [genre multi-hot | topic multi-hot | text |
+    HGNN | has HGNN | popularity (2)]; with `with_ids`, bags = (I, 1, 1) the item's own row of
+    Vocabularies.history_item (+1, 0 = not in it).
 
-    The HGNN part (hgnn_dim + 1 columns) is present only when hgnn_dim > 0, the popularity part only
-    when `popularity` (from `item_popularity`) is given.
+    The topic part (len(vocab.topic) columns, zeros for an item without topics) is present only when the
+    vocabulary has topics, the HGNN part (hgnn_dim + 1 columns) only when hgnn_dim > 0, the popularity
+    part only when `popularity` (from `item_popularity`) is given.
     """
     ids = item_ids.cast(pl.String)
     meta = ids.to_frame("item_id").join(items.select("item_id", "language", "genres").unique("item_id"),
@@ -144,7 +165,10 @@ def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, t
               .join(positions(pl.Series(vocab.genre), "genres"), on="genres"))
     genres = torch.zeros(ids.len(), len(vocab.genre))  # (I, G)
     genres[tagged["i"].cast(pl.Int64).to_torch(), tagged["row"].to_torch()] = 1.0
-    parts = [genres, _aligned(ids, text, text[1].shape[1])[0]]
+    parts = [genres]
+    if vocab.topic:
+        parts.append(_aligned(ids, topic_table(item_topics, vocab.topic), len(vocab.topic))[0])  # (I, T)
+    parts.append(_aligned(ids, text, text[1].shape[1])[0])
     if hgnn_dim:
         rows, present = _aligned(ids, hgnn, hgnn_dim)
         parts += [rows, present.unsqueeze(1).float()]

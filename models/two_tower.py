@@ -28,6 +28,11 @@ Item tower: language, genres, text embedding, HGNN embedding (the paper's) and, 
 `use_popularity` is off, the item's reach over the history (crossfade's addition: without an item
 id the tower cannot otherwise tell a hit from an obscure title once logQ removes the frequency bias).
 
+Topics (FeatureFrames.item_topics, enrich.item_topics' `topics`: the LLM's where they passed their
+quality floor, else the taxonomy's or zero-shot's), unless `use_topics` is off: the item tower reads
+a topic multi-hot, the user tower the share of their history items carrying each topic. The topic
+vocabulary is fixed at training and saved with the model; an item without topics reads zeros.
+
 Loss: in-batch sampled softmax over unit-length tower outputs with temperature, each logit
 corrected by the log of its item's frequency among the labels (logQ, Yi et al. 2019), the usual
 reading of the paper's Eq. 5. In-batch columns that are positives of the row's user are masked.
@@ -64,6 +69,8 @@ class TwoTowerConfig:
     use_weak_signals: bool = True  # False = ablation B
     use_profile: bool = True  # off anyway when no profile embeddings are given to fit
     use_popularity: bool = True  # item tower also reads how many users touched the item (not in the paper)
+    use_topics: bool = True  # topic multi-hot (items) and topic shares (users); off anyway without item topics
+    max_topics: int = 64  # topic vocabulary width; rarer topics (an LLM's free answers) count as none
     # Item types whose items are training labels (the target type always is). Podcast labels come from
     # nearly every user, not only the few warm ones, and teach the user tower how listening maps onto
     # the HGNN space the audiobooks share; each row's in-batch negatives are of its positive's type.
@@ -175,7 +182,8 @@ class TwoTowerModel:
         history = frames.history(self.config.periods, self.config.use_weak_signals)
         popularity = item_popularity(_target_items(frames, self.config.target_type), history)
         inputs = item_inputs(ids, frames.items, self.vocab, text, hgnn, self.dims["hgnn"],
-                             popularity if self.config.use_popularity else None, self.config.item_id_dim > 0)
+                             popularity if self.config.use_popularity else None, self.config.item_id_dim > 0,
+                             frames.item_topics)
         return inputs.ids, self._encode(self.net.items, inputs)
 
     def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
@@ -236,11 +244,12 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
     types = _label_types(config)
     history = frames.history(config.periods, config.use_weak_signals)
     vocab = Vocabularies.build(frames.user_stats, frames.items, types, config.max_genres, history,
-                               config.max_history_items if config.history_bag_dim or config.item_id_dim else 0)
+                               config.max_history_items if config.history_bag_dim or config.item_id_dim else 0,
+                               frames.item_topics if config.use_topics else None, config.max_topics)
     targets = _items_of(frames, types)
     items = item_inputs(targets, frames.items, vocab, text, hgnn, dims["hgnn"],
                         _popularity(frames, types, history) if config.use_popularity else None,
-                        config.item_id_dim > 0)
+                        config.item_id_dim > 0, frames.item_topics)
     item_type = _type_codes(targets, frames.items, types)  # (I,) index into `types`
     pairs = (history.filter(pl.col("item_type").is_in(types)).select("user_id", "item_id").unique()
              .join(positions(items.ids, "item_id"), on="item_id"))
@@ -366,7 +375,8 @@ def _user_inputs(ids: pl.Series, history: pl.DataFrame, frames: FeatureFrames, c
                  profile: Table | None) -> TowerInputs:
     return user_inputs(ids, history, frames.user_stats, vocab, text, graph, profile, profile_dim,
                        config.item_types, config.graph_types, config.music_type,
-                       config.history_bag_length if vocab.history_item and config.history_bag_dim else 0)
+                       config.history_bag_length if vocab.history_item and config.history_bag_dim else 0,
+                       frames.item_topics)
 
 
 def _tables(config: TwoTowerConfig, text_embeddings: pl.DataFrame, hgnn_embeddings: pl.DataFrame | None,

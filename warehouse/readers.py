@@ -15,9 +15,17 @@ FEATURE_FRAMES = {
 }
 
 
-def feature_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
-    """The feature tables and raw.items by the field names of models.recommender.FeatureFrames."""
-    return {name: con.sql(f"select * from {table}").pl() for name, table in FEATURE_FRAMES.items()}
+def feature_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame | None]:
+    """The feature tables, raw.items and enrich.item_topics by the field names of models.recommender.FeatureFrames.
+
+    item_topics is (item_id, topics): the column enrich.item_topics offers downstream (the LLM's topics where
+    they passed their floor, else the floor's); None in a warehouse enrichment has not reached.
+    """
+    frames: dict[str, pl.DataFrame | None] = {
+        name: con.sql(f"select * from {table}").pl() for name, table in FEATURE_FRAMES.items()}
+    frames["item_topics"] = (con.sql("select item_id, topics from enrich.item_topics").pl()
+                             if table_exists(con, "enrich.item_topics") else None)
+    return frames
 
 
 def item_text_embeddings(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, str] | None:

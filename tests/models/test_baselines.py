@@ -175,3 +175,18 @@ def test_empty_history_and_unknown_users_get_no_list(frames_from, build) -> None
     knn = build(frames, pl.Series(["a0"]), "audiobook", periods=("holdout",))
     assert knn.recommend(["nobody"], k=5).height == 0
     assert knn.recommend(["u1"], k=5, exclude_consumed=False)["item_id"].to_list() == ["a0"]
+
+
+def test_llm_knn_reads_topics_when_the_texts_alone_would_pick_another_item(frames_from) -> None:
+    frames = frames_from([("train", "fan", "a0", "play")], {"a0": "audiobook", "a1": "audiobook", "a2": "audiobook"})
+    texts = pl.DataFrame({"item_id": ["a0", "a1", "a2"], "embedding": [[1.0, 0.0], [0.8, 0.6], [0.9, 0.436]]})
+    topics = pl.DataFrame({"item_id": ["a0", "a1", "a2"], "topics": [["jazz"], ["jazz"], ["comedy"]]})
+    candidates = pl.Series(["a1", "a2"])
+    plain = baselines.mean_embedding_knn(frames, texts, candidates, "audiobook").recommend(["fan"], k=2)
+    assert plain["item_id"].to_list() == ["a2", "a1"]  # text cosine 0.9 against 0.8
+    knn = baselines.mean_embedding_knn(frames, texts, candidates, "audiobook", topics=topics)
+    lists = knn.recommend(["fan"], k=2)
+    assert lists["item_id"].to_list() == ["a1", "a2"]  # the shared topic decides
+    w2 = baselines.TOPIC_WEIGHT ** 2  # (0.8 + w^2) / (1 + w^2) and 0.9 / (1 + w^2)
+    assert lists["score"].to_list() == pytest.approx([(0.8 + w2) / (1 + w2), 0.9 / (1 + w2)], abs=1e-3)
+    assert np.allclose(knn.item_vectors.norm(dim=1).numpy(), 1.0, atol=1e-3)  # unit texts stay unit length

@@ -24,7 +24,7 @@ def test_history_without_weak_signals_keeps_played_items_only(frames_from) -> No
 
 def test_history_rejects_unknown_periods(world) -> None:
     with pytest.raises(ValueError, match="periods"):
-        world.frames.history(["valid"])
+        world.frames.history(["later"])
 
 
 def test_embedding_table_rejects_mixed_dimensions() -> None:

@@ -183,3 +183,62 @@ def test_uniform_negatives_train_beside_the_in_batch_ones(world, cold_users) -> 
     candidates = world.frames.released("audiobook", world.frames.cut())
     lists = mixed.recommender(world.frames, candidates, world.text, world.hgnn, world.profile).recommend(cold_users, 10)
     assert community_share(lists, world.communities) > 0.8
+
+
+@pytest.fixture(scope="module")
+def topic_frames(world):
+    """The world with topics: every podcast and audiobook carries its community's topic, books also 'fiction'."""
+    graph = world.frames.items.filter(pl.col("item_type").is_in(["podcast", "audiobook"]))
+    topics = graph.select("item_id", topics=pl.concat_list(pl.format("topic {}", pl.col("item_id").str.slice(1, 2)),
+                                                           pl.when(pl.col("item_type") == "audiobook")
+                                                           .then(pl.lit("fiction")).otherwise(None)).list.drop_nulls())
+    return replace(world.frames, item_topics=topics)
+
+
+@pytest.fixture(scope="module")
+def topic_models(world, topic_frames) -> dict[bool, TwoTowerModel]:
+    return {flag: two_tower.fit(topic_frames, replace(CONFIG, epochs=2, use_topics=flag), text_embeddings=world.text,
+                                hgnn_embeddings=world.hgnn, profile_embeddings=world.profile)
+            for flag in (True, False)}
+
+
+def test_use_topics_adds_the_topic_columns_to_both_towers_and_off_removes_them(topic_models) -> None:
+    on, off = topic_models[True], topic_models[False]
+    assert on.vocab.topic == ["fiction", *(f"topic {c:02d}" for c in range(8))]
+    assert off.vocab.topic == []
+    assert on.dims["item_dense"] - off.dims["item_dense"] == 9
+    assert on.dims["user_dense"] - off.dims["user_dense"] == 9
+
+
+def test_topic_inputs_follow_the_frames_topics(world, topic_frames, topic_models) -> None:
+    model = topic_models[True]
+    _, with_topics = model.item_vectors(topic_frames, world.text, world.hgnn)
+    _, without = model.item_vectors(world.frames, world.text, world.hgnn)  # no item_topics: zeros, same widths
+    assert with_topics.shape == without.shape and not torch.allclose(with_topics, without)
+    _, off = topic_models[False].item_vectors(topic_frames, world.text, world.hgnn)
+    _, off_plain = topic_models[False].item_vectors(world.frames, world.text, world.hgnn)
+    assert torch.equal(off, off_plain)  # use_topics=False reads no topics at all
+
+
+def test_save_and_load_with_topics_give_the_same_vectors(world, topic_frames, topic_models, tmp_path) -> None:
+    model = topic_models[True]
+    model.save(tmp_path / "topics.pt")
+    loaded = TwoTowerModel.load(tmp_path / "topics.pt")
+    assert loaded.vocab.topic == model.vocab.topic and loaded.config.use_topics
+    for vectors in ("item_vectors", "user_vectors"):
+        extra = (world.profile,) if vectors == "user_vectors" else ()
+        _, before = getattr(model, vectors)(topic_frames, world.text, world.hgnn, *extra)
+        _, after = getattr(loaded, vectors)(topic_frames, world.text, world.hgnn, *extra)
+        assert torch.equal(before, after)
+
+
+def test_a_model_saved_before_topics_existed_loads_and_reads_none(world, model, tmp_path) -> None:
+    model.save(tmp_path / "old.pt")
+    saved = torch.load(tmp_path / "old.pt", weights_only=True)
+    del saved["config"]["use_topics"], saved["config"]["max_topics"], saved["vocab"]["topic"]
+    torch.save(saved, tmp_path / "old.pt")
+    loaded = TwoTowerModel.load(tmp_path / "old.pt")
+    assert loaded.vocab.topic == []
+    _, before = model.item_vectors(world.frames, world.text, world.hgnn)
+    _, after = loaded.item_vectors(world.frames, world.text, world.hgnn)
+    assert torch.equal(before, after)
