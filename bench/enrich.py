@@ -1,155 +1,243 @@
-"""Benchmark enrichment: LLM items/s and profiles/s (bundled SmolLM2), text vectors/s, and the cache on a re-run.
+"""Benchmark LLM enrichment throughput: item topics, user profiles and judge verdicts per second, in-process vs a server.
 
-A small simulated world is enriched twice through the Dagster assets with a budget large enough for every
-item and user: the first run calls the LLM for each input, the second (nothing changed) must be served from
-the cache. The RESULT line compares the item_topics asset's items/s on that unchanged nightly re-run (ours:
-cache) with its items/s on the first run (baseline: the plain way, one LLM call per item every night).
-A second comparison: batched MiniLM encoding against one text at a time.
+The bundled SmolLM2 answers the same requests four ways: in this process (models.llm.LocalLlama; concurrency 4 is
+four llama contexts, one call each at a time) and behind `python -m llama_cpp.server` started here on a free
+localhost port (models.llm.OpenAICompatible with response_format json_object), each at concurrency 1 and 4,
+through models.enrichment.run_batch with an empty cache, so every input reaches the model once. The inputs come
+from a small simulated world: its catalogue rows as the item_topics asset reads them, listening facts per user
+built from raw.events the way enrich/user_facts.sql builds them (genres mapped by the topic taxonomy as item
+topics), and pointwise judge requests (a user's facts-only profile and one audiobook). Model loading is left out.
+The RESULT line: ours = item topics per second over the server at concurrency 4, baseline = in-process at 1.
 """
 from pathlib import Path
 import argparse
 import datetime as dt
+import itertools
 import os
+import queue
 import sys
 import tempfile
 import time
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the package installed
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import dagster as dg  # noqa: E402
+import polars as pl  # noqa: E402
 
 from bench.ingest import ingest_raw  # noqa: E402
-from warehouse.features import FEATURE_TABLES, FeatureParams, build_table  # noqa: E402
+from models import judge  # noqa: E402
+from models.enrichment import BatchResult, CacheKey, EnrichRequest, run_batch  # noqa: E402
+from models.item_topics import item_request  # noqa: E402
+from models.llm import ChatModel, Completion, LocalLlama, Messages, OpenAICompatible  # noqa: E402
+from models.topic_taxonomy import taxonomy_topics  # noqa: E402
+from models.user_profiles import MAX_ITEMS, TopItem, UserFacts, profile_request  # noqa: E402
+from tests.models.llm_server import MODEL_ALIAS, llama_server  # noqa: E402
 from warehouse.store import Store  # noqa: E402
 from worlds.sample import WorldConfig, simulate  # noqa: E402
 
 END_DATE = dt.date(2026, 1, 31)
 ITEM_TYPES = ("music", "podcast", "audiobook")
-STEPS = {"enrich__item_topics": "item_topics", "enrich__user_profiles": "user_profiles",
-         "enrich__text_embeddings": "text_embeddings"}
+N_CTX = 2048  # LocalLlama's default; the server gets the same
+MODES = (("in-process", 1), ("in-process", 4), ("server", 1), ("server", 4))
+KINDS = {"items": "item topics", "profiles": "user profiles", "judgements": "pointwise judgements"}
+TOP_TOPICS = 5
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=6)
-    parser.add_argument("--items-per-type", type=int, default=6, help="the simulator's minimum with one topic")
+    parser.add_argument("--users", type=int, default=12)
+    parser.add_argument("--items-per-type", type=int, default=12, help="6 per simulated topic")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="llama.cpp and torch threads (settings.llm_threads)")
-    parser.add_argument("--encode-texts", type=int, default=200, help="texts for batched vs one-at-a-time encoding")
+    parser.add_argument("--items", type=int, default=12, help="item topic requests per measurement")
+    parser.add_argument("--profiles", type=int, default=8, help="user profile requests per measurement")
+    parser.add_argument("--judgements", type=int, default=12, help="pointwise judge requests per measurement")
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads of each context and of the server")
+    parser.add_argument("--quick", action="store_true", help="4 requests of each kind: 5-10 minutes on a busy 2-core host")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="crossfade-bench-enrich-") as tmp:
-        home = Path(tmp) / "home"
-        _prepare(home, args)
-        os.environ.update({
-            "CROSSFADE_HOME": str(home), "CROSSFADE_LLM_CALL_BUDGET": "100000", "CROSSFADE_LLM_THREADS": str(args.threads),
-            "CROSSFADE_LLM_BACKEND": "local",
-            # throughput is measured whatever SmolLM2 answers; the failure rate is printed, not gated
-            "CROSSFADE_LLM_MAX_FAILURE_RATE": "1.0",
-        })
-        first = _enrich("first run (LLM calls)")
-        second = _enrich("unchanged re-run")
-        single, batched, count = _encoding(home, args)
-    _report(first, second, single, batched, count)
-
-
-def _prepare(home: Path, args: argparse.Namespace) -> None:
-    config = WorldConfig(users=args.users, days=args.days, seed=args.seed, end_date=END_DATE, topics=1,
-                         items_per_type=dict.fromkeys(ITEM_TYPES, args.items_per_type))
-    summary = simulate(config, home / "landing")
-    store = Store(home / "warehouse" / "crossfade.duckdb")
-    with store.write() as con:
-        ingest_raw(con, home / "landing")
-        for name in FEATURE_TABLES:
-            build_table(con, name, FeatureParams(as_of=END_DATE + dt.timedelta(days=1)))
-    print(f"world: {args.users} users, {args.items_per_type} items per type, {summary.clean_events:,} events "
-          f"over {args.days} days; llm_threads={args.threads}", flush=True)
-
-
-def _enrich(label: str) -> dict:
-    from assets import enrich
-    from assets.resources import Crossfade, LLMBackend, Warehouse
-
-    started = time.perf_counter()
-    result = dg.materialize(
-        [enrich.enrich_item_topics, enrich.enrich_user_profiles, enrich.enrich_text_embeddings,
-         enrich.enrich_item_topics_gate, enrich.enrich_user_profiles_gate, enrich.enrich_text_embeddings_gate],
-        resources={"crossfade": Crossfade(), "warehouse": Warehouse(), "llm": LLMBackend()},
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-    wall = time.perf_counter() - started
-    metadata = {
-        event.asset_key.path[-1]: {key: value.value for key, value in event.materialization.metadata.items()}
-        for event in result.get_asset_materialization_events()
-    }
-    steps = {STEPS[event.step_key]: event.event_specific_data.duration_ms / 1000 for event in result.all_events
-             if event.event_type_value == "STEP_SUCCESS" and event.step_key in STEPS}
-    checks = {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
-    items, profiles, vectors = (metadata[name] for name in ("item_topics", "user_profiles", "text_embeddings"))
-    print(f"{label}: {wall:.1f} s; item_topics {items['calls']} calls / {items['cache_hits']} hits in "
-          f"{steps['item_topics']:.1f} s; user_profiles {profiles['calls']} calls / {profiles['cache_hits']} hits in "
-          f"{steps['user_profiles']:.1f} s; text_embeddings {vectors['encoded_items'] + vectors['encoded_users']} "
-          f"encoded in {steps['text_embeddings']:.1f} s; gates {'passed' if all(checks.values()) else checks}",
+    if args.quick:
+        args.items = args.profiles = args.judgements = 4
+    print(f"{os.cpu_count()} cores, load {_load()} at start; llama.cpp threads {args.threads}, n_ctx {N_CTX}",
           flush=True)
-    return {"metadata": metadata, "steps": steps, "wall": wall}
+    with tempfile.TemporaryDirectory(prefix="crossfade-bench-enrich-") as tmp:
+        requests = _inputs(Path(tmp), args)
+        started = time.perf_counter()
+        contexts = [LocalLlama(n_ctx=N_CTX, n_threads=args.threads) for _ in range(max(c for _, c in MODES))]
+        print(f"loaded {len(contexts)} in-process contexts in {time.perf_counter() - started:.1f} s", flush=True)
+        with llama_server(Path(tmp) / "server.log", n_threads=args.threads, n_ctx=N_CTX) as server:
+            rows = []
+            for kind, batch in requests.items():
+                for backend, concurrency in MODES:
+                    if backend == "in-process":
+                        model: ChatModel = contexts[0] if concurrency == 1 else LocalPool(contexts[:concurrency])
+                        rows.append(_measure(kind, backend, concurrency, model, batch, MemoryCache()))
+                        continue
+                    with OpenAICompatible(server.base_url, MODEL_ALIAS, response_format="json_object",
+                                          timeout_s=600, max_concurrency=concurrency) as http:
+                        cache = MemoryCache()
+                        rows.append(_measure(kind, backend, concurrency, http, batch, cache))
+                        if kind == "items" and concurrency == 4:
+                            again = run_batch(http, batch, cache, budget=len(batch))
+            answered = server.chat_requests()
+    print(f"load {_load()} at the end; the server answered {len(answered)} chat requests, "
+          f"{sum(status != 200 for _, status in answered)} of them not with 200")
+    _report(rows, again)
 
 
-def _encoding(home: Path, args: argparse.Namespace) -> tuple[float, float, int]:
-    """Seconds to encode the same texts one at a time and batched (64), with the asset's thread count."""
-    import torch
+class MemoryCache:
+    """An empty enrichment cache in memory: each measurement asks every input of the model."""
 
-    from models.text_embed import encode, load_encoder
-    from warehouse.enrichment_tables import embedding_inputs
+    def __init__(self) -> None:
+        self.rows: dict[CacheKey, dict[str, Any]] = {}
 
-    with Store(home / "warehouse" / "crossfade.duckdb").read() as con:
-        texts = embedding_inputs(con)["text"].to_list()
-    texts = (texts * (args.encode_texts // max(len(texts), 1) + 1))[: args.encode_texts]
-    encoder = load_encoder()
-    torch.set_num_threads(args.threads)
-    encode(encoder, texts[:8])  # warm-up
-    started = time.perf_counter()
-    for text in texts:
-        encode(encoder, [text])
-    single = time.perf_counter() - started
-    started = time.perf_counter()
-    encode(encoder, texts)
-    batched = time.perf_counter() - started
-    return single, batched, len(texts)
+    def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, dict[str, Any]]:
+        return {key: self.rows[key] for key in keys if key in self.rows}
+
+    def put_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows.update({(row["model"], row["prompt_version"], row["input_hash"]): row for row in rows})
 
 
-def _report(first: dict, second: dict, single: float, batched: float, count: int) -> None:
-    items, profiles, vectors = (first["metadata"][name] for name in ("item_topics", "user_profiles", "text_embeddings"))
-    again = second["metadata"]
-    rows = items["dagster/row_count"]
-    asked = again["item_topics"]["calls"] + again["item_topics"]["cache_hits"] + again["user_profiles"]["calls"] \
-        + again["user_profiles"]["cache_hits"]
-    hits = again["item_topics"]["cache_hits"] + again["user_profiles"]["cache_hits"]
-    encoded = vectors["encoded_items"] + vectors["encoded_users"]
-    calls_out = again["item_topics"]["calls"] + again["user_profiles"]["calls"]
-    encoded_again = again["text_embeddings"]["encoded_items"] + again["text_embeddings"]["encoded_users"]
+class LocalPool:
+    """Several in-process llama contexts as one ChatModel: one call per context at a time (LocalLlama's limit)."""
+
+    def __init__(self, contexts: Sequence[LocalLlama]) -> None:
+        self.name = contexts[0].name
+        self.max_concurrency = len(contexts)
+        self._free: queue.Queue[LocalLlama] = queue.Queue()
+        for context in contexts:
+            self._free.put(context)
+
+    def complete(self, messages: Messages, schema: dict[str, Any], **options: Any) -> Completion:
+        context = self._free.get()
+        try:
+            return context.complete(messages, schema, **options)
+        finally:
+            self._free.put(context)
+
+
+def _inputs(tmp: Path, args: argparse.Namespace) -> dict[str, list[EnrichRequest]]:
+    """Item topic, user profile and pointwise judge requests from a simulated world's raw tables."""
+    config = WorldConfig(users=args.users, days=args.days, seed=args.seed, end_date=END_DATE,
+                         topics=max(1, args.items_per_type // 6),  # the simulator wants 6 items per topic and type
+                         items_per_type=dict.fromkeys(ITEM_TYPES, args.items_per_type))
+    simulate(config, tmp / "landing")
+    with Store(tmp / "crossfade.duckdb").write() as con:
+        ingest_raw(con, tmp / "landing")
+        items = con.execute("select * from raw.items order by item_type, item_id").pl()
+        events = con.execute(
+            "select e.user_id, e.item_id, e.event_type, e.ms_played, e.ts, i.title, i.item_type, i.genres, "
+            "i.duration_ms from raw.events as e inner join raw.items as i using (item_id)"
+        ).pl()
+    users = _user_facts(events)
+    catalogue = items.filter(pl.col("item_type") != "music").to_dicts()  # graph and target types, podcasts first
+    books = items.filter(pl.col("item_type") == "audiobook").to_dicts()
+    pairs = list(itertools.product(users, books))
+    pairs = pairs[:: max(1, len(pairs) // args.judgements)][: args.judgements]
+    requests = {
+        "items": [item_request(row) for row in _spread(catalogue, args.items)],
+        "profiles": [profile_request(facts) for facts in users[: args.profiles]],
+        "judgements": [judge.pointwise_request(facts.user_id, judge.profile_text(None, facts.model_dump_json()), book)
+                       for facts, book in pairs],
+    }
+    short = {kind: (len(batch), wanted) for kind, batch, wanted in
+             zip(requests, requests.values(), (args.items, args.profiles, args.judgements)) if len(batch) < wanted}
+    if short:
+        raise SystemExit(f"the world is too small for the requests asked (kind: (made, asked)) {short}; "
+                         "raise --users or --items-per-type")
+    print(f"world: {args.users} users, {items.height} items, {events.height:,} events over {args.days} days; "
+          + ", ".join(f"{len(batch)} {KINDS[kind]}" for kind, batch in requests.items()), flush=True)
+    return requests
+
+
+def _spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """`count` rows taken evenly through the list (podcasts and audiobooks both, not the first type only)."""
+    return [rows[i * len(rows) // count] for i in range(count)] if count <= len(rows) else rows
+
+
+def _user_facts(events: pl.DataFrame) -> list[UserFacts]:
+    """UserFacts per user from raw events joined to items, most active first (enrich/user_facts.sql's shape)."""
+    play = pl.col("event_type") == "play"
+    engaged = events.group_by("user_id", "item_id", "title", "item_type", "genres").agg(
+        play.sum().alias("plays"), pl.len().alias("events"), pl.col("ms_played").sum().alias("ms_played"),
+        (pl.col("ms_played") / pl.col("duration_ms")).max().clip(0.0, 1.0).fill_null(0.0).alias("completion_rate"),
+    )
+    days = events.group_by("user_id").agg(
+        pl.col("ts").dt.date().n_unique().alias("active_days"), play.sum().alias("plays"), pl.len().alias("events"),
+        (pl.col("ts").dt.hour() // 6).mode().first().alias("quarter"),
+    ).sort("events", "user_id", descending=[True, False])
+    facts = []
+    for user in days.iter_rows(named=True):
+        mine = engaged.filter(pl.col("user_id") == user["user_id"]).sort(
+            "ms_played", "events", "item_id", descending=[True, True, False])
+        plays = mine.group_by("item_type").agg(pl.col("plays").sum())
+        total = max(int(plays["plays"].sum()), 1)
+        weights: dict[str, int] = {}
+        top = []
+        for item in mine.iter_rows(named=True):
+            topics = taxonomy_topics(item["genres"])
+            for topic in topics:
+                weights[topic] = weights.get(topic, 0) + item["events"]
+            if len(top) < MAX_ITEMS:
+                top.append(TopItem(title=item["title"] or item["item_id"], item_type=item["item_type"],
+                                   completion_rate=round(item["completion_rate"], 3), topics=topics))
+        if not top:
+            continue
+        facts.append(UserFacts(
+            user_id=user["user_id"],
+            type_shares={kind: round(count / total, 4) for kind, count in plays.iter_rows() if count},
+            top_topics=sorted(weights, key=lambda topic: (-weights[topic], topic))[:TOP_TOPICS],
+            active_days=user["active_days"], plays_per_active_day=round(user["plays"] / user["active_days"], 2),
+            peak_time_of_day=("night", "morning", "afternoon", "evening")[user["quarter"]], top_items=top,
+        ))
+    return facts
+
+
+def _measure(kind: str, backend: str, concurrency: int, model: ChatModel, requests: list[EnrichRequest],
+             cache: MemoryCache) -> dict[str, Any]:
+    batch = run_batch(model, requests, cache, budget=len(requests))
+    row = {
+        "kind": kind, "backend": backend, "concurrency": concurrency, "inputs": len(batch.results),
+        "calls": batch.calls, "attempts": batch.attempts, "failures": batch.failures,
+        "backend_errors": batch.backend_errors, "seconds": batch.seconds, "per_s": len(batch.results) / batch.seconds,
+        "tokens_out": batch.completion_tokens, "latency": sum(r.seconds for r in batch.results) / len(batch.results),
+    }
+    print(f"{KINDS[kind]:<21} {backend:<10} c={concurrency}: {row['per_s']:6.3f}/s  {batch.seconds:6.1f} s  "
+          f"{batch.attempts} calls, {batch.failures} failed, {batch.backend_errors} endpoint errors, "
+          f"{batch.completion_tokens} tokens out, {row['latency']:.1f} s a request from sent to answered", flush=True)
+    return row
+
+
+def _report(rows: list[dict[str, Any]], again: BatchResult) -> None:
     print()
-    _line(f"LLM items/s (local SmolLM2, {items['calls']} calls)", f"{items['calls'] / items['seconds']:.3f}",
-          f"{items['seconds'] / max(items['calls'], 1):.1f} s a call, "
-          f"{items['completion_tokens'] / max(items['calls'], 1):.0f} tokens out")
-    _line(f"LLM profiles/s (local SmolLM2, {profiles['calls']} calls)", f"{profiles['calls'] / profiles['seconds']:.3f}",
-          f"{profiles['seconds'] / max(profiles['calls'], 1):.1f} s a call, "
-          f"{profiles['completion_tokens'] / max(profiles['calls'], 1):.0f} tokens out")
-    _line("LLM failure rate, first run (items, profiles)", f"{items['failure_rate']:.2f}, {profiles['failure_rate']:.2f}")
-    _line(f"text vectors/s in the asset ({encoded} texts, model load excluded)", f"{vectors['texts_per_s']:.1f}")
-    _line(f"MiniLM texts/s batched (64) vs one at a time ({count} texts)", f"{count / batched:.1f} vs {count / single:.1f}")
-    _line("cache hit rate, unchanged re-run", f"{hits / asked:.3f}",
-          f"{hits} of {asked}; {calls_out} LLM calls, {encoded_again} texts encoded")
-    ours = rows / second["steps"]["item_topics"]
-    baseline = rows / first["steps"]["item_topics"]
-    print(f"item_topics asset items/s: re-run {ours:.2f} ({second['steps']['item_topics']:.2f} s) vs first run "
-          f"{baseline:.3f} ({first['steps']['item_topics']:.1f} s), {rows} items")
-    print(f"RESULT enrich ours={ours:.3f} baseline={baseline:.4f} ratio={ours / baseline:.1f} unit=items/s")
+    print("| requests | " + " | ".join(f"{backend} c={concurrency}" for backend, concurrency in MODES) + " |")
+    print("| --- |" + " ---: |" * len(MODES))
+    for kind, label in KINDS.items():
+        cells = [next(r for r in rows if (r["kind"], r["backend"], r["concurrency"]) == (kind, *mode))
+                 for mode in MODES]
+        n = cells[0]["inputs"]
+        print(f"| {label} ({n}) /s | " + " | ".join(
+            f"{c['per_s']:.3f}" + (f" ({c['failures']} failed)" if c["failures"] else "") for c in cells) + " |")
+    tokens = []
+    for mode in MODES:
+        mine = [r for r in rows if (r["backend"], r["concurrency"]) == mode]
+        tokens.append(sum(r["tokens_out"] for r in mine) / sum(r["seconds"] for r in mine))
+    print("| tokens out /s, all kinds | " + " | ".join(f"{rate:.1f}" for rate in tokens) + " |")
+    print()
+    print(f"item topics again from the cache (server c=4): {again.calls} calls, {again.cache_hits} hits, "
+          f"{len(again.results) / again.seconds:,.0f} items/s")
+    ours = _rate(rows, "items", "server", 4)
+    baseline = _rate(rows, "items", "in-process", 1)
+    print(f"RESULT enrich ours={ours:.4f} baseline={baseline:.4f} ratio={ours / baseline:.3f} unit=items/s")
 
 
-def _line(label: str, value: str, note: str = "") -> None:
-    print(f"{label:<64}{value:>14}" + (f"   ({note})" if note else ""))
+def _rate(rows: list[dict[str, Any]], kind: str, backend: str, concurrency: int) -> float:
+    return next(r["per_s"] for r in rows if (r["kind"], r["backend"], r["concurrency"]) == (kind, backend, concurrency))
+
+
+def _load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":
