@@ -12,7 +12,7 @@ from assets.common import WRITES_TAG, check_result, markdown_table, png_markdown
 from assets.llm_calls import ask, known_answers
 from assets.models import models_two_tower
 from assets.resources import Crossfade, LLMBackend, Warehouse
-from models import judge
+from models import judge, protocol
 from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle
 from models.evaluate import MODELS, EvaluateConfig, plot_metrics
 from models.recommender import FeatureFrames
@@ -28,11 +28,14 @@ PLOTTED = ("hr@10", "mrr@100", "coverage@100", "recall@20", "ndcg@10", "served")
 @dg.asset(op_tags=WRITES_TAG, key=["eval", "offline_metrics"], deps=[models_two_tower], group_name="eval", kinds={"duckdb"})
 def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade,
                          warehouse: Warehouse) -> dg.MaterializeResult:
-    """Every model side by side: HR@10, MRR, coverage, Recall@K, NDCG@K for all, warm, cold and long-tail users.
+    """Every model side by side: HR@10, MRR, coverage, Recall@K, NDCG@K for all, warm, cold and long-tail users,
+    validation and holdout (column `split`).
 
-    Models: Popularity, ALS, LLM-KNN, HGNN alone, two-tower without HGNN (trained here on the train
-    period) and the newest registered 2T-HGNN bundle (loaded, not retrained). Also writes
-    eval.offline_lists, every model's top 10 for every evaluated user, for the LLM judge.
+    The holdout is scored here, once: Popularity, item-KNN, EASE, ALS (with the settings chosen on
+    validation), LLM-KNN, HGNN alone and the two-tower without HGNN refitted on train + valid, the newest
+    registered 2T-HGNN bundle (loaded, not retrained), and 'served', the serving plan's own lists. The
+    validation rows are the ones models/two_tower recorded when it chose. Also writes eval.offline_lists,
+    every model's holdout top 10 for every evaluated user, for the LLM judge.
     """
     settings = crossfade.settings()
     with warehouse.read() as con:
@@ -44,11 +47,13 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
         text, text_source = text_or_hashed(readers.item_text_embeddings(con), frames.items)
         profile = readers.profile_embeddings(con)
     bundle = ModelBundle.load(candidate["checkpoint_dir"])
-    config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types, k=settings.k,
-                            max_users=settings.eval_max_users, seed=settings.seed, models=MODELS,
-                            two_tower=bundle.two_tower.config)
+    config = protocol.tuned(EvaluateConfig(
+        target_type=settings.target_type, graph_types=settings.graph_types, k=settings.k,
+        max_users=settings.eval_max_users, seed=settings.seed, models=MODELS, two_tower=bundle.two_tower.config),
+        candidate["metrics"])
     started = time.perf_counter()
-    metrics, lists = evaluate_bundle(bundle, frames, text, profile, config)
+    holdout, lists = evaluate_bundle(bundle, frames, text, profile, config, candidate["metrics"].get("plan"))
+    metrics = protocol.with_validation(holdout, candidate["metrics"])
     seconds = time.perf_counter() - started
     version = candidate["model_version"]
     with warehouse.write() as con:
@@ -61,10 +66,12 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
         rows = scalar(con, "select count(*) from eval.offline_metrics")
         list_rows = scalar(con, "select count(*) from eval.offline_lists")
     hr10 = (metrics.filter(pl.col("metric") == "hr@10")
-            .pivot(on="slice", index="model", values="value").with_columns(pl.col(pl.Float64).round(4)))
+            .pivot(on="slice", index=["model", "split"], values="value")
+            .with_columns(pl.col(pl.Float64).round(4)))
     users = (metrics.filter((pl.col("metric") == "hr@10") & (pl.col("model") == "popularity"))
-             .select("slice", "users"))
-    empty = users.filter(pl.col("users") == 0)["slice"].to_list()  # reported with users 0, not left out
+             .select("split", "slice", "users"))
+    # reported with users 0, not left out
+    empty = users.filter((pl.col("users") == 0) & (pl.col("split") == "holdout"))["slice"].to_list()
     context.log.info(f"eval.offline_metrics: {len(MODELS)} models scored in {seconds:.1f} s for {version}; "
                      f"slices without users: {', '.join(empty) or 'none'}")
     return dg.MaterializeResult(metadata={
@@ -74,7 +81,7 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
         "hr@10_by_model_and_slice": dg.MetadataValue.md(markdown_table(hr10)),
         "users_by_slice": dg.MetadataValue.md(markdown_table(users)),
         "empty_slices": ", ".join(empty) or "none",
-        "plot": png_markdown(plot_metrics(metrics.filter(pl.col("metric").is_in(PLOTTED))), "metrics by model"),
+        "plot": png_markdown(plot_metrics(holdout.filter(pl.col("metric").is_in(PLOTTED))), "holdout metrics by model"),
     })
 
 

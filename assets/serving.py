@@ -12,7 +12,9 @@ from assets.common import WRITES_TAG, check_result, markdown_table
 from assets.partitions import events_partitions
 from assets.resources import Crossfade, Warehouse
 from models.bundle import ModelBundle
-from models.candidates import ServingInputs, generate
+from models import protocol
+from models.candidates import ServingInputs, generate, plan_routes
+from models.evaluate import EvaluateConfig
 from models.recommender import FeatureFrames
 from models.text_features import text_or_hashed
 from models.two_tower import TwoTowerModel
@@ -36,6 +38,7 @@ class PromotedModel(NamedTuple):
     model_version: str
     two_tower: TwoTowerModel
     hgnn_embeddings: pl.DataFrame
+    metrics: dict  # the registry row's: the serving plan and the baseline settings chosen on validation
 
 
 def promoted_model(con: duckdb.DuckDBPyConnection, settings: Settings) -> PromotedModel | None:
@@ -44,7 +47,16 @@ def promoted_model(con: duckdb.DuckDBPyConnection, settings: Settings) -> Promot
     if row is None:
         return None
     bundle = ModelBundle.load(row.get("checkpoint_dir") or settings.model_dir(row["model_version"]))
-    return PromotedModel(row["model_version"], bundle.two_tower, bundle.hgnn_embeddings)
+    return PromotedModel(row["model_version"], bundle.two_tower, bundle.hgnn_embeddings, row.get("metrics") or {})
+
+
+def routes(inputs: ServingInputs, promoted: PromotedModel | None, settings: Settings) -> dict:
+    """The promoted plan's slices served by a baseline that validated better than 2T-HGNN, with their recommenders."""
+    if promoted is None:
+        return {}
+    config = protocol.tuned(EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
+                                           two_tower=promoted.two_tower.config), promoted.metrics)
+    return plan_routes(inputs, promoted.metrics.get("plan"), config)
 
 
 def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt.date,
@@ -68,10 +80,12 @@ def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt
 )
 def serving_candidates_staging(context: dg.AssetExecutionContext, config: CandidatesRun, crossfade: Crossfade,
                                warehouse: Warehouse) -> dg.MaterializeResult:
-    """Top-K target-type items per active user from the promoted two-tower, staged for the gate.
+    """Top-K target-type items per active user from the promoted serving plan, staged for the gate.
 
-    Exact retrieval over released items the user has not touched, streamed to DuckDB a chunk of users at
-    a time. Users the model knows nothing about get popularity within their language and genre
+    Per slice (warm: touched the target type in the window; cold: the rest) the plan's model, the one
+    that validated best: 2T-HGNN by exact retrieval over released items the user has not touched, or a
+    baseline fitted on the whole window with its validated settings; each row names its model. Streamed
+    to DuckDB a chunk of users at a time. Users the model knows nothing about get popularity within their language and genre
     (is_fallback). Before any model is promoted every list is that fallback, flagged, and a warning says so.
     With config `shards` = N the lists come from the candidate_shards job instead: the as-of day's N shard
     files in the Parquet exchange (exchange_uri) are staged in one transaction, only as a complete set.
@@ -88,10 +102,11 @@ def serving_candidates_staging(context: dg.AssetExecutionContext, config: Candid
                             "materialise models/registry to promote one")
     model_version, model = (promoted.model_version, promoted.two_tower) if promoted else ("none", None)
     started = time.perf_counter()
+    routed = routes(inputs, promoted, settings)
     with warehouse.write() as con:
         con.execute(sql_text("serving/tables"))
         run_sql(con, "serving/candidates_staging_clear", {"as_of": as_of})
-        for chunk in generate(inputs, model, model_version, chunk_users=config.chunk_users or None):
+        for chunk in generate(inputs, model, model_version, chunk_users=config.chunk_users or None, routed=routed):
             con.register("chunk", chunk.to_arrow())
             run_sql(con, "serving/candidates_staging_insert", {"as_of": as_of})
             con.unregister("chunk")
@@ -183,10 +198,15 @@ def _staged(context: dg.AssetExecutionContext, con: duckdb.DuckDBPyConnection, a
     rows, users, fallback_users = con.execute(
         "select count(*), count(distinct user_id), count(distinct user_id) filter (where is_fallback) "
         "from serving.candidates_staging where as_of = $as_of", {"as_of": as_of}).fetchall()[0]
+    by_model = con.execute("select coalesce(model, 'unrecorded') as model, count(distinct user_id) as users "
+                           "from serving.candidates_staging where as_of = $as_of group by all order by users desc",
+                           {"as_of": as_of}).pl()
     context.log.info(f"{STAGING} {as_of}: {rows:,} rows for {users:,} users ({fallback_users:,} fallback) "
-                     f"from {source} in {seconds:.1f} s")
+                     f"from {source} in {seconds:.1f} s; users by model: "
+                     + ", ".join(f"{model} {count:,}" for model, count in by_model.iter_rows()))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "as_of": as_of.isoformat(), "users": users, "fallback_users": fallback_users,
+        "users_by_model": dg.MetadataValue.md(markdown_table(by_model)),
         **metadata, "seconds": round(seconds, 3), "users_per_s": round(users / seconds, 1) if seconds else 0.0,
         "preview": _sample(con, STAGING, as_of),
     })

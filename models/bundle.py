@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from models import hgnn
-from models.evaluate import PRODUCTION_MODEL, EvaluateConfig, evaluation_set, model_builders
-from models.metrics import SLICES, offline_metrics
+from models import hgnn, protocol
+from models.evaluate import HOLDOUT, PRODUCTION_MODEL, EvaluateConfig, evaluation_set, model_builders, score
+from models.metrics import SLICES
 from models.recommender import FeatureFrames, VectorRecommender
 from models.two_tower import TwoTowerModel
 
@@ -65,35 +66,32 @@ class ModelBundle:
 
 
 def evaluate_bundle(bundle: ModelBundle, frames: FeatureFrames, text_embeddings: pl.DataFrame,
-                    profile_embeddings: pl.DataFrame | None, config: EvaluateConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(metrics, lists) of every model in `config.models` on the holdout after the cut.
+                    profile_embeddings: pl.DataFrame | None, config: EvaluateConfig,
+                    plan: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(metrics, lists) of every model in `config.models` on the holdout: the protocol's one final scoring.
 
-    'two_tower_hgnn' is the bundled model itself (not retrained, so what is evaluated is what is served);
-    the baselines are trained here on the train period with the bundle's HGNN vectors, as models.evaluate
-    does. metrics: (model, slice, metric, value, std_error, users); lists: (model, user_id, item_id, rank,
-    score), the top 10 of every model for every evaluated user.
+    'two_tower_hgnn' is the bundled model itself, refitted on train + valid (not retrained here, so what
+    is evaluated is what is served); the others are refitted here on train + valid with the settings
+    `config` carries (the ones chosen on validation) and the bundle's HGNN vectors. metrics: (model,
+    slice, metric, value, std_error, users); lists: (model, user_id, item_id, rank, score), the top 10
+    of every model for every evaluated user. With the serving `plan` chosen on validation, the plan's own
+    lists are scored too, as model 'served'.
     """
-    if bundle.two_tower.config.periods != ("train",):
-        raise ValueError(f"the bundle was trained on periods {bundle.two_tower.config.periods}; offline evaluation "
-                         "needs a model trained on ('train',) only, or it would have seen the holdout")
-    catalogue, targets, users, _ = evaluation_set(frames, config)
-    tt = replace(bundle.two_tower.config, periods=("train",))
-    builders = model_builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings, catalogue,
-                              replace(config, two_tower=tt), users)
-    builders[BUNDLED_MODEL] = lambda: bundle.recommender(frames, catalogue, text_embeddings, profile_embeddings,
-                                                         users)
-    unknown = [name for name in config.models if name not in builders]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; choose from {sorted(builders)}")
-    metrics, lists = [], []
-    for name in config.models:
-        recommendations = builders[name]().recommend(users, config.list_length)
-        scores = offline_metrics(recommendations, targets, frames.user_stats, frames.item_stats, catalogue.len(),
-                                 config.k, config.list_length)
-        metrics.append(scores.select(pl.lit(name).alias("model"), pl.all()))
-        lists.append(recommendations.filter(pl.col("rank") <= LIST_LENGTH_KEPT)
-                     .select(pl.lit(name).alias("model"), "user_id", "item_id", "rank", "score"))
-    return pl.concat(metrics), pl.concat(lists)
+    if not set(bundle.two_tower.config.periods) <= set(HOLDOUT.fitted):
+        raise ValueError(f"the bundle was trained on periods {bundle.two_tower.config.periods}; the holdout scores "
+                         f"models fitted within {HOLDOUT.fitted} only, or it would have seen the holdout")
+    chosen = evaluation_set(frames, config, HOLDOUT)
+    tt = replace(bundle.two_tower.config, periods=HOLDOUT.fitted)
+    builders = model_builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings, chosen.catalogue,
+                              replace(config, two_tower=tt), chosen.users, HOLDOUT.fitted)
+    builders[BUNDLED_MODEL] = lambda: bundle.recommender(frames, chosen.catalogue, text_embeddings,
+                                                         profile_embeddings, chosen.users)
+    builders = protocol.cached(builders)
+    names = config.models
+    if plan:
+        builders[protocol.SERVED] = protocol.served_builder(builders, plan, chosen)
+        names = (*names, protocol.SERVED)
+    return score(builders, names, frames, chosen, config, LIST_LENGTH_KEPT)
 
 
 def slice_metrics(metrics: pl.DataFrame, model: str) -> dict[str, dict[str, float]]:

@@ -1,28 +1,37 @@
-"""Nightly candidate lists: exact two-tower top-K per active user, popularity fallback, short explanations."""
+"""Nightly candidate lists: per user slice the serving plan's model (exact two-tower top-K, or a baseline that
+validated better), popularity fallback, short explanations."""
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
 import torch
 
+from models import protocol
+from models.evaluate import PRODUCTION_MODEL, EvaluateConfig, model_builders
 from models.recommender import FeatureFrames, consumed_pairs, embedding_table, positions
 from models.retrieval import TopKChunk, top_k_items
 from models.shards import in_shard
 from models.two_tower import TwoTowerModel
 
-SERVING_PERIODS = ("train", "holdout")  # at serve time the whole window through as_of is history
+SERVING_PERIODS = ("train", "valid", "holdout")  # at serve time the whole window through as_of is history
 HISTORY_ITEMS = 20  # explanations compare each candidate with the user's most engaged items only
 USER_BATCH = 65_536  # users whose tower inputs are built at once; bounds memory on large user tables
 FALLBACK_MODEL = "popularity"  # model_version of fallback rows
+FALLBACK = "fallback"  # their model
 COLUMNS = {
     "user_id": pl.String, "item_id": pl.String, "rank": pl.Int32, "score": pl.Float32,
-    "explanation": pl.String, "is_fallback": pl.Boolean, "model_version": pl.String,
+    "explanation": pl.String, "is_fallback": pl.Boolean, "model_version": pl.String, "model": pl.String,
 }
+
+
+class Recommender(Protocol):
+    def recommend(self, user_ids: pl.Series, k: int) -> pl.DataFrame: ...
 
 
 @dataclass(frozen=True)
@@ -54,15 +63,23 @@ class ServingInputs:
         """(user_id, item_id) of every target-type item a user touched in the window, skips included."""
         return consumed_pairs(self.history(), self.target_type).cast(pl.String)
 
+    def warm_users(self) -> pl.Series:
+        """Users who touched the target type in the window: the plan's warm slice; everyone else is cold."""
+        return self.consumed()["user_id"].unique()
+
 
 def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: str,
-             chunk_users: int | None = None, shard: tuple[int, int] | None = None) -> Iterator[pl.DataFrame]:
+             chunk_users: int | None = None, shard: tuple[int, int] | None = None,
+             routed: Mapping[str, tuple[str, Recommender]] | None = None) -> Iterator[pl.DataFrame]:
     """Frames of candidate rows (COLUMNS), a bounded chunk of users at a time, every active user once.
 
-    Users the model can score (some history item known to it) get its exact top K by dot product;
-    the others, or everyone when `model` is None, get the popularity fallback (is_fallback = true).
-    `shard` = (index, count) keeps the active users of that user shard (models.shards) only; popularity,
-    the catalogue and item vectors stay global, so each of them gets the list the unsharded run gives.
+    `routed` maps a slice ('cold', 'warm') to (model name, recommender) when the serving plan serves it by
+    a model other than the two-tower: its users get that recommender's top K. The other users the
+    two-tower can score (some history item known to it) get its exact top K by dot product. Users left
+    without a list, or everyone when `model` is None and nothing is routed, get the popularity fallback
+    (is_fallback = true). `shard` = (index, count) keeps the active users of that user shard
+    (models.shards) only; popularity, the catalogue and item vectors stay global, so each of them gets
+    the list the unsharded run gives.
     """
     users = inputs.active_users() if shard is None else in_shard(inputs.active_users(), *shard)
     catalogue = inputs.catalogue()
@@ -70,6 +87,22 @@ def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: 
         raise ValueError(f"no {inputs.target_type!r} item is released before {inputs.as_of}; "
                          "check raw.items and target_type")
     consumed = inputs.consumed()
+    explainer = Explainer.build(inputs, catalogue)
+    if routed:
+        is_warm = users.is_in(inputs.warm_users().implode())
+        for slice_name, (name, recommender) in routed.items():
+            slice_users = users.filter(is_warm if slice_name == "warm" else ~is_warm)
+            served = []
+            for start in range(0, slice_users.len(), USER_BATCH):
+                frame = recommender.recommend(slice_users.slice(start, USER_BATCH), inputs.k)
+                if frame.height:
+                    served.append(frame["user_id"].unique())
+                    yield explainer.explain(frame.select("user_id", "item_id", "rank", "score"), model_version, name)
+            got = pl.concat(served) if served else slice_users.clear()
+            users = users.filter(~users.is_in(slice_users.implode()))
+            left = slice_users.filter(~slice_users.is_in(got.implode()))
+            if left.len():
+                yield fallback_lists(inputs, left, catalogue, consumed)
     scorable = users.clear() if model is None else scorable_users(inputs, users)
     fallback = users.filter(~users.is_in(scorable.implode()))
     if fallback.len():
@@ -79,7 +112,6 @@ def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: 
     serving = dataclasses.replace(model, config=dataclasses.replace(model.config, periods=SERVING_PERIODS))
     item_ids, item_vectors = serving.item_vectors(inputs.frames, inputs.text_embeddings, inputs.hgnn_embeddings,
                                                   catalogue["item_id"])
-    explainer = Explainer.build(inputs, catalogue)
     for start in range(0, scorable.len(), USER_BATCH):
         batch = scorable.slice(start, USER_BATCH)
         user_ids, user_vectors = serving.user_vectors(inputs.frames, inputs.text_embeddings, inputs.hgnn_embeddings,
@@ -88,7 +120,20 @@ def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: 
         chunks = top_k_items(user_vectors, item_vectors, inputs.k, exclude_indptr=indptr, exclude_indices=indices,
                              chunk_users=chunk_users)
         for chunk in chunks:
-            yield explainer.explain(_chunk_frame(chunk, user_ids, item_ids), model_version)
+            yield explainer.explain(_chunk_frame(chunk, user_ids, item_ids), model_version, PRODUCTION_MODEL)
+
+
+def plan_routes(inputs: ServingInputs, plan: Mapping[str, Mapping[str, Any]] | None,
+                config: EvaluateConfig) -> dict[str, tuple[str, Recommender]]:
+    """The plan's slices served by a model other than 2T-HGNN, each with its recommender, fitted on the whole
+    window through as_of with the settings `config` carries (the ones chosen on validation)."""
+    steps = {name: step["model"] for name, step in (plan or {}).items() if step["model"] != PRODUCTION_MODEL}
+    if not steps:
+        return {}
+    builders = protocol.cached(model_builders(
+        inputs.frames, inputs.hgnn_embeddings, inputs.text_embeddings, inputs.profile_embeddings,
+        inputs.catalogue()["item_id"], config, None, SERVING_PERIODS))
+    return {name: (model, builders[model]()) for name, model in steps.items()}
 
 
 def scorable_users(inputs: ServingInputs, users: pl.Series) -> pl.Series:
@@ -152,8 +197,8 @@ class Explainer:
                                             pl.coalesce(pl.col("title"), pl.col("item_id")).alias("title"))
         return Explainer(engaged, titles.unique("item_id"), ids, text)
 
-    def explain(self, frame: pl.DataFrame, model_version: str) -> pl.DataFrame:
-        """The frame (user_id, item_id, rank, score) with explanation, is_fallback = false and model_version."""
+    def explain(self, frame: pl.DataFrame, model_version: str, model: str) -> pl.DataFrame:
+        """The frame (user_id, item_id, rank, score) with explanation, is_fallback = false, model_version and model."""
         users = frame["user_id"].unique(maintain_order=True)
         k = int(frame["rank"].max() or 0)
         row_of = positions(users, "user_id").rename({"row": "u"})
@@ -185,7 +230,7 @@ class Explainer:
                     .otherwise(pl.lit("picked from your listening profile")).alias("explanation"))
         )
         return (frame.join(because, on=["user_id", "item_id"], how="left", maintain_order="left")
-                .with_columns(is_fallback=pl.lit(False), model_version=pl.lit(model_version))
+                .with_columns(is_fallback=pl.lit(False), model_version=pl.lit(model_version), model=pl.lit(model))
                 .select(list(COLUMNS)).cast(COLUMNS))  # type: ignore[arg-type]
 
 
@@ -252,6 +297,6 @@ def fallback_lists(inputs: ServingInputs, users: pl.Series, catalogue: pl.DataFr
         .sort(["user_id", "score", "item_id"], descending=[False, True, False])
         .group_by("user_id", maintain_order=True).head(inputs.k)
         .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"), explanation=explanation,
-                      is_fallback=pl.lit(True), model_version=pl.lit(FALLBACK_MODEL))
+                      is_fallback=pl.lit(True), model_version=pl.lit(FALLBACK_MODEL), model=pl.lit(FALLBACK))
         .select(list(COLUMNS)).cast(COLUMNS)  # type: ignore[arg-type]
     )

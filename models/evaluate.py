@@ -1,12 +1,18 @@
-"""Offline evaluation: every model trained on the train period and scored side by side on the same holdout.
+"""Offline evaluation: every model fitted on the periods before a scored period and scored side by side on it.
 
-Catalogue: target-type items released before the cut (features.splits' holdout start; an unknown
-release date counts as released). Items released during the holdout could not be known at the cut,
-so no model may recommend them, and holdout interactions with them are dropped from the targets
-rather than counted as misses no model could avoid; coverage is over the same catalogue.
-Targets: (user, item) of the target type with any interaction in the holdout (weak signals
-included) and none in the train period. Every list leaves out the target-type items the user
-touched in the train period. Models read only the 'train' period, whatever their config says.
+The protocol (README, "Evaluation protocol") has two phases over features.splits:
+- validation: models fitted on 'train', scored on 'valid'. Every choice (tuning, the promotion gate,
+  the serving plan) reads this phase only.
+- holdout: models refitted on 'train' + 'valid' with the chosen settings, scored once on 'holdout'
+  and reported, never used to choose.
+Catalogue: target-type items released before the scored period starts (an unknown release date counts
+as released). Items released during it could not be known, so no model may recommend them, and
+interactions with them are dropped from the targets rather than counted as misses no model could
+avoid; coverage is over the same catalogue.
+Targets: (user, item) of the target type with any interaction in the scored period (weak signals
+included) and none in the fitted periods. Every list leaves out the target-type items the user
+touched in the fitted periods. Models read only the fitted periods, whatever their config says.
+Slices: a user is warm when they touched the target type in the fitted periods, else cold.
 Users: every user with a target, or a seeded uniform sample of `max_users` of them (default 100,000).
 """
 from __future__ import annotations
@@ -37,6 +43,17 @@ ABLATIONS = {
 COLUMNS = ("model", "slice", "metric", "value", "std_error", "users")
 
 
+class Phase(NamedTuple):
+    """A scored period and the periods the models are fitted on before it."""
+
+    scored: str
+    fitted: tuple[str, ...]
+
+
+VALIDATION = Phase("valid", ("train",))
+HOLDOUT = Phase("holdout", ("train", "valid"))
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     target_type: str  # the pipeline's types, from settings
@@ -61,63 +78,85 @@ class EvaluateConfig:
 
 
 class EvaluationSet(NamedTuple):
-    catalogue: pl.Series  # target-type item ids released before the cut
+    catalogue: pl.Series  # target-type item ids released before the scored period
     targets: pl.DataFrame  # (user_id, item_id) of the evaluated users
     users: pl.Series  # the evaluated users, sorted
-    population: int  # users with holdout targets before sampling
+    population: int  # users with targets in the scored period before sampling
+    user_stats: pl.DataFrame  # features.user_stats with is_warm over the fitted periods: the slices
 
 
-def holdout_targets(frames: FeatureFrames, target_type: str, catalogue: pl.Series) -> pl.DataFrame:
-    """(user_id, item_id): catalogue items of the target type first touched by the user in the holdout."""
-    train = frames.history(["train"]).select("user_id", "item_id")
-    return (frames.history(["holdout"]).filter(pl.col("item_type") == target_type)
+def scored_targets(frames: FeatureFrames, target_type: str, catalogue: pl.Series,
+                   phase: Phase = HOLDOUT) -> pl.DataFrame:
+    """(user_id, item_id): catalogue items of the target type first touched by the user in the scored period."""
+    fitted = frames.history(phase.fitted).select("user_id", "item_id")
+    return (frames.history([phase.scored]).filter(pl.col("item_type") == target_type)
             .join(catalogue.cast(pl.String).to_frame("item_id"), on="item_id", how="semi")
             .select("user_id", "item_id").unique()
-            .join(train, on=["user_id", "item_id"], how="anti")
+            .join(fitted, on=["user_id", "item_id"], how="anti")
             .sort("user_id", "item_id"))
 
 
-def evaluation_set(frames: FeatureFrames, config: EvaluateConfig) -> EvaluationSet:
+def slice_stats(frames: FeatureFrames, target_type: str, phase: Phase) -> pl.DataFrame:
+    """features.user_stats with is_warm recomputed over the fitted periods (a validation user stays cold
+    until they touch the target type; a user who converted during validation is warm in the holdout)."""
+    warm = (frames.history(phase.fitted).filter(pl.col("item_type") == target_type)
+            .select(pl.col("user_id").cast(pl.String)).unique())
+    return frames.user_stats.with_columns(is_warm=pl.col("user_id").cast(pl.String).is_in(warm["user_id"].implode()))
+
+
+def evaluation_set(frames: FeatureFrames, config: EvaluateConfig, phase: Phase = HOLDOUT) -> EvaluationSet:
     """The catalogue, and the users (at most config.max_users, sampled with config.seed) with their targets."""
-    catalogue = frames.released(config.target_type, frames.cut())
+    cut = frames.cut(phase.scored)
+    catalogue = frames.released(config.target_type, cut)
     if catalogue.len() == 0:
-        raise ValueError(f"no {config.target_type!r} item was released before the cut {frames.cut()}; "
+        raise ValueError(f"no {config.target_type!r} item was released before {cut} (start of {phase.scored!r}); "
                          "check raw.items release dates or the target type")
-    targets = holdout_targets(frames, config.target_type, catalogue)
+    targets = scored_targets(frames, config.target_type, catalogue, phase)
     users = targets["user_id"].unique().sort()
     population = users.len()
     if config.max_users and population > config.max_users:
         users = users.sample(config.max_users, seed=config.seed).sort()
         targets = targets.join(users.to_frame(), on="user_id", how="semi")
-    return EvaluationSet(catalogue, targets, users, population)
+    return EvaluationSet(catalogue, targets, users, population, slice_stats(frames, config.target_type, phase))
+
+
+def score(builders: dict[str, Callable[[], VectorRecommender | ScoreRecommender]], names: tuple[str, ...],
+          frames: FeatureFrames, chosen: EvaluationSet, config: EvaluateConfig,
+          keep_ranks: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(metrics in COLUMNS, the top `keep_ranks` of each list) of the named models on one evaluation set."""
+    unknown = [name for name in names if name not in builders]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {sorted(builders)}")
+    metrics, lists = [], []
+    for name in names:
+        recommendations = builders[name]().recommend(chosen.users, config.list_length)
+        scores = offline_metrics(recommendations, chosen.targets, chosen.user_stats, frames.item_stats,
+                                 chosen.catalogue.len(), config.k, config.list_length)
+        metrics.append(scores.with_columns(model=pl.lit(name)).select(COLUMNS))
+        lists.append(recommendations.filter(pl.col("rank") <= keep_ranks)
+                     .select(pl.lit(name).alias("model"), "user_id", "item_id", "rank", "score"))
+    return pl.concat(metrics), pl.concat(lists)
 
 
 def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_embeddings: pl.DataFrame,
-             profile_embeddings: pl.DataFrame | None, config: EvaluateConfig) -> pl.DataFrame:
+             profile_embeddings: pl.DataFrame | None, config: EvaluateConfig, phase: Phase = HOLDOUT) -> pl.DataFrame:
     """(model, slice, metric, value, std_error, users), one block per model in `config.models`."""
-    catalogue, targets, users, _ = evaluation_set(frames, config)
-    builders = model_builders(frames, hgnn_embeddings, text_embeddings, profile_embeddings, catalogue, config, users)
-    unknown = [name for name in config.models if name not in builders]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; choose from {sorted(builders)}")
-    blocks = []
-    for name in config.models:
-        recommendations = builders[name]().recommend(users, config.list_length)
-        scores = offline_metrics(recommendations, targets, frames.user_stats, frames.item_stats, catalogue.len(),
-                                 config.k, config.list_length)
-        blocks.append(scores.with_columns(model=pl.lit(name)).select(COLUMNS))
-    return pl.concat(blocks)
+    chosen = evaluation_set(frames, config, phase)
+    builders = model_builders(frames, hgnn_embeddings, text_embeddings, profile_embeddings, chosen.catalogue, config,
+                              chosen.users, phase.fitted)
+    return score(builders, config.models, frames, chosen, config)[0]
 
 
 def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
-                   catalogue: pl.Series, config: EvaluateConfig,
-                   users: pl.Series | None = None) -> dict[str, Callable[[], VectorRecommender | ScoreRecommender]]:
-    """One recommender factory per model name; each is built only when asked for.
+                   catalogue: pl.Series, config: EvaluateConfig, users: pl.Series | None = None,
+                   periods: tuple[str, ...] = HOLDOUT.fitted,
+                   ) -> dict[str, Callable[[], VectorRecommender | ScoreRecommender]]:
+    """One recommender factory per model name, fitted on `periods`; each is built only when asked for.
 
     The two-tower models encode only `users` (default: every user in user_stats), the evaluated ones.
     """
     target = config.target_type
-    tt = replace(config.two_tower, target_type=target, graph_types=config.graph_types, periods=("train",))
+    tt = replace(config.two_tower, target_type=target, graph_types=config.graph_types, periods=periods)
 
     def two_tower_variant(**flags: bool) -> Callable[[], VectorRecommender]:
         def build() -> VectorRecommender:
@@ -131,14 +170,14 @@ def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.Da
     def hgnn_alone() -> VectorRecommender:
         if hgnn is None:
             raise ValueError("model 'hgnn' needs hgnn_embeddings; pass them or drop 'hgnn' from config.models")
-        return baselines.mean_embedding_knn(frames, hgnn, catalogue, target)
+        return baselines.mean_embedding_knn(frames, hgnn, catalogue, target, periods)
 
     return {
-        "popularity": lambda: baselines.popularity(frames, catalogue, target),
-        "item_knn": lambda: baselines.item_knn(frames, catalogue, target, config.item_knn),
-        "ease": lambda: baselines.ease(frames, catalogue, target, config.ease),
-        "als": lambda: baselines.als(frames, catalogue, target, config.graph_types, config.als),
-        "llm_knn": lambda: baselines.mean_embedding_knn(frames, text, catalogue, target),
+        "popularity": lambda: baselines.popularity(frames, catalogue, target, periods),
+        "item_knn": lambda: baselines.item_knn(frames, catalogue, target, config.item_knn, periods),
+        "ease": lambda: baselines.ease(frames, catalogue, target, config.ease, periods),
+        "als": lambda: baselines.als(frames, catalogue, target, config.graph_types, config.als, periods),
+        "llm_knn": lambda: baselines.mean_embedding_knn(frames, text, catalogue, target, periods),
         "hgnn": hgnn_alone,
         "two_tower": two_tower_variant(use_hgnn=False),
         PRODUCTION_MODEL: two_tower_variant(),

@@ -11,7 +11,7 @@ import duckdb
 
 from assets.partitions import events_partitions
 from assets.resources import Crossfade, Warehouse
-from assets.serving import promoted_model, serving_inputs
+from assets.serving import promoted_model, routes, serving_inputs
 from models.candidates import COLUMNS, generate
 from warehouse import exchange
 
@@ -35,7 +35,8 @@ def _score_op(index: int, shards: int) -> dg.OpDefinition:
         started = time.perf_counter()
         with duckdb.connect() as scratch:
             rows = exchange.write_candidate_shard(scratch, settings.exchange_uri, as_of, index, shards,
-                                                  generate(inputs, model, model_version, shard=(index, shards)),
+                                                  generate(inputs, model, model_version, shard=(index, shards),
+                                                           routed=routes(inputs, promoted, settings)),
                                                   COLUMNS)
         context.log.info(f"{exchange.shard_uri(settings.exchange_uri, as_of, index, shards)}: {rows:,} rows from "
                          f"model {model_version} in {time.perf_counter() - started:.1f} s")

@@ -14,16 +14,20 @@ SECTIONS = (
      "select arrival_date, source_file, reason from raw.quarantined_files order by 1, 2 limit 20"),
     ("raw.rejected_events", "rejected events by reason",
      "select reason, count(*) as events from raw.rejected_events group by 1 order by 2 desc"),
-    ("eval.offline_metrics", "offline HR@10 by model and slice (empty slices: null)",
-     "pivot (select model, slice, value from eval.offline_metrics where metric = 'hr@10') "
-     "on slice using first(value) order by model"),
-    ("models.registry", "models, newest first (gate: the slice the promotion gate compared, and why; slices without users)",
-     "select model_version, status, coalesce(reason, '') as reason, metrics->'gate'->>'slice' as gate_slice, "
+    ("eval.offline_metrics", "offline HR@10 by model and slice, validation (choices) and holdout (scored once); "
+     "'served' is the serving plan (empty slices: null)",
+     "pivot (select split, model, slice, value from eval.offline_metrics where metric = 'hr@10') "
+     "on slice using first(value) order by split desc, model"),
+    ("models.registry", "models, newest first (serving plan per slice; gate: the slice the promotion gate compared, "
+     "and why; slices without users)",
+     "select model_version, status, coalesce(reason, '') as reason, metrics->'plan'->'cold'->>'model' as cold_model, "
+     "metrics->'plan'->'warm'->>'model' as warm_model, metrics->'gate'->>'slice' as gate_slice, "
      "metrics->'gate'->>'reason' as gate_basis, metrics->>'empty_slices' as empty_slices "
      "from models.registry order by created_at desc limit 3"),
-    ("serving.candidates", "published candidates (newest as-of date)",
-     "select as_of, count(distinct user_id) as users, count(*) as rows, "
-     "count(*) filter (where is_fallback) as fallback_rows from serving.candidates group by 1 order by 1 desc limit 1"),
+    ("serving.candidates", "published candidates (newest as-of date) by the model that made them",
+     "select as_of, coalesce(model, 'unrecorded') as model, count(distinct user_id) as users, count(*) as rows, "
+     "count(*) filter (where is_fallback) as fallback_rows from serving.candidates "
+     "where as_of = (select max(as_of) from serving.candidates) group by all order by users desc"),
     ("eval.judge_scores", "LLM judge (pairwise wins count only when both orders agree)",
      "select kind, coalesce(final_winner, verdict, status) as outcome, count(*) as judgements "
      "from eval.judge_scores group by all order by all"),

@@ -9,6 +9,7 @@ import polars as pl
 
 from quality.thresholds import Thresholds
 from quality.validate import Report, validate_frame
+from warehouse.features import PERIODS
 
 VERSION = "features/v1"
 
@@ -20,8 +21,8 @@ def splits_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
         "from features.splits"
     ).pl()
     return validate_frame("features.splits", rows, [
-        gxe.ExpectTableRowCountToEqual(value=2),
-        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "holdout"]),
+        gxe.ExpectTableRowCountToEqual(value=len(PERIODS)),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(PERIODS)),
         gxe.ExpectColumnValuesToBeUnique(column="split"),
         gxe.ExpectColumnValuesToBeInSet(column="is_ordered", value_set=[True]),
         gxe.ExpectColumnValuesToBeInSet(column="is_contiguous", value_set=[True]),
@@ -39,7 +40,7 @@ def interactions_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Re
     ).pl()
     report = validate_frame("features.interactions", rows, [
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["period", "user_id", "item_id"]),
-        gxe.ExpectColumnValuesToBeInSet(column="period", value_set=["train", "holdout"]),
+        gxe.ExpectColumnValuesToBeInSet(column="period", value_set=list(PERIODS)),
         gxe.ExpectColumnValuesToBeInSet(column="item_type", value_set=list(limits.item_types)),
         gxe.ExpectColumnValuesToBeBetween(column="completion_rate", min_value=0, max_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="count_events", min_value=1),

@@ -44,7 +44,7 @@ def hgnn_item_embeddings_suite(con: duckdb.DuckDBPyConnection, limits: Threshold
 
 
 def offline_metrics_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
-    """Every model reported on every slice, values in [0, 1], one as-of date and one bundled model version.
+    """Every model reported on every slice of both splits, values in [0, 1], one as-of date and one bundled model version.
 
     A slice without users (no cold user with a holdout target, no long-tail target, ...) is reported with
     users 0 and null values and passes; a slice with users must have values, and some user must have been
@@ -52,10 +52,11 @@ def offline_metrics_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) ->
     """
     rows = con.execute(
         """
-        select model, slice, metric, value, std_error, users, as_of, model_version,
-               count(distinct slice) over (partition by model) as count_slices,
+        select split, model, slice, metric, value, std_error, users, as_of, model_version,
+               count(distinct slice) over (partition by split, model) as count_slices,
                value is null and users > 0 as is_unscored,
-               coalesce(max(users) filter (where slice = 'all') over (partition by model), 0) as count_users_scored
+               coalesce(max(users) filter (where slice = 'all') over (partition by split, model), 0)
+                   as count_users_scored
         from eval.offline_metrics
         """).pl()
     return validate_frame("eval.offline_metrics", rows, [
@@ -63,9 +64,10 @@ def offline_metrics_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) ->
         gxe.ExpectColumnValuesToBeInSet(column="is_unscored", value_set=[False]),
         gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0, max_value=1),
         gxe.ExpectColumnValuesToBeInSet(column="slice", value_set=SLICES),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["valid", "holdout"]),
         gxe.ExpectColumnValuesToBeBetween(column="count_slices", min_value=len(SLICES), max_value=len(SLICES)),
         gxe.ExpectColumnValuesToBeBetween(column="count_users_scored", min_value=1),
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=["model", "slice", "metric"]),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["split", "model", "slice", "metric"]),
         gxe.ExpectColumnUniqueValueCountToBeBetween(column="as_of", min_value=1, max_value=1),
         gxe.ExpectColumnUniqueValueCountToBeBetween(column="model_version", min_value=1, max_value=1),
     ], VERSION)
@@ -74,7 +76,8 @@ def offline_metrics_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) ->
 def empty_slices(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Slices eval.offline_metrics reports without users, for the asset's metadata and the run summary."""
     return [name for (name,) in con.execute(
-        "select slice from eval.offline_metrics group by slice having max(users) = 0 order by slice").fetchall()]
+        "select slice from eval.offline_metrics where split = 'holdout' group by slice having max(users) = 0 "
+        "order by slice").fetchall()]
 
 
 def registry_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
@@ -92,23 +95,23 @@ def registry_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report
 def gate_basis(metrics: dict[str, Any]) -> dict[str, Any]:
     """Which slice the promotion gate compares on, with its users and the reason, from registered metrics.
 
-    The cold slice when it has at least MIN_GATE_USERS users with a holdout target; otherwise all users
-    (a world whose cold users touch nothing of the target type in the holdout still gets a verdict, and
+    The cold slice when it has at least MIN_GATE_USERS users with a validation target; otherwise all users
+    (a world whose cold users touch nothing of the target type during validation still gets a verdict, and
     says so); with no user at all there is nothing to compare and `slice` is None.
     """
     preferred, metric = GATE_METRIC
     users = {name: _slice_users(metrics.get(name, {}), metric) for name in (preferred, FALLBACK_SLICE)}
     if users[preferred] is None or users[preferred] >= MIN_GATE_USERS:
         return {"slice": preferred, "metric": metric, "users": users[preferred],
-                "reason": f"{preferred} slice has {_count(users[preferred])} users with a holdout target"}
-    short = (f"{preferred} slice has {users[preferred]} users with a holdout target "
+                "reason": f"{preferred} slice has {_count(users[preferred])} users with a validation target"}
+    short = (f"{preferred} slice has {users[preferred]} users with a validation target "
              f"(fewer than {MIN_GATE_USERS})")
     if users[FALLBACK_SLICE]:
         return {"slice": FALLBACK_SLICE, "metric": metric, "users": users[FALLBACK_SLICE],
                 "reason": f"{short}: compared on {FALLBACK_SLICE} users ({users[FALLBACK_SLICE]}) instead"}
     return {"slice": None, "metric": metric, "users": 0,
-            "reason": f"{short} and no user has a target-type event in the holdout: nothing to compare with "
-                      "Popularity; land events of the target type after the cut or lengthen holdout_days"}
+            "reason": f"{short} and no user has a target-type event in the validation period: nothing to compare "
+                      "with the baselines; land events of the target type after the cut or lengthen valid_days"}
 
 
 def gate_facts(candidate: dict[str, Any], incumbent: dict[str, Any] | None) -> dict[str, Any]:
@@ -119,7 +122,10 @@ def gate_facts(candidate: dict[str, Any], incumbent: dict[str, Any] | None) -> d
     basis = gate_basis(candidate["metrics"])
     slice_name, metric = basis["slice"], basis["metric"]
     ours = _value(candidate["metrics"], slice_name, metric)
-    popularity = _value(candidate["metrics"].get("reference", {}).get("popularity", {}), slice_name, metric)
+    reference = candidate["metrics"].get("reference", {})
+    popularity = _value(reference.get("popularity", {}), slice_name, metric)
+    best = reference.get("best_baseline", {}).get(slice_name or "", {})
+    best_value = float("nan") if best.get(metric) is None else float(best[metric])
     promoted = _value(incumbent["metrics"], slice_name, metric) if incumbent else None
     if promoted is not None and math.isnan(promoted):
         promoted = None  # the promoted model has no value on this slice: no regression to measure
@@ -129,19 +135,24 @@ def gate_facts(candidate: dict[str, Any], incumbent: dict[str, Any] | None) -> d
         "gate_slice": slice_name or "none", "gate_users": basis["users"], "gate_basis": basis["reason"],
         metric: ours,
         f"popularity_{metric}": popularity,
+        "best_baseline": best.get("model") or "popularity",
+        f"best_baseline_{metric}": popularity if math.isnan(best_value) else best_value,
         "promoted_version": incumbent["model_version"] if incumbent else None,
         f"promoted_{metric}": promoted,
         # Relative change against the promoted model; 0 when there is none to compare with.
         "change_vs_promoted": (ours / promoted - 1.0) if promoted else 0.0,
         "margin_over_popularity": ours - popularity,
+        # What is served against the best baseline on validation: the plan may serve that baseline (margin 0),
+        # never something that validated worse.
+        "margin_over_best_baseline": ours - (popularity if math.isnan(best_value) else best_value),
     }
 
 
 def promotion_gate(con: duckdb.DuckDBPyConnection, model_version: str, tolerance: float) -> tuple[Report, dict]:
-    """(report, facts): finite losses, beats Popularity on HR@10 of the gate slice (cold users, or all users
-    when fewer than MIN_GATE_USERS are cold; facts['gate_slice'] and ['gate_basis'] say which and why),
-    within `tolerance` (relative) of the promoted model on the same slice. The candidate is compared with
-    the promoted row, never with itself."""
+    """(report, facts) on validation figures: finite losses; what the plan serves is at least as good on HR@10
+    of the gate slice (cold users, or all users when fewer than MIN_GATE_USERS are cold; facts['gate_slice']
+    and ['gate_basis'] say which and why) as the best baseline; within `tolerance` (relative) of the promoted
+    plan on the same slice. The candidate is compared with the promoted row, never with itself."""
     candidate = registry.get(con, model_version)
     if candidate is None:
         raise ValueError(f"{model_version!r} is not in models.registry; materialise models/two_tower first")
@@ -153,8 +164,8 @@ def promotion_gate(con: duckdb.DuckDBPyConnection, model_version: str, tolerance
     frame = frame.with_columns(pl.col(pl.Float64).fill_nan(None))
     report = validate_frame("models.registry", frame, [
         gxe.ExpectColumnValuesToBeInSet(column="losses_finite", value_set=[True]),
-        gxe.ExpectColumnValuesToNotBeNull(column="margin_over_popularity"),
-        gxe.ExpectColumnValuesToBeBetween(column="margin_over_popularity", min_value=0, strict_min=True),
+        gxe.ExpectColumnValuesToNotBeNull(column="margin_over_best_baseline"),
+        gxe.ExpectColumnValuesToBeBetween(column="margin_over_best_baseline", min_value=0),
         gxe.ExpectColumnValuesToBeBetween(column="change_vs_promoted", min_value=-tolerance),
     ], VERSION, batch="promotion_gate")
     return report, facts
@@ -169,9 +180,10 @@ def gate_reason(report: Report, facts: dict[str, Any], tolerance: float) -> str:
     parts = []
     if not facts["losses_finite"]:
         parts.append("training losses were not finite")
-    if not (facts["margin_over_popularity"] is not None and facts["margin_over_popularity"] > 0):
-        parts.append(f"{slice_name} {metric} {_fmt(ours)} does not beat Popularity's "
-                     f"{_fmt(facts[f'popularity_{metric}'])}")
+    margin = facts["margin_over_best_baseline"]
+    if margin is None or math.isnan(margin) or margin < 0:
+        parts.append(f"served {slice_name} {metric} {_fmt(ours)} is below the best baseline "
+                     f"{facts['best_baseline']}'s {_fmt(facts[f'best_baseline_{metric}'])}")
     if facts["change_vs_promoted"] < -tolerance:
         parts.append(f"{slice_name} {metric} {_fmt(ours)} is {-facts['change_vs_promoted']:.1%} below promoted "
                      f"{facts['promoted_version']} ({_fmt(facts[f'promoted_{metric}'])}; "

@@ -17,6 +17,7 @@ def _setting(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
+PERIODS = ("train", "valid", "holdout")  # features.splits, in time order (README, "Evaluation protocol")
 FEATURE_TABLES = ("splits", "interactions", "user_stats", "item_stats", "co_listen_edges")
 
 
@@ -27,6 +28,7 @@ class FeatureParams:
     as_of: dt.date
     window_days: int = _setting("window_days")
     holdout_days: int = _setting("holdout_days")
+    valid_days: int = _setting("valid_days")
     target_type: str = _setting("target_type")
     graph_types: tuple[str, ...] = _setting("graph_types")
     min_co_listeners: int = _setting("min_co_listeners")
@@ -39,6 +41,7 @@ class FeatureParams:
     def bind(self) -> dict:
         return {
             "as_of": self.as_of, "window_days": self.window_days, "holdout_days": self.holdout_days,
+            "valid_days": self.valid_days,
             "target_type": self.target_type, "graph_types": list(self.graph_types),
             "min_co_listeners": self.min_co_listeners, "max_items_per_user": self.max_items_per_user,
         }

@@ -30,7 +30,8 @@ class Settings(BaseModel):
     graph_types: tuple[str, ...] = ("podcast", "audiobook")  # the paper keeps music out of the graph
     target_type: str = "audiobook"
     window_days: int = 90
-    holdout_days: int = 14
+    holdout_days: int = 14  # the last days before as_of: scored once per run, never used to choose
+    valid_days: int = 14  # the days before the holdout: early stopping, tuning, the promotion gate and the serving plan
     as_of: dt.date | None = None  # None: the day after the newest landed event partition
     k: int = 100
     partitions_start: dt.date = dt.date(2025, 1, 1)  # first day the UI offers as an events partition
@@ -78,7 +79,7 @@ class Settings(BaseModel):
             raise ValueError(f"must be a non-empty list from {list(KNOWN_ITEM_TYPES)} (got {list(value)})")
         return tuple(value)
 
-    @field_validator("window_days", "holdout_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget",
+    @field_validator("window_days", "holdout_days", "valid_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget",
                      "llm_max_concurrency", "llm_threads", "judge_users", "judge_panel_users", "embed_user_budget")
     @classmethod
     def _positive(cls, value: int) -> int:

@@ -44,7 +44,9 @@ class WorldConfig:
     new_release_days: int = 14  # a batch of audiobooks is released within these last days
     dirty_rate: float = 0.01  # share of event rows made bad, spread over DEFECT_KINDS
     topics: int = 16
-    holdout_days: int = 14  # cold users try their first audiobooks only within these last days
+    # Cold users try their first audiobooks only within these last days: the pipeline's validation and
+    # holdout periods (valid_days + holdout_days), so both have cold users with targets.
+    holdout_days: int = 28
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def build_population(
     cold = rng.random(users) < cold_share
     converter = cold & (rng.random(users) < CONVERTER_SHARE)
     audiobook_from = np.where(cold, np.iinfo(np.int32).max, np.iinfo(np.int32).min).astype(np.int32)
-    convert_window = max(1, (days - holdout_start) // 2)
+    # conversions spread over the first three quarters of the window, so the last days still see new ones
+    convert_window = max(1, (days - holdout_start) * 3 // 4)
     audiobook_from[converter] = holdout_start + rng.integers(0, convert_window, size=converter.sum())
     # once converted, half of a converter's listening is audiobooks: their holdout must carry targets
     converted_weight = np.where(converter, type_weight[:, 0] + type_weight[:, 1], type_weight[:, 2])

@@ -7,8 +7,9 @@ parquet, gzip or not). Worlds are tens of users and items so `crossfade run` on 
 Users fall in three taste clusters (user i in cluster i % 3); each cluster has its own music,
 podcasts and target-type items, and every item's description names its cluster's topic, so a model
 can learn a cold user's taste from the other types. Roles for the target type (audiobook):
-- warm: target events in the train period (and, with `warm_targets`, new ones in the holdout);
-- cold: none in the train period; with `cold_targets`, target events in the holdout.
+- warm: target events in the train period (and, with `warm_targets`, new ones in validation and the holdout);
+- cold: none in the train period; with `cold_targets`, half of them have their first target events in
+  validation, the other half in the holdout, so both periods have a cold slice.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ import polars as pl
 
 TYPES = ("music", "podcast", "audiobook")
 TARGET = "audiobook"
-HOLDOUT_DAYS = 14  # crossfade's default holdout; the worlds' periods are laid out around it
+HOLDOUT_DAYS = 14  # crossfade's default holdout and validation periods; the worlds' periods are laid out around them
+VALID_DAYS = 14
 TOPICS = ("space exploration", "medieval history", "home cooking")
 GENRES = (("science", "documentary"), ("history", "drama"), ("food", "lifestyle"))
 EVENT_FORMATS = ("jsonl", "csv.gz", "parquet", "jsonl.gz", "csv", "parquet.gz")
@@ -41,11 +43,11 @@ class Shape:
     name: str
     users: int = 24
     items_per_type: int = 24  # split evenly over the three clusters
-    days: int = 30  # the last HOLDOUT_DAYS are the holdout, the rest the train period
+    days: int = 44  # the last HOLDOUT_DAYS are the holdout, the VALID_DAYS before them validation, the rest train
     end_date: dt.date = dt.date(2026, 11, 1)  # the last day with events; the as-of date is the day after
     warm_share: float = 0.5  # share of users with target events in the train period
-    warm_targets: bool = True  # warm users touch new target items in the holdout
-    cold_targets: bool = True  # cold users touch target items in the holdout
+    warm_targets: bool = True  # warm users touch new target items in the validation and holdout periods
+    cold_targets: bool = True  # cold users touch target items in the validation and holdout periods
     silent_types: tuple[str, ...] = ()  # catalogue types nobody listens to
     head_only_targets: bool = False  # holdout targets only on the most listened target items (tiers 1-2)
     bare_items: bool = False  # every other item has no genres and no description
@@ -63,6 +65,10 @@ class Shape:
     @property
     def cut(self) -> dt.date:
         return self.as_of - dt.timedelta(days=HOLDOUT_DAYS)
+
+    @property
+    def valid_start(self) -> dt.date:
+        return self.cut - dt.timedelta(days=VALID_DAYS)
 
 
 @dataclass
@@ -102,7 +108,7 @@ def build(shape: Shape) -> World:
         pick = _picker(rng, by_cluster, cluster)
         rounds = 1 + (shape.users + shape.unknown_users if user == "u000" and shape.heavy_user else 0)
         for _ in range(rounds):
-            for period in ("train", "holdout"):
+            for period in ("train", "valid", "holdout"):
                 days = _days(shape, period)
                 if not days:
                     continue
@@ -113,8 +119,11 @@ def build(shape: Shape) -> World:
                     targets = _head_targets(by_cluster[(TARGET, cluster)], n // len(TOPICS), period, is_warm)
                 elif period == "train":
                     targets = pick(TARGET, 2) if is_warm else []
-                else:
-                    targets = pick(TARGET, 2) if (shape.warm_targets if is_warm else shape.cold_targets) else []
+                elif is_warm:
+                    targets = pick(TARGET, 2) if shape.warm_targets else []
+                else:  # half the cold users convert during validation, the other half in the holdout
+                    converts = (period == "valid") == (n % 2 == 0)
+                    targets = pick(TARGET, 2) if shape.cold_targets and converts else []
                 events += [_event(rng, user, item, days, "play") for item in targets]
     events = [e for e in events if _type_of(e["item_id"]) not in shape.silent_types]
     for number, event in enumerate(events):
@@ -195,6 +204,8 @@ def _head_targets(pool: list[str], k: int, period: str, is_warm: bool) -> list[s
         return []
     heads, others = pool[:3], pool[3:]
     skipped = heads[k % len(heads)]
+    if period == "valid":
+        return []  # the skipped head waits for the holdout, so validation has no long-tail target either
     if period == "holdout":
         return [skipped]
     return [h for h in heads if h != skipped] + [others[k % len(others)]]
@@ -219,7 +230,9 @@ def _picker(rng: random.Random, by_cluster: dict[tuple[str, int], list[str]], cl
 def _days(shape: Shape, period: str) -> list[dt.date]:
     first = shape.end_date - dt.timedelta(days=shape.days - 1)
     every = [first + dt.timedelta(days=d) for d in range(shape.days)]
-    return [d for d in every if (d < shape.cut) == (period == "train")]
+    start, end = {"train": (dt.date.min, shape.valid_start), "valid": (shape.valid_start, shape.cut),
+                  "holdout": (shape.cut, dt.date.max)}[period]
+    return [d for d in every if start <= d < end]
 
 
 _TICKS: dict[dt.date, Iterator[int]] = {}  # one round-robin counter per period, reset by build()

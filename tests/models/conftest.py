@@ -42,10 +42,14 @@ def make_users(user_ids: list[str], countries: list[str] | None = None,
                          "age_bucket": age_buckets or ["25-34"] * n, "plan": "premium"})
 
 
-def make_frames(events: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame) -> FeatureFrames:
-    """Feature frames from events (period, user_id, item_id, event_type); a play lasts 80% of the item."""
+def make_frames(events: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, valid_days: int = 0) -> FeatureFrames:
+    """Feature frames from events (period, user_id, item_id, event_type); a play lasts 80% of the item.
+
+    With `valid_days` the validation period is the last days before CUT, and train ends where it starts;
+    without, validation is empty and train runs up to CUT."""
     rng = np.random.default_rng(len(events))
-    span = {"train": (START, CUT), "holdout": (CUT, AS_OF)}
+    valid_start = CUT - timedelta(days=valid_days)
+    span = {"train": (START, valid_start), "valid": (valid_start, CUT), "holdout": (CUT, AS_OF)}
     offsets = rng.random(events.height)
     events = events.with_columns(
         ts=pl.Series([span[p][0] + (span[p][1] - span[p][0]) * o for p, o in zip(events["period"], offsets)]),
@@ -78,8 +82,8 @@ def make_frames(events: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame) 
                                 pl.col("has_holdout_target").fill_null(False),
                                 is_active=pl.col("count_events").fill_null(0) > 0))
     return FeatureFrames(interactions, user_stats, _item_stats(train, items), items,
-                         pl.DataFrame({"split": ["train", "holdout"], "start_at": [START, CUT],
-                                       "end_at": [CUT, AS_OF]}))
+                         pl.DataFrame({"split": ["train", "valid", "holdout"], "start_at": [START, valid_start, CUT],
+                                       "end_at": [valid_start, CUT, AS_OF]}))
 
 
 def _item_stats(train: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:

@@ -4,7 +4,7 @@ from dataclasses import replace
 import polars as pl
 import pytest
 
-from models.evaluate import MODELS, EvaluateConfig, evaluate, evaluation_set, holdout_targets, plot_metrics
+from models.evaluate import MODELS, EvaluateConfig, evaluate, evaluation_set, scored_targets, plot_metrics
 from models.two_tower import TwoTowerConfig
 from tests.conftest import EVAL_TYPES, TYPES
 
@@ -56,7 +56,7 @@ def test_slices_hold_the_planted_users(results) -> None:
 
 def test_targets_are_new_to_the_user_and_released_before_the_cut(world) -> None:
     catalogue = world.frames.released("audiobook", world.frames.cut())
-    targets = holdout_targets(world.frames, "audiobook", catalogue)
+    targets = scored_targets(world.frames, "audiobook", catalogue)
     train = world.frames.history(["train"]).select("user_id", "item_id")
     assert targets.join(train, on=["user_id", "item_id"], how="semi").height == 0
     assert not targets["item_id"].str.contains("_n").any()

@@ -1,4 +1,4 @@
--- One row per (period, user, item): what the user did with the item in the train or holdout period.
+-- One row per (period, user, item): what the user did with the item in the train, valid or holdout period.
 create or replace table features.interactions as
 with
 

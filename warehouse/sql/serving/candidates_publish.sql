@@ -1,6 +1,6 @@
 -- Second half of a publish: the gated staging rows of the as-of date become the served lists.
 insert into serving.candidates
-select s.user_id, s.item_id, s.rank, s.score, s.explanation, s.as_of, s.is_fallback, s.model_version
+select s.user_id, s.item_id, s.rank, s.score, s.explanation, s.as_of, s.is_fallback, s.model_version, s.model
 from serving.candidates_staging as s
 where s.as_of = $as_of::date
 order by s.user_id, s.rank

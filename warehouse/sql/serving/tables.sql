@@ -7,7 +7,8 @@ create table if not exists serving.candidates_staging (
     explanation varchar not null,
     as_of date not null,               -- the lists use events strictly before this date
     is_fallback boolean not null,      -- popularity within the user's language and genre, not the model
-    model_version varchar not null
+    model_version varchar not null,
+    model varchar                      -- the model that made the row: the serving plan's for the user's slice, or 'fallback'
 );
 
 create table if not exists serving.candidates (
@@ -18,5 +19,10 @@ create table if not exists serving.candidates (
     explanation varchar not null,
     as_of date not null,
     is_fallback boolean not null,
-    model_version varchar not null
+    model_version varchar not null,
+    model varchar
 );
+
+-- Warehouses made before the serving plan lack the model column; their older rows keep it null.
+alter table serving.candidates_staging add column if not exists model varchar;
+alter table serving.candidates add column if not exists model varchar;

@@ -1,0 +1,165 @@
+"""Choices made on validation only: baseline settings from small grids, and the serving plan per user slice.
+
+Every model is fitted on 'train' and scored on 'valid' (models.evaluate.VALIDATION). Each baseline with
+settings runs its grid and keeps the setting with the best NDCG@10 over all validated users; the
+serving plan then gives each slice (cold, warm) the model with the best HR@10 on that slice, whatever
+it is, so what is served is never worse on validation than the best baseline. The holdout is not read
+here: these functions drop its rows before anything else happens.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, replace
+from typing import Any, NamedTuple
+
+import polars as pl
+
+from models.baselines import AlsConfig, EaseConfig, ItemKnnConfig
+from models.evaluate import (HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConfig, EvaluationSet, evaluation_set,
+                             model_builders, score)
+from models.recommender import RECOMMENDATION_SCHEMA, FeatureFrames
+
+# Small grids around each default: neighbours kept, the L2 penalty, factors and regularisation.
+GRIDS: dict[str, tuple[Any, ...]] = {
+    "item_knn": (ItemKnnConfig(neighbours=20), ItemKnnConfig(neighbours=100), ItemKnnConfig(neighbours=400)),
+    "ease": (EaseConfig(regularization=50.0), EaseConfig(regularization=500.0), EaseConfig(regularization=5000.0)),
+    "als": (AlsConfig(factors=32, regularization=0.05), AlsConfig(factors=64, regularization=0.05),
+            AlsConfig(factors=64, regularization=0.5)),
+}
+TUNING_METRIC = ("all", "ndcg@10")
+PLAN_METRIC = "hr@10"  # the registry's and the gate's headline metric
+PLAN_SLICES = ("cold", "warm")
+# What a slice can be served by. Not HGNN alone (warm users only; its vectors serve through 2T-HGNN), nor the
+# two-tower without HGNN and the other ablations, which would need more nightly training runs.
+SERVABLE = ("popularity", "item_knn", "ease", "als", "llm_knn", PRODUCTION_MODEL)
+SERVED = "served"  # the model name of the plan's own rows: per slice, the lists of the model the plan chose
+
+
+class Validation(NamedTuple):
+    metrics: pl.DataFrame  # (model, slice, metric, value, std_error, users) on 'valid', chosen settings
+    grid: pl.DataFrame  # (model, setting, value): the tuning metric of every grid point
+    config: EvaluateConfig  # the input config with the chosen baseline settings
+
+
+def without_holdout(frames: FeatureFrames) -> FeatureFrames:
+    """The frames with every holdout-period interaction removed: what validation may see."""
+    return replace(frames, interactions=frames.interactions.filter(pl.col("period") != HOLDOUT.scored))
+
+
+def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
+             config: EvaluateConfig) -> Validation:
+    """Tune the baselines' grids, then score every model of `config.models` on validation."""
+    frames = without_holdout(frames)
+    chosen = evaluation_set(frames, config, VALIDATION)
+    grid_rows: list[dict[str, Any]] = []
+    settings: dict[str, Any] = {}
+    for name, grid in GRIDS.items():
+        if name not in config.models:
+            continue
+        best = None
+        for setting in grid:
+            trial = replace(config, **{name: setting})
+            builders = model_builders(frames, hgnn, text, profile, chosen.catalogue, trial, chosen.users,
+                                      VALIDATION.fitted)
+            value = _metric(score(builders, (name,), frames, chosen, trial)[0], name, *TUNING_METRIC)
+            grid_rows.append({"model": name, "setting": str(asdict(setting)), "value": value})
+            if best is None or _better(value, best[0]):
+                best = (value, setting)
+        settings[name] = best[1]
+    tuned = replace(config, **settings)
+    builders = cached(model_builders(frames, hgnn, text, profile, chosen.catalogue, tuned, chosen.users,
+                                     VALIDATION.fitted))
+    metrics, _ = score(builders, config.models, frames, chosen, tuned)
+    plan = serving_plan(metrics)
+    builders[SERVED] = served_builder(builders, plan, chosen)
+    metrics = pl.concat([metrics, score(builders, (SERVED,), frames, chosen, tuned)[0]])
+    grid_frame = pl.DataFrame(grid_rows, schema={"model": pl.String, "setting": pl.String, "value": pl.Float64})
+    return Validation(metrics, grid_frame, tuned)
+
+
+def tuned(config: EvaluateConfig, registered: Mapping[str, Any]) -> EvaluateConfig:
+    """`config` with the baseline settings a registry row's metrics['tuned'] recorded (absent: the defaults)."""
+    settings = registered.get("tuned", {})
+    return replace(config, **{name: type(getattr(config, name))(**settings[name]) for name in GRIDS if name in settings})
+
+
+def with_validation(holdout: pl.DataFrame, registered: Mapping[str, Any]) -> pl.DataFrame:
+    """Holdout metrics beside the validation metrics a registry row recorded: (split, *COLUMNS)."""
+    rows = registered.get("validation_rows") or []
+    valid = pl.DataFrame(rows, schema=holdout.schema) if rows else holdout.clear()
+    return pl.concat([valid.select(pl.lit(VALIDATION.scored).alias("split"), pl.all()),
+                      holdout.select(pl.lit(HOLDOUT.scored).alias("split"), pl.all())])
+
+
+def cached(builders: Mapping[str, Callable[[], Any]]) -> dict[str, Callable[[], Any]]:
+    """The builders, each fitting its model once however often it is asked for."""
+    return {name: functools.cache(build) for name, build in builders.items()}
+
+
+def served_builder(builders: Mapping[str, Callable[[], Any]], plan: Mapping[str, Mapping[str, Any]],
+                   chosen: EvaluationSet) -> Callable[[], SlicedRecommender]:
+    """A builder of the plan's lists on an evaluation set: its warm users get the warm model's, the rest the cold one's."""
+    warm = chosen.user_stats.filter(pl.col("is_warm"))["user_id"].cast(pl.String)
+    return lambda: SlicedRecommender({name: builders[step["model"]]() for name, step in plan.items()}, warm)
+
+
+class SlicedRecommender:
+    """One recommender per slice: warm users (touched the target type before) get `by_slice['warm']`'s
+    lists, everybody else `by_slice['cold']`'s. The offline face of the serving plan."""
+
+    def __init__(self, by_slice: Mapping[str, Any], warm_users: pl.Series) -> None:
+        self.by_slice = by_slice
+        self.warm_users = warm_users
+
+    def recommend(self, user_ids: Sequence[str] | pl.Series, k: int) -> pl.DataFrame:
+        users = pl.Series(list(user_ids), dtype=pl.String)
+        is_warm = users.is_in(self.warm_users.implode())
+        parts = [self.by_slice[name].recommend(users.filter(mask), k)
+                 for name, mask in (("warm", is_warm), ("cold", ~is_warm)) if mask.any()]
+        return pl.concat(parts) if parts else pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
+
+
+def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """{slice: {model, value, users, basis}}: per slice the served model with the best validation HR@10.
+
+    A slice without validated users follows the best model over all users (basis says so). Ties go to
+    2T-HGNN, then to the order of the rows. Only SERVABLE models are candidates.
+    """
+    rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & pl.col("model").is_in(list(SERVABLE)))
+    plan: dict[str, dict[str, Any]] = {}
+    for slice_name in PLAN_SLICES:
+        own = rows.filter((pl.col("slice") == slice_name) & pl.col("value").is_not_null())
+        basis = slice_name
+        if own.height == 0:
+            own, basis = rows.filter((pl.col("slice") == "all") & pl.col("value").is_not_null()), "all"
+        if own.height == 0:
+            plan[slice_name] = {"model": PRODUCTION_MODEL, "value": None, "users": 0,
+                                "basis": "no validated user: the production model by default"}
+            continue
+        ranked = own.with_columns(first=pl.col("model") == PRODUCTION_MODEL, order=pl.int_range(pl.len())).sort(
+            ["value", "first", "order"], descending=[True, True, False])
+        best = ranked.row(0, named=True)
+        plan[slice_name] = {"model": best["model"], "value": best["value"], "users": int(best["users"]),
+                            "basis": f"best validation {PLAN_METRIC} on {basis}"}
+    return plan
+
+
+def best_baseline(metrics: pl.DataFrame, slice_name: str) -> tuple[str | None, float | None]:
+    """The baseline (any model but 2T-HGNN and its ablations) with the best validation HR@10 on a slice."""
+    rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & (pl.col("slice") == slice_name)
+                          & ~pl.col("model").str.starts_with(PRODUCTION_MODEL) & (pl.col("model") != SERVED)
+                          & pl.col("value").is_not_null())
+    if rows.height == 0:
+        return None, None
+    best = rows.sort("value", descending=True, maintain_order=True).row(0, named=True)
+    return best["model"], best["value"]
+
+
+def _metric(metrics: pl.DataFrame, model: str, slice_name: str, metric: str) -> float | None:
+    rows = metrics.filter((pl.col("model") == model) & (pl.col("slice") == slice_name) & (pl.col("metric") == metric))
+    return rows["value"][0] if rows.height else None
+
+
+def _better(value: float | None, best: float | None) -> bool:
+    return value is not None and (best is None or value > best)

@@ -1,0 +1,125 @@
+"""The evaluation protocol: choices read validation only, the holdout is scored after, the plan serves the best."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from models import protocol
+from models.evaluate import HOLDOUT, VALIDATION, EvaluateConfig, evaluation_set, scored_targets
+from models.two_tower import TwoTowerConfig
+from tests.conftest import EVAL_TYPES, TYPES
+from tests.models.conftest import make_frames, make_items, make_users
+
+CHEAP = ("popularity", "item_knn", "ease")  # no training loop: the protocol, not the models, is under test
+CONFIG = EvaluateConfig(**EVAL_TYPES, models=CHEAP, two_tower=TwoTowerConfig(**TYPES, epochs=1))
+
+
+def world(seed: int = 0, scramble_holdout: bool = False) -> pl.DataFrame:
+    """Events of 60 users in 3 communities: podcasts of their community in train, warm users (even) also
+    audiobooks; in validation half the cold users and every warm user take new community audiobooks, in
+    the holdout the rest. `scramble_holdout` replaces every holdout item by a random audiobook."""
+    rng, noise = np.random.default_rng(seed), np.random.default_rng(seed + 1)
+    rows = []
+    for u in range(60):
+        c, user = u % 3, f"u{u:02d}"
+        books = [f"a{c}_{j}" for j in rng.permutation(8)]
+        rows += [("train", user, f"p{c}_{j}", "play") for j in rng.choice(6, 3, replace=False)]
+        warm = u % 2 == 0
+        if warm:
+            rows += [("train", user, books[0], "play"), ("train", user, books[1], "play")]
+        if warm or u % 4 == 1:
+            rows.append(("valid", user, books[2], "play"))
+        holdout = [books[3], books[4]]
+        if scramble_holdout:
+            holdout = [f"a{noise.integers(3)}_{noise.integers(8)}" for _ in holdout]
+        rows += [("holdout", user, item, "play") for item in holdout]
+    return pl.DataFrame(rows, schema=["period", "user_id", "item_id", "event_type"], orient="row")
+
+
+def frames_of(events: pl.DataFrame):
+    ids = [f"p{c}_{j}" for c in range(3) for j in range(6)] + [f"a{c}_{j}" for c in range(3) for j in range(8)]
+    items = make_items(ids, ["podcast" if i[0] == "p" else "audiobook" for i in ids])
+    return make_frames(events, items, make_users(sorted(set(events["user_id"]))), valid_days=14)
+
+
+@pytest.fixture(scope="module")
+def validation() -> protocol.Validation:
+    frames = frames_of(world())
+    text = pl.DataFrame({"item_id": frames.items["item_id"], "embedding": [[1.0, 0.0]] * frames.items.height})
+    return protocol.validate(frames, None, text, None, CONFIG)
+
+
+def test_validation_never_reads_the_holdout(validation) -> None:
+    frames = frames_of(world(scramble_holdout=True))
+    text = pl.DataFrame({"item_id": frames.items["item_id"], "embedding": [[1.0, 0.0]] * frames.items.height})
+    scrambled = protocol.validate(frames, None, text, None, CONFIG)
+    # the same figures (standard errors to float rounding: users are summed in another order)
+    assert_frame_equal(scrambled.metrics, validation.metrics, check_exact=False, rel_tol=1e-9)
+    assert_frame_equal(scrambled.grid, validation.grid, check_exact=False, rel_tol=1e-9)
+    assert protocol.serving_plan(scrambled.metrics) == protocol.serving_plan(validation.metrics)
+
+
+def test_validation_scores_the_validation_period(validation) -> None:
+    users = validation.metrics.filter((pl.col("model") == "popularity") & (pl.col("metric") == "hr@10"))
+    counts = dict(users.select("slice", "users").iter_rows())
+    assert counts["warm"] == 30 and counts["cold"] == 15  # every warm user, the cold users with u % 4 == 1
+    assert counts["all"] == 45
+
+
+def test_grid_keeps_the_setting_that_validated_best(validation) -> None:
+    for name in ("item_knn", "ease"):
+        grid = validation.grid.filter(pl.col("model") == name)
+        assert grid.height == len(protocol.GRIDS[name])
+        best = grid.sort("value", descending=True, maintain_order=True)["setting"][0]
+        assert best == str(protocol.asdict(getattr(validation.config, name)))
+
+
+def test_served_rows_follow_the_plan_slice_by_slice(validation) -> None:
+    plan = protocol.serving_plan(validation.metrics)
+    served = validation.metrics.filter(pl.col("model") == protocol.SERVED)
+    for slice_name in ("cold", "warm"):
+        chosen = plan[slice_name]["model"]
+        for metric in ("hr@10", "ndcg@10", "recall@20"):
+            row = lambda model: validation.metrics.filter(  # noqa: E731
+                (pl.col("model") == model) & (pl.col("slice") == slice_name) & (pl.col("metric") == metric))
+            assert served.filter((pl.col("slice") == slice_name) & (pl.col("metric") == metric))["value"].item() \
+                == pytest.approx(row(chosen)["value"].item())
+
+
+def test_plan_picks_the_best_per_slice_prefers_2t_hgnn_on_ties_and_falls_back_to_all() -> None:
+    rows = [("popularity", "cold", 0.5, 20), ("item_knn", "cold", 0.7, 20), ("two_tower_hgnn", "cold", 0.6, 20),
+            ("popularity", "warm", 0.4, 0), ("item_knn", "warm", None, 0), ("two_tower_hgnn", "warm", None, 0),
+            ("popularity", "all", 0.5, 30), ("ease", "all", 0.8, 30), ("two_tower_hgnn", "all", 0.8, 30),
+            ("hgnn", "cold", 0.99, 20)]  # HGNN alone is not servable
+    metrics = pl.DataFrame([{"model": m, "slice": s, "metric": "hr@10", "value": v, "std_error": 0.0, "users": n}
+                            for m, s, v, n in rows])
+    plan = protocol.serving_plan(metrics)
+    assert plan["cold"]["model"] == "item_knn"
+    assert plan["warm"]["model"] == "popularity"  # a value on an empty slice still counts: 0.4 is recorded
+    empty = metrics.filter(pl.col("slice") != "warm")
+    assert protocol.serving_plan(empty)["warm"] == {"model": "two_tower_hgnn", "value": 0.8, "users": 30,
+                                                    "basis": "best validation hr@10 on all"}
+    assert protocol.best_baseline(metrics, "all") == ("ease", 0.8)
+
+
+def test_holdout_phase_knows_validation_as_history() -> None:
+    frames = frames_of(world())
+    holdout = evaluation_set(frames, CONFIG, HOLDOUT)
+    valid = evaluation_set(frames, CONFIG, VALIDATION)
+    converted = "u01"  # cold in train, took an audiobook during validation
+    assert not valid.user_stats.filter(pl.col("user_id") == converted)["is_warm"].item()
+    assert holdout.user_stats.filter(pl.col("user_id") == converted)["is_warm"].item()
+    seen = frames.history(["train", "valid"]).select("user_id", "item_id")
+    assert scored_targets(frames, "audiobook", holdout.catalogue, HOLDOUT).join(
+        seen, on=["user_id", "item_id"], how="semi").height == 0
+
+
+def test_tuned_settings_come_back_from_a_registry_row(validation) -> None:
+    registered = {"tuned": {name: protocol.asdict(getattr(validation.config, name)) for name in protocol.GRIDS}}
+    again = protocol.tuned(replace(CONFIG), registered)
+    assert again.item_knn == validation.config.item_knn and again.ease == validation.config.ease
+    assert protocol.tuned(CONFIG, {}) == CONFIG
