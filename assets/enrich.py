@@ -12,15 +12,17 @@ import pyarrow as pa
 from assets.common import WRITES_TAG, check_result, markdown_table
 from assets.llm_calls import ask, known_answers
 from assets.resources import Crossfade, LLMBackend, Warehouse
-from models import item_topics, profile_template, topic_taxonomy, user_profiles
+from models import item_topics, llm_quality, profile_template, topic_taxonomy, user_profiles
 from models.enrichment import BatchResult
 from models.text_embed import ENCODER_NAME, embed_changed, encode, load_encoder
 from models.torch_threads import torch_threads
 from quality import enrich_suites
 from warehouse import enrichment_tables as tables
 from warehouse.llm_cache import LLMCache
+from warehouse.settings import Settings
 
 if TYPE_CHECKING:
+    import duckdb
     from sentence_transformers import SentenceTransformer
 
 ENTITIES = ("item", "user")
@@ -42,6 +44,44 @@ def _llm_metadata(batch: BatchResult, left: int, budget: int, model_name: str, l
     }
 
 
+def _item_quality(con: "duckdb.DuckDBPyConnection", requested: pl.DataFrame, settings: Settings, model_name: str
+                  ) -> list[llm_quality.Measure]:
+    version = item_topics.PROMPT_VERSION
+    return [
+        llm_quality.topic_accuracy(tables.item_answers(con, requested, model_name, version),
+                                   settings.llm_min_topic_accuracy),
+        llm_quality.json_validity(llm_quality.ITEM_TOPICS, tables.answer_statuses(con, model_name, version),
+                                  settings.llm_min_json_validity),
+    ]
+
+
+def _profile_quality(con: "duckdb.DuckDBPyConnection", facts: pa.Table, requested: pl.DataFrame, settings: Settings,
+                     model_name: str) -> list[llm_quality.Measure]:
+    version = user_profiles.PROMPT_VERSION
+    return [
+        llm_quality.profile_faithfulness(tables.profile_answers(con, facts, requested, model_name, version),
+                                         settings.llm_min_profile_faithfulness),
+        llm_quality.json_validity(llm_quality.USER_PROFILES, tables.answer_statuses(con, model_name, version),
+                                  settings.llm_min_json_validity),
+    ]
+
+
+def _quality_metadata(context: dg.AssetExecutionContext, table: str, measures: list[llm_quality.Measure]
+                      ) -> dict[str, Any]:
+    """The kind's measures and decision, logged and as metadata: whether downstream reads the LLM's output, and why."""
+    is_used, reason = llm_quality.decision(measures)
+    context.log.info(f"{table}: {reason}")
+    frame = pl.DataFrame([{"metric": m.metric, "value": None if m.value is None else round(m.value, 3),
+                           "answers": m.count_answers, "floor": m.floor, "passed": m.passed, "reason": m.reason}
+                          for m in measures])
+    return {
+        "llm_output_used": is_used, "llm_decision": reason,
+        **{m.metric: None if m.value is None else round(m.value, 4) for m in measures},
+        **{f"{m.metric}_answers": m.count_answers for m in measures},
+        "llm_quality": dg.MetadataValue.md(markdown_table(frame, max_chars=160)),
+    }
+
+
 def _log(context: dg.AssetExecutionContext, table: str, batch: BatchResult, left: int) -> None:
     context.log.info(
         f"{table}: {batch.calls} LLM calls, {batch.cache_hits} cache hits, {batch.failures} failed, "
@@ -60,7 +100,10 @@ def enrich_item_topics(
     The floor needs no LLM: genres mapped through the taxonomy of models/topic_taxonomy.py, else MiniLM
     zero-shot of title and description against the topics' descriptions. LLM answers are cached on the
     item's text; at most llm_call_budget new inputs are asked per run, never or least recently attempted
-    first. `topics` is the LLM's when its answer is ok, else the floor's (`topics_source`).
+    first. Each run measures the LLM's topic accuracy on unambiguous items and its JSON validity
+    (models/llm_quality.py, written to enrich.llm_quality); `topics` is the LLM's when its answer is ok and both
+    passed their floors (llm_min_topic_accuracy, llm_min_json_validity), else the floor's (`topics_source`,
+    `topics_reason`).
     """
     settings = crossfade.settings()
     item_types = sorted(set(settings.graph_types) | {settings.target_type})
@@ -81,11 +124,13 @@ def enrich_item_topics(
     ), "item_id", batch.attempted_ids, _now())
     with warehouse.write() as con:
         LLMCache(con).put_many(cache.new_rows)
-        rows = tables.write_item_topics(con, requested, model_name, item_topics.PROMPT_VERSION)
+        measures = _item_quality(con, requested, settings, model_name)
+        measured = llm_quality.quality_rows(measures, model_name, item_topics.PROMPT_VERSION, _now())
+        rows = tables.write_item_topics(con, requested, measured, model_name, item_topics.PROMPT_VERSION)
         by_source = con.execute(
             "select topics_source, status, count(*) as items from enrich.item_topics group by all order by all").pl()
         sample = con.execute(
-            "select item_id, item_type, status, topics_source, topics, floor_topics, llm_topics, summary "
+            "select item_id, item_type, status, topics_source, topics, floor_topics, llm_topics, summary, topics_reason "
             "from enrich.item_topics order by status = 'ok' desc, item_id limit 5"
         ).pl()
     left = int(by_source.filter(pl.col("status") == "pending")["items"].sum())
@@ -95,7 +140,7 @@ def enrich_item_topics(
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, **_llm_metadata(batch, left, settings.llm_call_budget, model_name, llm),
         "floor_taxonomy": floors.sources.count("taxonomy"), "floor_zero_shot": floors.sources.count("zero_shot"),
-        "floor_computed": floors.count_computed,
+        "floor_computed": floors.count_computed, **_quality_metadata(context, "enrich.item_topics", measures),
         "items_by_source": dg.MetadataValue.md(markdown_table(by_source)),
         "preview": dg.MetadataValue.md(markdown_table(sample)),
     })
@@ -113,7 +158,10 @@ def enrich_user_profiles(
     Both follow the judge paper's seven-key JSON; the template is written from the facts alone, every night.
     Narratives are cached on the user's coarse signature (top topics, top items, rounded type shares), so a
     user whose counts move keeps theirs; new ones are asked never or least recently attempted users first.
-    `profile_json` is the narrative when it is ok and usable, else the template (`profile_source`).
+    Each run measures the narratives' faithfulness to the facts and their JSON validity (models/llm_quality.py,
+    written to enrich.llm_quality); `profile_json` is the narrative when it is ok and usable and both passed
+    their floors (llm_min_profile_faithfulness, llm_min_json_validity), else the template (`profile_source`,
+    `profile_reason`).
     """
     settings = crossfade.settings()
     with llm.chat_model() as model:
@@ -132,7 +180,9 @@ def enrich_user_profiles(
                                       batch.attempted_ids, _now())
     with warehouse.write() as con:
         LLMCache(con).put_many(cache.new_rows)
-        rows = tables.write_user_profiles(con, facts, requested, model_name, user_profiles.PROMPT_VERSION)
+        measures = _profile_quality(con, facts, requested, settings, model_name)
+        measured = llm_quality.quality_rows(measures, model_name, user_profiles.PROMPT_VERSION, _now())
+        rows = tables.write_user_profiles(con, facts, requested, measured, model_name, user_profiles.PROMPT_VERSION)
         by_status = con.execute(
             "select profile_source, status, count(*) as users from enrich.user_profiles group by all order by all").pl()
         sample = con.execute(
@@ -144,8 +194,9 @@ def enrich_user_profiles(
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "users_with_listening": queue.height,
         "narratives_used": int(by_status.filter(pl.col("profile_source") == "llm")["users"].sum()),
-        "narratives_unusable": int(  # valid JSON, but one text pasted into every key: the template is read
+        "narratives_not_used": int(  # valid JSON, but unusable or its kind below the floors: the template is read
             by_status.filter((pl.col("status") == "ok") & (pl.col("profile_source") == "template"))["users"].sum()),
+        **_quality_metadata(context, "enrich.user_profiles", measures),
         **_llm_metadata(batch, left, settings.llm_call_budget, model_name, llm),
         "users_by_status": dg.MetadataValue.md(markdown_table(by_status)),
         "preview": dg.MetadataValue.md(markdown_table(sample, max_chars=120)),

@@ -1,4 +1,5 @@
-"""Suites for the enrichment tables: floor coverage, LLM failure rate, embedding dimension, finite unit vectors."""
+"""Suites for the enrichment tables: floor coverage, LLM failure rate, the LLM's measured quality and the use that
+follows it, embedding dimension, finite unit vectors."""
 from __future__ import annotations
 
 import duckdb
@@ -7,8 +8,9 @@ import polars as pl
 
 from quality.thresholds import Thresholds
 from quality.validate import Report, validate_frame
+from warehouse.store import table_exists
 
-VERSION = "enrich/v2"  # v2: floor topics and template profiles cover everyone
+VERSION = "enrich/v3"  # v3: the LLM's output is used only where its kind passed enrich.llm_quality
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2: the contract of enrich.text_embeddings
 NORM_TOLERANCE = 1e-3  # float32 vectors normalised by the encoder land within 1e-6 of 1
 ITEM_STATUSES = ["ok", "failed", "pending"]
@@ -17,6 +19,8 @@ TOPIC_SOURCES = ["llm", "taxonomy", "zero_shot"]
 FLOOR_SOURCES = ["taxonomy", "zero_shot"]
 PROFILE_SOURCES = ["llm", "template"]
 MAX_TOPICS = 3
+# enrich.llm_quality: the metrics each LLM output kind is measured by (models/llm_quality.py's METRICS)
+LLM_METRICS = {"item_topics": ("topic_accuracy", "json_validity"), "user_profiles": ("profile_faithfulness", "json_validity")}
 
 
 def _failure_rate_limit(limits: Thresholds, max_failure_rate: float | None) -> float:
@@ -37,6 +41,64 @@ def _failure_rate(table: str, statuses: pl.Series, limit: float, min_answers: in
     return validate_frame(table, rates, [
         gxe.ExpectColumnValuesToBeBetween(column="failure_rate", min_value=0, max_value=limit),
     ], VERSION, batch="failure_rate")
+
+
+def llm_quality_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds, kinds: tuple[str, ...] = tuple(LLM_METRICS)
+                      ) -> Report:
+    """enrich.llm_quality's contract for these kinds: every metric of the kind measured once, shares in [0, 1],
+    answer counts not negative, `passed` exactly when enough answers reach the floor, and the kind used
+    (`is_used`) only when every metric of it passed."""
+    keys = [f"{kind}:{metric}" for kind in kinds for metric in LLM_METRICS[kind]]
+    if not table_exists(con, "enrich.llm_quality"):
+        report = Report("enrich.llm_quality", VERSION, checked=1)
+        report.failed.append({"batch": "rows", "expectation": "enrich.llm_quality exists (materialise enrich/item_topics "
+                              "and enrich/user_profiles)", "column": None, "unexpected_count": len(keys)})
+        return report
+    rows = con.execute(
+        """
+        with wanted as (select unnest($keys::varchar[]) as key)
+        select w.key, q.kind is not null as is_measured, q.value, q.count_answers, q.floor,
+               q.passed = coalesce(q.value is not null and q.count_answers >= q.min_answers and q.value >= q.floor,
+                                   false) as is_verdict_right,
+               q.is_used = bool_and(q.passed) over (partition by q.kind) as is_decision_right
+        from wanted as w
+        left join enrich.llm_quality as q on w.key = q.kind || ':' || q.metric
+        """,
+        {"keys": keys},
+    ).pl()
+    return validate_frame("enrich.llm_quality", rows, [
+        gxe.ExpectColumnValuesToBeUnique(column="key"),
+        gxe.ExpectColumnValuesToBeInSet(column="is_measured", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0, max_value=1),  # null: nothing to measure
+        gxe.ExpectColumnValuesToBeBetween(column="count_answers", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="floor", min_value=0, max_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="is_verdict_right", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="is_decision_right", value_set=[True]),
+    ], VERSION, batch=",".join(kinds))
+
+
+def item_topics_decision(con: duckdb.DuckDBPyConnection) -> Report:
+    """`topics` follows the decision: the LLM's (topics_source 'llm') only where its answer is ok and the kind is
+    used in enrich.llm_quality for the table's model and prompt version; everywhere else the floor's."""
+    rows = con.execute(
+        """
+        with quality as (
+            select model, prompt_version, coalesce(bool_and(is_used), false) as is_used
+            from enrich.llm_quality where kind = 'item_topics' group by all
+        )
+        select t.item_id,
+               coalesce(case when t.topics_source = 'llm' then q.is_used and t.status = 'ok' and t.topics = t.llm_topics
+                             else t.topics = t.floor_topics and t.topics_source = t.floor_source
+                                  and not coalesce(q.is_used and t.status = 'ok' and len(t.llm_topics) > 0, false) end,
+                        false) as agrees_with_decision
+        from enrich.item_topics as t
+        left join quality as q on t.model = q.model and t.prompt_version = q.prompt_version
+        """
+    ).pl() if table_exists(con, "enrich.llm_quality") else con.execute(
+        "select item_id, topics_source <> 'llm' as agrees_with_decision from enrich.item_topics").pl()
+    return validate_frame("enrich.item_topics", rows, [
+        gxe.ExpectColumnValuesToBeInSet(column="agrees_with_decision", value_set=[True]),
+    ], VERSION, batch="llm decision")
 
 
 def item_topics_suite(
@@ -77,7 +139,34 @@ def item_topics_suite(
         report.failed.append({"expectation": "every listed item is in raw.items", "column": "item_id", "unexpected_count": extra})
     report.merge(_failure_rate("enrich.item_topics", rows["status"], _failure_rate_limit(limits, max_failure_rate),
                                 limits.llm_min_answers_judged))
+    report.merge(llm_quality_suite(con, limits, ("item_topics",)))
+    report.merge(item_topics_decision(con))
     return report
+
+
+def user_profiles_decision(con: duckdb.DuckDBPyConnection) -> Report:
+    """`profile_json` follows the decision: the narrative (profile_source 'llm') only where it is ok and the kind is
+    used in enrich.llm_quality for the table's model and prompt version; the template (or nothing, for users with
+    nothing to describe) everywhere else."""
+    rows = con.execute(
+        """
+        with quality as (
+            select model, prompt_version, coalesce(bool_and(is_used), false) as is_used
+            from enrich.llm_quality where kind = 'user_profiles' group by all
+        )
+        select p.user_id,
+               coalesce(case when p.profile_source = 'llm' then q.is_used and p.status = 'ok'
+                                  and p.profile_json = p.narrative_json
+                             when p.profile_source = 'template' then p.profile_json = p.template_json
+                             else p.profile_json is null end, false) as agrees_with_decision
+        from enrich.user_profiles as p
+        left join quality as q on p.model = q.model and p.prompt_version = q.prompt_version
+        """
+    ).pl() if table_exists(con, "enrich.llm_quality") else con.execute(
+        "select user_id, coalesce(profile_source, '') <> 'llm' as agrees_with_decision from enrich.user_profiles").pl()
+    return validate_frame("enrich.user_profiles", rows, [
+        gxe.ExpectColumnValuesToBeInSet(column="agrees_with_decision", value_set=[True]),
+    ], VERSION, batch="llm decision")
 
 
 def user_profiles_suite(
@@ -116,6 +205,8 @@ def user_profiles_suite(
     ], VERSION)
     report.merge(_failure_rate("enrich.user_profiles", rows["status"], _failure_rate_limit(limits, max_failure_rate),
                                 limits.llm_min_answers_judged))
+    report.merge(llm_quality_suite(con, limits, ("user_profiles",)))
+    report.merge(user_profiles_decision(con))
     return report
 
 
@@ -168,6 +259,7 @@ def text_embeddings_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) ->
 
 
 SUITES = {
+    "enrich.llm_quality": llm_quality_suite,
     "enrich.item_topics": item_topics_suite,
     "enrich.user_profiles": user_profiles_suite,
     "enrich.text_embeddings": text_embeddings_suite,

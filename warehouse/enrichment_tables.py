@@ -1,4 +1,5 @@
-"""enrich.item_topics, enrich.user_profiles, enrich.text_embeddings: inputs read, answers and vectors written."""
+"""enrich.item_topics, enrich.user_profiles, enrich.llm_quality, enrich.text_embeddings: inputs read, answers,
+their measured quality and vectors written."""
 from __future__ import annotations
 
 import datetime as dt
@@ -129,11 +130,57 @@ def item_queue(con: duckdb.DuckDBPyConnection, item_types: Sequence[str]) -> pl.
                         how="left", maintain_order="left")
 
 
-def write_item_topics(
-    con: duckdb.DuckDBPyConnection, requested: pl.DataFrame, model: str, prompt_version: str
-) -> int:
-    """Rebuild enrich.item_topics from `requested` (REQUESTED_ITEM_COLUMNS) and the cache."""
+def answer_statuses(con: duckdb.DuckDBPyConnection, model: str, prompt_version: str) -> pl.Series:
+    """The status ('ok' or 'failed') of every stored answer of this model and prompt version."""
     LLMCache(con)  # the cache table exists even when nothing was ever answered
+    return con.execute(sql_text("enrich/answer_statuses"), {"model": model, "prompt_version": prompt_version}).pl()[
+        "status"]
+
+
+def item_answers(con: duckdb.DuckDBPyConnection, requested: pl.DataFrame, model: str, prompt_version: str
+                 ) -> pl.DataFrame:
+    """Per requested item (REQUESTED_ITEM_COLUMNS): status, llm_topics, floor_topics, floor_source; what topic
+    accuracy is measured on."""
+    LLMCache(con)
+    con.register("requested", requested.select(REQUESTED_ITEM_COLUMNS).to_arrow())
+    try:
+        return con.execute(sql_text("enrich/item_answers"), {"model": model, "prompt_version": prompt_version}).pl()
+    finally:
+        con.unregister("requested")
+
+
+def profile_answers(con: duckdb.DuckDBPyConnection, facts: pa.Table, requested: pl.DataFrame, model: str,
+                    prompt_version: str) -> pl.DataFrame:
+    """Per requested user (REQUESTED_USER_COLUMNS): status, narrative_json, facts_json; what profile faithfulness
+    is measured on."""
+    LLMCache(con)
+    con.register("user_facts", facts)
+    con.register("requested", requested.select(REQUESTED_USER_COLUMNS).to_arrow())
+    try:
+        return con.execute(sql_text("enrich/profile_answers"), {"model": model, "prompt_version": prompt_version}).pl()
+    finally:
+        con.unregister("user_facts")
+        con.unregister("requested")
+
+
+def write_llm_quality(con: duckdb.DuckDBPyConnection, measured: pl.DataFrame) -> None:
+    """Replace the enrich.llm_quality rows of the kinds in `measured` (models.llm_quality.SCHEMA); other kinds stay."""
+    if measured.is_empty():
+        raise ValueError("no quality rows to write: measure every metric of the kind, even with no answers")
+    con.register("measured", measured.to_arrow())
+    try:
+        run_sql(con, "enrich/llm_quality")
+    finally:
+        con.unregister("measured")
+
+
+def write_item_topics(
+    con: duckdb.DuckDBPyConnection, requested: pl.DataFrame, measured: pl.DataFrame, model: str, prompt_version: str
+) -> int:
+    """Write the item_topics kind's quality rows (`measured`), then rebuild enrich.item_topics from `requested`
+    (REQUESTED_ITEM_COLUMNS) and the cache: the LLM's topics are used only where that kind passed."""
+    LLMCache(con)
+    write_llm_quality(con, measured)
     con.register("requested", requested.select(REQUESTED_ITEM_COLUMNS).to_arrow())
     try:
         run_sql(con, "enrich/item_topics", {"model": model, "prompt_version": prompt_version})
@@ -163,10 +210,13 @@ def user_queue(con: duckdb.DuckDBPyConnection, facts: pa.Table) -> pl.DataFrame:
 
 
 def write_user_profiles(
-    con: duckdb.DuckDBPyConnection, facts: pa.Table, requested: pl.DataFrame, model: str, prompt_version: str
+    con: duckdb.DuckDBPyConnection, facts: pa.Table, requested: pl.DataFrame, measured: pl.DataFrame, model: str,
+    prompt_version: str,
 ) -> int:
-    """Rebuild enrich.user_profiles from the facts of every user, `requested` (REQUESTED_USER_COLUMNS) and the cache."""
+    """Write the user_profiles kind's quality rows (`measured`), then rebuild enrich.user_profiles from the facts of
+    every user, `requested` (REQUESTED_USER_COLUMNS) and the cache: narratives are used only where that kind passed."""
     LLMCache(con)
+    write_llm_quality(con, measured)
     con.register("user_facts", facts)
     con.register("requested", requested.select(REQUESTED_USER_COLUMNS).to_arrow())
     try:

@@ -2,11 +2,12 @@
 on a re-run, gates."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from assets import enrich, features, raw
 from models.item_topics import TOPICS, ItemTopics
-from models.llm import OpenAICompatible
+from models.llm import ChatModel, Completion, OpenAICompatible
 from models.user_profiles import PROFILE_KEYS, UserFacts, UserProfile
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from quality import Thresholds, enrich_suites
@@ -36,19 +37,20 @@ ITEMS = [
     ("a2", "audiobook", "The Quiet Detective", "A detective novel set in a small harbour town.", ["crime"]),
 ]
 USERS = ("u1", "u2", "u3", "u4")
-# (user, item, UTC time, event type, ms played), all in the train period (it ends 2026-10-19); u4 never listens.
+# (user, item, UTC time, event type, ms played), all in the train period (it ends four weeks before the as-of
+# date at the latest: 2026-10-05); u4 never listens.
 # Listeners: p1 two, a1 one, a2 none (a preview is no play), so the item queue is p1, a1, a2.
 # Activity: u1 8 events, u2 6, u3 4, so the profile queue is u1, u2, u3.
 EVENTS = (
-    [("u1", "m1", f"2026-10-0{day}T19:00:00Z", "play", 200_000) for day in range(1, 6)]
-    + [("u1", "m2", f"2026-10-0{day}T20:00:00Z", "play", 600_000) for day in range(6, 9)]
-    + [("u2", "m2", f"2026-10-0{day}T07:00:00Z", "play", 300_000) for day in range(1, 6)]
-    + [("u2", "p1", "2026-10-06T07:30:00Z", "play", 60_000)]
+    [("u1", "m1", f"2026-09-0{day}T19:00:00Z", "play", 200_000) for day in range(1, 6)]
+    + [("u1", "m2", f"2026-09-0{day}T20:00:00Z", "play", 600_000) for day in range(6, 9)]
+    + [("u2", "m2", f"2026-09-0{day}T07:00:00Z", "play", 300_000) for day in range(1, 6)]
+    + [("u2", "p1", "2026-09-06T07:30:00Z", "play", 60_000)]
     + [
-        ("u3", "p1", "2026-10-01T08:00:00Z", "play", 600_000),
-        ("u3", "p1", "2026-10-02T09:00:00Z", "play", 300_000),
-        ("u3", "a1", "2026-10-03T20:00:00Z", "play", 150_000),
-        ("u3", "a2", "2026-10-03T21:00:00Z", "preview", 0),
+        ("u3", "p1", "2026-09-01T08:00:00Z", "play", 600_000),
+        ("u3", "p1", "2026-09-02T09:00:00Z", "play", 300_000),
+        ("u3", "a1", "2026-09-03T20:00:00Z", "play", 150_000),
+        ("u3", "a2", "2026-09-03T21:00:00Z", "preview", 0),
     ]
 )
 ENRICHMENT = [
@@ -67,6 +69,11 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 
 
 def write_landing(landing: Path) -> None:
+    write_world(landing, ITEMS, USERS, EVENTS)
+
+
+def write_world(landing: Path, items: list[tuple[str, str, str, str, list[str]]], users: Sequence[str],
+                events: Sequence[tuple[str, str, str, str, int]]) -> None:
     def jsonl(relative: str, rows: list[dict[str, Any]]) -> None:
         path = landing / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,16 +82,16 @@ def write_landing(landing: Path) -> None:
     jsonl("items/items.jsonl", [
         {"item_id": item_id, "item_type": item_type, "title": title, "description": description, "creator": "Studio",
          "language": "en", "genres": genres, "duration_ms": 600_000, "release_date": "2020-01-01", "is_paid": False}
-        for item_id, item_type, title, description, genres in ITEMS
+        for item_id, item_type, title, description, genres in items
     ])
     jsonl("users/users.jsonl", [
         {"user_id": user_id, "country": "SE", "age_bucket": "25-34", "signup_date": "2024-01-01", "plan": "premium"}
-        for user_id in USERS
+        for user_id in users
     ])
     jsonl(f"events/date={PARTITION}/part-0.jsonl", [
         {"event_id": f"e{n}", "user_id": user, "item_id": item, "ts": ts, "event_type": kind, "ms_played": ms,
          "context": "home", "country": "SE"}
-        for n, (user, item, ts, kind, ms) in enumerate(EVENTS)
+        for n, (user, item, ts, kind, ms) in enumerate(events)
     ])
 
 
@@ -208,10 +215,10 @@ def test_second_run_takes_what_the_first_left_and_reuses_the_rest(runs: list[Run
     assert (profiles["calls"], profiles["cache_hits"], profiles["left_for_next_run"]) == (1, 2, 0)
     assert answered(second.user_status) == {"u1": True, "u2": True, "u3": True, "u4": False}
     embeddings = second.metadata["enrich.text_embeddings"]
-    first_items, second_items = (run.tables["item_topics"].select("item_id", "topics", "tags") for run in runs[:2])
-    relabelled = first_items.join(second_items, on="item_id").filter(
-        (pl.col("topics") != pl.col("topics_right")) | (pl.col("tags").fill_null([]) != pl.col("tags_right").fill_null([]))
-    ).height  # a2's answer arrived: the LLM's topics and tags replace its floor where they differ
+    # a2's answer arrived, but three answers are too few to judge the LLM's topics (models.llm_quality.MIN_ANSWERS):
+    # every item keeps its floor topics, and no item text changes
+    assert set(second.tables["item_topics"]["topics_source"]) == {"taxonomy"}
+    relabelled = 0
     u3 = [run.tables["user_profiles"].filter(pl.col("user_id") == "u3").row(0, named=True) for run in runs[:2]]
     u3_text_changed = (u3[0]["top_topics"] != u3[1]["top_topics"]) or u3[1]["profile_source"] == "llm"
     assert (embeddings["encoded_items"], embeddings["skipped_items"]) == (relabelled, 5 - relabelled)
@@ -310,9 +317,12 @@ def test_the_first_run_gives_every_item_topics_and_every_active_user_seven_keys(
     floors = dict(items.select("item_id", "floor_topics").iter_rows())
     assert floors == {"p1": ["science"], "a1": ["history"], "a2": ["true crime"]}  # genres through the taxonomy
     assert set(items["floor_source"]) == {"taxonomy"}
-    for row in items.iter_rows(named=True):  # what downstream reads: the LLM's answer where ok, else the floor
-        expected = (row["llm_topics"], "llm") if row["status"] == "ok" else (row["floor_topics"], "taxonomy")
-        assert (row["topics"], row["topics_source"]) == expected
+    for row in items.iter_rows(named=True):  # what downstream reads: the floor, as two answers are too few to judge
+        assert (row["topics"], row["topics_source"]) == (row["floor_topics"], "taxonomy")
+        reason = {"ok": "floor used: LLM item topics failed quality: json_validity 2 answers measured, fewer than "
+                        "the 10 needed to judge", "failed": "floor used: the LLM answer failed schema validation",
+                  "pending": "floor used: no LLM answer yet (left to a later run)"}[row["status"]]
+        assert row["topics_reason"].startswith(reason), row["topics_reason"]
     active = profiles.filter(pl.col("is_active"))
     assert active["user_id"].to_list() == ["u1", "u2", "u3"] and active["profile_json"].null_count() == 0
     for row in active.iter_rows(named=True):
@@ -332,9 +342,11 @@ def test_missing_floor_topics_or_an_empty_profile_key_fail_the_gates(runs: list[
     assert failed(enrich_suites.item_topics_suite(con, Thresholds(), max_failure_rate=1.0)) == {
         "expect_column_values_to_be_in_set:has_topics": 1, "expect_column_values_to_be_in_set:has_floor_topics": 1,
         "expect_column_values_to_be_in_set:floor_source": 1,
+        "expect_column_values_to_be_in_set:agrees_with_decision": 1,  # topics are not the floor's either
     }
-    con.execute("update enrich.user_profiles set profile_json = json_merge_patch(profile_json, "
-                "'{\"engagement_depth\": \" \"}') where user_id = 'u2'")
+    blank = "'{\"engagement_depth\": \" \"}'"
+    con.execute(f"update enrich.user_profiles set profile_json = json_merge_patch(profile_json, {blank}), "
+                f"template_json = json_merge_patch(template_json, {blank}) where user_id = 'u2'")  # u2 reads its template
     assert failed(enrich_suites.user_profiles_suite(con, Thresholds(), max_failure_rate=1.0)) == {
         "expect_column_values_to_be_in_set:has_full_profile": 1,
     }
@@ -366,3 +378,139 @@ def test_http_backend_sends_the_key_but_never_shows_it(tmp_path: Path, monkeypat
 def test_local_backend_is_loaded_once_per_process(home: Path) -> None:
     with LLMBackend().chat_model() as first, LLMBackend().chat_model() as second:
         assert first is second and first.name == "SmolLM2-135M-Instruct.Q4_1"
+
+
+# The quality gate on a world with enough answers to judge (models.llm_quality.MIN_ANSWERS is 10): 12 podcasts with
+# one genre each (every item unambiguous) and 12 listeners of two of them each, answered by a scripted model that
+# is either right (the floor's topic; the user's top topics as interests) or wrong ('true crime'; 'astrology').
+GATED_GENRES = ("science", "history", "comedy", "jazz", "business", "sports")
+GATED_ITEMS = [(f"g{n:02d}", "podcast", f"Show {n:02d}", "Notes, week by week.", [GATED_GENRES[n % 6]])
+               for n in range(12)]
+GATED_EVENTS = [(f"v{n:02d}", f"g{(n + shift) % 12:02d}", f"2026-09-0{1 + shift}T08:00:00Z", "play", 300_000)
+                for n in range(12) for shift in (0, 1)]
+
+
+class ScriptedEnricher:
+    """Valid answers to both enrichment prompts, right or wrong by construction."""
+
+    max_concurrency = 1
+
+    def __init__(self, right: bool) -> None:
+        self.right = right
+        self.name = "scripted-right" if right else "scripted-wrong"
+
+    def complete(self, messages: list[dict[str, str]], schema: dict[str, Any], *, max_tokens: int,
+                 temperature: float, seed: int) -> Completion:
+        prompt = messages[-1]["content"]
+        if messages[0]["content"].startswith("You label items"):
+            genre = prompt.split("Genres: ")[1].split("\n")[0]
+            answer: dict[str, Any] = {"topics": [genre] if self.right else ["true crime"], "tags": ["tagged-weekly"],
+                                      "language": "en", "summary": "A weekly show."}
+        else:
+            topics = prompt.split("Top topics: ")[1].split(".\n")[0].split(", ")
+            answer = {"interests": topics if self.right else ["astrology", "knitting"],
+                      "per_episode_interests": [{"title": "Show", "tags": ["talk"]}],
+                      "listening_habits": "Listens most mornings.", "engagement_depth": "Finishes most episodes.",
+                      "format_preference": "Prefers talk shows.", "exploration_vs_specialization": "Fairly broad.",
+                      "cross_disciplinary_curiosity": "Crosses a few fields."}
+        return Completion(json.dumps(answer), 40, 40, 0.0, "stop")
+
+
+class ScriptedEnrichBackend(LLMBackend):
+    right: bool = True
+
+    @contextlib.contextmanager
+    def chat_model(self) -> Iterator[ChatModel]:
+        yield ScriptedEnricher(self.right)
+
+
+@pytest.fixture(scope="module")
+def gated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A CROSSFADE_HOME with the gated world ingested and featurised, a budget that answers everyone in one run."""
+    path = tmp_path_factory.mktemp("gated") / "home"
+    landing = path / "landing"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("CROSSFADE_"):
+                patch.delenv(name)
+        patch.setenv("CROSSFADE_HOME", str(path))
+        patch.setenv("CROSSFADE_LLM_CALL_BUDGET", "40")
+        write_world(landing, GATED_ITEMS, [f"v{n:02d}" for n in range(12)], GATED_EVENTS)
+        built = dg.materialize(
+            [raw.raw_items, raw.raw_users, raw.raw_events, features.features_splits, features.features_interactions,
+             features.features_user_stats, features.features_item_stats, features.features_co_listen_edges],
+            partition_key=PARTITION, resources=resources(),
+        )
+        assert built.success
+        yield path
+
+
+def gated_run(home: Path, right: bool) -> tuple[dg.ExecuteInProcessResult, dict[str, pl.DataFrame]]:
+    result = dg.materialize(
+        [enrich.enrich_item_topics, enrich.enrich_user_profiles, enrich.enrich_item_topics_gate,
+         enrich.enrich_user_profiles_gate],
+        resources={"crossfade": Crossfade(), "warehouse": Warehouse(), "llm": ScriptedEnrichBackend(right=right)},
+    )
+    with Store(home / "warehouse" / "crossfade.duckdb").read() as con:
+        tables = {
+            "llm_quality": con.execute("select * from enrich.llm_quality order by kind, metric").pl(),
+            "item_topics": con.execute("select * from enrich.item_topics order by item_id").pl(),
+            "user_profiles": con.execute(
+                "select * exclude (type_shares) from enrich.user_profiles order by user_id").pl(),
+            "embedding_inputs": enrichment_tables.embedding_inputs(con),
+        }
+    return result, tables
+
+
+def quality_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    return {".".join(event.asset_key.path): {key: value.value for key, value in event.materialization.metadata.items()}
+            for event in result.get_asset_materialization_events()}
+
+
+@pytest.mark.slow
+def test_wrong_llm_topics_on_unambiguous_items_leave_the_floor_in_use(gated_home: Path) -> None:
+    result, tables = gated_run(gated_home, right=False)
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+    quality = tables["llm_quality"].select("kind", "metric", "value", "count_answers", "passed", "is_used").rows()
+    assert quality == [
+        ("item_topics", "json_validity", 1.0, 12, True, False), ("item_topics", "topic_accuracy", 0.0, 12, False, False),
+        ("user_profiles", "json_validity", 1.0, 12, True, False),
+        ("user_profiles", "profile_faithfulness", 0.0, 12, False, False),
+    ]
+    items, profiles = tables["item_topics"], tables["user_profiles"]
+    assert set(items["status"]) == {"ok"} and set(items["topics_source"]) == {"taxonomy"}
+    assert items["topics"].to_list() == items["floor_topics"].to_list()
+    assert set(items["topics_reason"]) == {
+        "floor used: LLM item topics failed quality: topic_accuracy 0.000 below the floor 0.6 "
+        "(0 of 12 unambiguous items)"}
+    assert set(profiles["profile_source"]) == {"template"} and set(profiles["status"]) == {"ok"}
+    assert all(reason.startswith("template used: LLM user profiles failed quality: profile_faithfulness 0.000 below")
+               for reason in profiles["profile_reason"])
+    texts = tables["embedding_inputs"]
+    assert not texts["text"].str.contains("true crime|astrology|tagged-weekly").any()  # no LLM topic, tag, interest
+    metadata = quality_metadata(result)
+    assert (metadata["enrich.item_topics"]["llm_output_used"], metadata["enrich.item_topics"]["topic_accuracy"]) == (
+        False, 0.0)
+    assert metadata["enrich.user_profiles"]["llm_decision"].startswith("floor used: profile_faithfulness 0.000 below")
+
+
+@pytest.mark.slow
+def test_right_llm_answers_are_used_downstream(gated_home: Path) -> None:
+    result, tables = gated_run(gated_home, right=True)  # another model: new answers, measured afresh
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+    quality = tables["llm_quality"].select("kind", "metric", "value", "count_answers", "passed", "is_used").rows()
+    assert quality == [
+        ("item_topics", "json_validity", 1.0, 12, True, True), ("item_topics", "topic_accuracy", 1.0, 12, True, True),
+        ("user_profiles", "json_validity", 1.0, 12, True, True),
+        ("user_profiles", "profile_faithfulness", 1.0, 12, True, True),
+    ]
+    assert set(tables["llm_quality"]["model"]) == {"scripted-right"}
+    items, profiles = tables["item_topics"], tables["user_profiles"]
+    assert set(items["topics_source"]) == {"llm"} and items["topics"].to_list() == items["llm_topics"].to_list()
+    assert set(items["topics_reason"]) == {"LLM answer used: item topics passed their quality floors"}
+    assert set(profiles["profile_source"]) == {"llm"}
+    assert profiles["profile_json"].to_list() == profiles["narrative_json"].to_list()
+    texts = dict(tables["embedding_inputs"].select("entity_id", "text").iter_rows())
+    assert "Topics: science, tagged-weekly" in texts["g00"]  # the LLM's tags join its topics once they are used
+    assert "Interests: " in texts["v00"]
+    assert quality_metadata(result)["enrich.item_topics"]["llm_output_used"] is True

@@ -1,5 +1,7 @@
 -- The text behind each vector of enrich.text_embeddings: every catalogue item (title, description, its topics,
--- the LLM's tags where it answered) and every user with listening (facts, then the narrative where it is used).
+-- and the LLM's tags where its topics are used) and every user with listening (facts, then the narrative where
+-- it is used). What is used follows enrich.item_topics.topics_source and enrich.user_profiles.profile_source:
+-- the LLM's output only when its kind passed tonight's quality floors (enrich.llm_quality), else the floor's.
 with
 
 items as (
@@ -11,7 +13,9 @@ items as (
             coalesce(i.title, i.item_id),
             nullif(rtrim(trim(i.description), '.'), ''),
             'Topics: ' || nullif(array_to_string(
-                t.topics || list_filter(coalesce(t.tags, []), tag -> not list_contains(t.topics, tag)), ', '
+                t.topics || case when t.topics_source = 'llm' then
+                    list_filter(coalesce(t.tags, []), tag -> not list_contains(t.topics, tag)) else []::varchar[] end,
+                ', '
             ), '')
         ) as text
     from raw.items as i
@@ -24,7 +28,8 @@ narratives as (
         from_json(profile_json, '{"listening_habits": "VARCHAR", "format_preference": "VARCHAR",
             "exploration_vs_specialization": "VARCHAR", "interests": ["VARCHAR"]}') as narrative
     from enrich.user_profiles
-    where profile_source = 'llm'  -- the template's sentences say what the facts above already say
+    where profile_source = 'llm'  -- the template's sentences say what the facts above already say; the
+        -- narrative is read only where it is used
 ),
 
 users as (
