@@ -130,7 +130,8 @@ def enrich_item_topics(
         by_source = con.execute(
             "select topics_source, status, count(*) as items from enrich.item_topics group by all order by all").pl()
         sample = con.execute(
-            "select item_id, item_type, status, topics_source, topics, floor_topics, llm_topics, summary, topics_reason "
+            "select item_id, item_type, status, topics_source, topics, floor_topics, llm_topics, summary, "
+            "topics_reason "
             "from enrich.item_topics order by status = 'ok' desc, item_id limit 5"
         ).pl()
     left = int(by_source.filter(pl.col("status") == "pending")["items"].sum())

@@ -20,7 +20,8 @@ FLOOR_SOURCES = ["taxonomy", "zero_shot"]
 PROFILE_SOURCES = ["llm", "template"]
 MAX_TOPICS = 3
 # enrich.llm_quality: the metrics each LLM output kind is measured by (models/llm_quality.py's METRICS)
-LLM_METRICS = {"item_topics": ("topic_accuracy", "json_validity"), "user_profiles": ("profile_faithfulness", "json_validity")}
+LLM_METRICS = {"item_topics": ("topic_accuracy", "json_validity"),
+               "user_profiles": ("profile_faithfulness", "json_validity")}
 
 
 def _failure_rate_limit(limits: Thresholds, max_failure_rate: float | None) -> float:

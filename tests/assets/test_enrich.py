@@ -473,7 +473,8 @@ def test_wrong_llm_topics_on_unambiguous_items_leave_the_floor_in_use(gated_home
     assert all(check.passed for check in result.get_asset_check_evaluations())
     quality = tables["llm_quality"].select("kind", "metric", "value", "count_answers", "passed", "is_used").rows()
     assert quality == [
-        ("item_topics", "json_validity", 1.0, 12, True, False), ("item_topics", "topic_accuracy", 0.0, 12, False, False),
+        ("item_topics", "json_validity", 1.0, 12, True, False),
+        ("item_topics", "topic_accuracy", 0.0, 12, False, False),
         ("user_profiles", "json_validity", 1.0, 12, True, False),
         ("user_profiles", "profile_faithfulness", 0.0, 12, False, False),
     ]

@@ -18,7 +18,8 @@ NOW = dt.datetime(2026, 11, 2, 3, 0)
 
 
 def failures(report: Report) -> dict[str, int | None]:
-    return {f"{failure['expectation']}:{failure['column']}": failure.get("unexpected_count") for failure in report.failed}
+    return {f"{failure['expectation']}:{failure['column']}": failure.get("unexpected_count")
+            for failure in report.failed}
 
 
 def measured(kind: str, version: str, values: dict[str, float], answers: int = 12) -> pl.DataFrame:
@@ -108,7 +109,8 @@ def test_llm_topics_used_where_their_kind_failed_fail(con: duckdb.DuckDBPyConnec
 
 
 def test_floor_topics_kept_where_the_llm_passed_fail(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("update enrich.item_topics set topics = floor_topics, topics_source = floor_source where item_id = 'i2'")
+    con.execute("update enrich.item_topics set topics = floor_topics, topics_source = floor_source "
+                "where item_id = 'i2'")
     assert failures(enrich_suites.item_topics_decision(con)) == {
         "expect_column_values_to_be_in_set:agrees_with_decision": 1}
 
