@@ -1,4 +1,4 @@
-"""Benchmark LLM enrichment throughput: item topics, user profiles and judge verdicts per second, in-process vs a server.
+"""Benchmark LLM enrichment: item topics, user profiles and judge verdicts per second, in-process vs over a server.
 
 The bundled SmolLM2 answers the same requests four ways: in this process (models.llm.LocalLlama; concurrency 4 is
 four llama contexts, one call each at a time) and behind `python -m llama_cpp.server` started here on a free
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=8, help="user profile requests per measurement")
     parser.add_argument("--judgements", type=int, default=12, help="pointwise judge requests per measurement")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads of each context and of the server")
-    parser.add_argument("--quick", action="store_true", help="4 requests of each kind: 5-10 minutes on a busy 2-core host")
+    parser.add_argument("--quick", action="store_true", help="4 requests of each kind: 5-10 min on a busy 2-core host")
     args = parser.parse_args()
     if args.quick:
         args.items = args.profiles = args.judgements = 4
