@@ -1,5 +1,5 @@
 """Evaluation stage: every model offline on the temporal split (eval.offline_metrics, eval.offline_lists),
-then the profile-aware LLM judge on a seeded cohort (eval.judge_scores)."""
+then the profile-aware LLM judge on a seeded cohort (eval.judge_scores) and its validity (eval.judge_validation)."""
 
 import json
 import time
@@ -12,7 +12,7 @@ from assets.common import WRITES_TAG, check_result, markdown_table, png_markdown
 from assets.llm_calls import ask, known_answers
 from assets.models import models_two_tower
 from assets.resources import Crossfade, LLMBackend, Warehouse
-from models import judge, protocol
+from models import judge, judge_panel, protocol
 from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle
 from models.evaluate import MODELS, EvaluateConfig, plot_metrics
 from models.recommender import FeatureFrames
@@ -93,11 +93,24 @@ def eval_offline_metrics_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.
         return check_result(check(con, "eval.offline_metrics", crossfade.thresholds()))
 
 
+# The promoted model is judged against each of these that eval.offline_lists holds, when no pairs are configured.
+BASELINES = ("item_knn", "ease", "als", "two_tower", "popularity")
+
+
 class JudgeRun(dg.Config):
-    pairs: list[str] = [f"{BUNDLED_MODEL}:popularity"]  # 'model_a:model_b' from eval.offline_lists
+    pairs: list[str] = []  # 'model_a:model_b' from eval.offline_lists; empty: 2T-HGNN against every baseline there
     pointwise_model: str = BUNDLED_MODEL  # whose top items are judged one by one
     pointwise_items: int = 3
     list_length: int = 5  # items per list shown in a pairwise prompt (the human study showed 3)
+
+
+def _pairs(configured: list[str], known: set[str]) -> list[tuple[str, str]]:
+    if not configured:
+        return [(BUNDLED_MODEL, baseline) for baseline in BASELINES if baseline in known and BUNDLED_MODEL in known]
+    pairs = [tuple(pair.split(":", 1)) for pair in configured]
+    if any(len(pair) != 2 for pair in pairs):
+        raise dg.Failure(f"pairs are written 'model_a:model_b' (got {configured})")
+    return pairs  # type: ignore[return-value]
 
 
 def _lists(con: duckdb.DuckDBPyConnection, models: list[str], users: list[str], length: int) -> pl.DataFrame:
@@ -111,88 +124,121 @@ def _lists(con: duckdb.DuckDBPyConnection, models: list[str], users: list[str], 
         """, {"models": models, "users": users, "length": length}).pl()
 
 
+def _with_profile_text(profiles: pl.DataFrame) -> pl.DataFrame:
+    return profiles.with_columns(profile=pl.struct("narrative_json", "facts_json").map_elements(
+        lambda row: judge.profile_text(row["narrative_json"], row["facts_json"]), return_dtype=pl.String))
+
+
 @dg.asset(op_tags=WRITES_TAG, key=["eval", "judge_scores"], deps=[eval_offline_metrics, ["enrich", "user_profiles"]],
           group_name="eval", kinds={"duckdb"})
 def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, crossfade: Crossfade,
                       warehouse: Warehouse, llm: LLMBackend) -> dg.MaterializeResult:
-    """Profile-aware LLM judge on settings.judge_users users drawn with settings.seed.
+    """Profile-aware LLM judge on settings.judge_users users drawn with settings.seed, and its validity.
 
-    Pointwise: profile + one item of the two-tower's offline list -> aligned or not, with rationale and
-    confidence; agreement with the user's held-out listening is reported. Pairwise: profile + two blinded
-    offline lists, judged in both orders; a model wins only when both orders name it, otherwise it is a
-    tie. Answers are cached; at most llm_call_budget new calls per run, the rest is left 'pending'.
+    Pointwise: profile + one item of the two-tower's offline list -> aligned or not (verdict first, its
+    P(aligned) from token log-probabilities), confidence and rationale; agreement with the user's held-out
+    listening is reported. Pairwise: the promoted model against every baseline, profile + two blinded
+    offline lists, judged in both orders; a model wins only when both orders name it, otherwise it is a tie.
+    Validity (eval.judge_validation, models/judge_panel.py): on a panel of settings.judge_panel_users seeded
+    users (a held-out item and an unconsumed released item each) the ROC-AUC of the LLM's P(aligned) and of
+    sBERT-Sim (MiniLM cosine of profile and item text) with intervals, 'judge uninformative' when the interval
+    holds 0.5; and per model pair how often each judge picks the list with more held-out items. Answers are
+    cached; the panel is asked in full every run, then at most llm_call_budget new calls, the rest 'pending'.
     """
     settings = crossfade.settings()
-    pairs = [tuple(pair.split(":", 1)) for pair in config.pairs]
-    if any(len(pair) != 2 for pair in pairs):
-        raise dg.Failure(f"pairs are written 'model_a:model_b' (got {config.pairs})")
-    models = sorted({name for pair in pairs for name in pair} | {config.pointwise_model})
     with warehouse.read() as con:
         if not table_exists(con, "eval.offline_lists"):
             raise dg.Failure("eval.offline_lists is missing: materialise eval/offline_metrics first")
         as_of = scalar(con, "select max(as_of) from eval.offline_lists")
         known = set(con.execute("select distinct model from eval.offline_lists").pl()["model"].to_list())
+        pairs = _pairs(config.pairs, known)
+        models = sorted({name for pair in pairs for name in pair} | {config.pointwise_model})
         if not set(models) <= known:
             raise dg.Failure(f"models {sorted(set(models) - known)} are not in eval.offline_lists (has {sorted(known)})")
-        eligible = con.execute(
-            "select distinct l.user_id from eval.offline_lists as l inner join enrich.user_profiles as p "
-            "on l.user_id = p.user_id where p.status <> 'no_activity' and l.model in (select unnest($models))",
-            {"models": models}).pl()["user_id"]
-        users = judge.sample_cohort(eligible, settings.judge_users, settings.seed)
-        profiles = con.execute(
+        profiles = _with_profile_text(con.execute(
             "select user_id, profile_json as narrative_json, facts_json from enrich.user_profiles "
-            "where user_id in (select unnest($u))",
-            {"u": users}).pl()
+            "where status <> 'no_activity' order by user_id").pl())
+        eligible = con.execute(
+            "select distinct user_id from eval.offline_lists where model in (select unnest($models))",
+            {"models": models}).pl().join(profiles.select("user_id"), on="user_id", how="semi")["user_id"]
+        users = judge.sample_cohort(eligible, settings.judge_users, settings.seed)
         lists = _lists(con, models, users, config.list_length)
-        features_as_of = scalar(con, "select max(end_at)::date from features.splits where split = 'holdout'")
-        # Agreement with the holdout only means something when the lists were cut where the features are.
-        holdout = con.execute(
-            "select distinct user_id, item_id, true as in_holdout from features.interactions "
-            "where period = 'holdout' and item_type = $target_type", {"target_type": settings.target_type},
-        ).pl() if features_as_of == as_of else None
-    cohort = profiles.with_columns(profile=pl.struct("narrative_json", "facts_json").map_elements(
-        lambda row: judge.profile_text(row["narrative_json"], row["facts_json"]), return_dtype=pl.String))
-    requests, described = judge.cohort_requests(cohort.sort("user_id"), lists, pairs, config.pointwise_model,
-                                                config.pointwise_items)
+        items = con.execute("select item_id, item_type, title, description, genres from raw.items "
+                            "where item_type = $t", {"t": settings.target_type}).pl()
+        frames = FeatureFrames(**readers.feature_tables(con))
+        found_items = readers.item_text_embeddings(con)
+        item_vectors = found_items[0] if found_items is not None else None
+        user_vectors = readers.profile_embeddings(con)
+    features_as_of = frames.splits.filter(pl.col("split") == "holdout")["end_at"].max()
+    # Agreement with the holdout only means something when the lists were cut where the features are.
+    targets = (judge_panel.holdout_targets(frames, settings.target_type)
+               if features_as_of is not None and features_as_of.date() == as_of else None)
+    panel = judge_panel.panel(frames, settings.target_type, profiles["user_id"], settings.judge_panel_users,
+                              settings.seed)
+    panel_requests, panel_described = judge_panel.requests(panel, profiles, items)
+    cohort = profiles.join(pl.Series("user_id", users, pl.String).to_frame(), on="user_id", how="semi")
+    requests, described = judge.cohort_requests(cohort, lists, pairs, config.pointwise_model, config.pointwise_items)
     started = time.perf_counter()
     with llm.chat_model() as model:
-        cache = known_answers(warehouse, model, requests)
-        batch = ask(model, requests, cache, settings, warehouse)
-    judged = described.join(judge.answers_frame(batch.results), on="entity_id", how="left").with_columns(
-        pl.col("status").fill_null("pending"))
+        asked = panel_requests + requests  # the panel first, so the budget never leaves it half done
+        cache = known_answers(warehouse, model, asked)
+        budget = settings.llm_call_budget + len(panel_requests)
+        batch = ask(model, asked, cache, settings.model_copy(update={"llm_call_budget": budget}), warehouse)
+    judged = (pl.concat([panel_described, described], how="diagonal_relaxed")
+              .join(judge.answers_frame(batch.results), on="entity_id", how="left")
+              .with_columns(pl.col("status").fill_null("pending")))
+    judged = judged.with_columns(sbert_sim=judge_panel.cosine(judged, user_vectors, item_vectors))
+    panel_rows = judged.filter(pl.col("kind") == "panel")
+    judged = judged.filter(pl.col("kind") != "panel").drop("label")
     pointwise = judged.filter(pl.col("kind") == "pointwise")
-    pointwise = (pointwise.join(holdout, on=["user_id", "item_id"], how="left")
-                 .with_columns(pl.col("in_holdout").fill_null(False)) if holdout is not None
+    pointwise = (pointwise.join(targets.with_columns(in_holdout=pl.lit(True)), on=["user_id", "item_id"], how="left")
+                 .with_columns(pl.col("in_holdout").fill_null(False)) if targets is not None
                  else pointwise.with_columns(in_holdout=pl.lit(None, dtype=pl.Boolean)))
     pairwise = judge.order_winners(judged.filter(pl.col("kind") == "pairwise"))
     combined = judge.combine_orders(pairwise)
     pairwise = pairwise.join(combined.select("user_id", "model_a", "model_b", "final_winner"),
                              on=["user_id", "model_a", "model_b"], how="left")
-    rows = pl.concat([pointwise, pairwise], how="diagonal_relaxed").with_columns(as_of=pl.lit(as_of))
+    rows = (pl.concat([panel_rows.rename({"label": "in_holdout"}), pointwise, pairwise], how="diagonal_relaxed")
+            .with_columns(as_of=pl.lit(as_of)))
+    validation = judge_panel.validation(panel_rows, pairwise, lists, targets, pairs,
+                                        user_vectors, item_vectors, panel["user_id"].n_unique(), settings.seed)
     rates = judge.summary(pointwise, combined)
     with warehouse.write() as con:
         LLMCache(con).put_many(cache.new_rows)
-        con.register("judged", rows.to_arrow())
+        for name, frame in (("judged", rows), ("validation", validation)):
+            con.register(name, frame.to_arrow())
         run_sql(con, "eval/judge_scores")
-        con.unregister("judged")
+        run_sql(con, "eval/judge_validation", {"as_of": as_of})
+        for name in ("judged", "validation"):
+            con.unregister(name)
         by_status = con.execute("select kind, status, count(*) as judgements from eval.judge_scores "
                                 "group by 1, 2 order by 1, 2").pl()
-    context.log.info(f"eval.judge_scores: {rows.height} judgements for {len(users)} users, {batch.calls} LLM calls, "
-                     f"{batch.cache_hits} cache hits, {len(batch.deferred)} left for the next run "
-                     f"({time.perf_counter() - started:.1f} s)")
+    seconds = time.perf_counter() - started
+    verdicts = judge_panel.verdicts(validation)
+    context.log.info(f"eval.judge_scores: {rows.height} judgements ({panel.height} on the panel) for {len(users)} "
+                     f"users, {batch.calls} LLM calls, {batch.cache_hits} cache hits, {len(batch.deferred)} left for "
+                     f"the next run ({seconds:.1f} s); {'; '.join(verdicts.values())}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows.height, "as_of": str(as_of), "cohort_users": len(users),
+        "panel_users": panel["user_id"].n_unique(), "pairs_judged": ", ".join(f"{a}:{b}" for a, b in pairs),
         **{key: rates[key] for key in ("positive_rate", "tie_rate", "holdout_agreement", "order_consistency")
            if key in rates},
+        **verdicts,
+        "judge_validation": dg.MetadataValue.md(markdown_table(validation)),
         "summary": dg.MetadataValue.json(json.loads(json.dumps(rates))),
         "win_rates": dg.MetadataValue.md(markdown_table(pl.DataFrame(rates["pairs"]))),
         "judgements_by_status": dg.MetadataValue.md(markdown_table(by_status)),
-        **batch.metadata(), "budget": settings.llm_call_budget, "llm_model": model.name, **llm.describe(),
+        **batch.metadata(), "budget": budget, "llm_model": model.name, **llm.describe(),
     })
 
 
 @dg.asset_check(asset=eval_judge_scores, blocking=True, name="eval_judge_scores_suite",
-                description="Gate: known kinds, statuses and verdicts; each request judged once; pairs in both orders.")
+                description="Gate: known kinds, statuses and verdicts; each request judged once; pairs in both "
+                            "orders; eval.judge_validation's AUCs and agreements in [0, 1] inside their intervals, "
+                            "the reference judge measured on a non-empty panel.")
 def eval_judge_scores_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.read() as con:
-        return check_result(check(con, "eval.judge_scores", crossfade.thresholds()))
+        report = check(con, "eval.judge_scores", crossfade.thresholds())
+        if table_exists(con, "eval.judge_validation"):
+            report.merge(check(con, "eval.judge_validation", crossfade.thresholds()))
+        return check_result(report)

@@ -22,6 +22,7 @@ MAX_ATTEMPTS = 3
 # How old a failure must be before it is asked again: a later night of a daily schedule, not a rerun the same
 # evening (which would get the same answer from the same model).
 RETRY_FAILED_AFTER_S = 20 * 3600.0
+CHOICES_KEY = "_choice_probabilities"  # where a cached answer keeps EnrichResult.choices (no schema has this field)
 
 
 class EnrichmentCache(Protocol):
@@ -43,12 +44,16 @@ class EnrichRequest:
     # What the answer depends on, when that is coarser than the prompt (a user's taste, not tonight's counts):
     # the cache key then follows it, and a prompt change needs a new prompt_version. None: the prompt itself.
     signature: str | None = None
+    # > 0: ask for that many alternatives per token and keep the probabilities of the first field's values
+    # (EnrichResult.choices; models.logprobs): a judge's P(aligned)
+    top_logprobs: int = 0
     input_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
         # the input, the schema and the length cap are all inputs: change any, and the answer is new
         source: Any = self.messages if self.signature is None else ["signature", self.signature]
-        payload = json.dumps([source, self.max_tokens], sort_keys=True, ensure_ascii=False)
+        asked = [self.max_tokens, self.top_logprobs] if self.top_logprobs else [self.max_tokens]
+        payload = json.dumps([source, *asked], sort_keys=True, ensure_ascii=False)
         digest = hashlib.sha256((_schema_json(self.output_type) + payload).encode()).hexdigest()[:32]
         object.__setattr__(self, "input_hash", digest)
 
@@ -72,6 +77,7 @@ class EnrichResult:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    choices: dict[str, float] | None = None  # asked with top_logprobs: {value of the first field: probability}
 
 
 @dataclass(frozen=True)
@@ -114,13 +120,17 @@ class BatchResult:
 
 
 def cache_row(model: str, request: EnrichRequest, generation: Generation, attempt_count: int = 1) -> dict[str, Any]:
-    """The stored form of one answer; `attempt_count` is the number of runs that have asked, this one included."""
+    """The stored form of one answer; `attempt_count` is the number of runs that have asked, this one included.
+    Choice probabilities ride in output_json under CHOICES_KEY, beside the answer's fields."""
+    output = generation.output
+    if output is not None and generation.choices is not None:
+        output = {**output, CHOICES_KEY: generation.choices}
     return {
         "model": model,
         "prompt_version": request.prompt_version,
         "input_hash": request.input_hash,
         "status": generation.status,
-        "output_json": json.dumps(generation.output) if generation.output is not None else None,
+        "output_json": json.dumps(output) if output is not None else None,
         "raw_text": generation.raw_text,
         "error": generation.error,
         "prompt_tokens": generation.prompt_tokens,
@@ -200,7 +210,8 @@ def run_batch(
                     first = by_key[key][0]
                     # a retry on a later run samples with seeds the failed runs did not use
                     future = pool.submit(generate, llm, first.messages, first.output_type, max_tokens=first.max_tokens,
-                                         attempts=attempts, seed=seed + asked_before.get(key, 0) * attempts)
+                                         attempts=attempts, seed=seed + asked_before.get(key, 0) * attempts,
+                                         top_logprobs=first.top_logprobs)
                     in_flight[future] = key
                 if not in_flight:
                     break
@@ -259,13 +270,16 @@ def _attempted_at(row: dict[str, Any]) -> dt.datetime:
 
 def _from_cache(key: CacheKey, row: dict[str, Any]) -> EnrichResult:
     output = json.loads(row["output_json"]) if row.get("output_json") else None
+    choices = output.pop(CHOICES_KEY, None) if isinstance(output, dict) else None
     return EnrichResult("", *key, status=row["status"], output=output, raw_text=row.get("raw_text") or "",
                         error=row.get("error"), from_cache=True, prompt_tokens=int(row.get("prompt_tokens") or 0),
-                        completion_tokens=int(row.get("completion_tokens") or 0), seconds=float(row.get("seconds") or 0.0))
+                        completion_tokens=int(row.get("completion_tokens") or 0), seconds=float(row.get("seconds") or 0.0),
+                        choices=choices)
 
 
 def _from_generation(key: CacheKey, generation: Generation) -> EnrichResult:
     return EnrichResult("", *key, status=generation.status, output=generation.output, raw_text=generation.raw_text,
                         error=generation.error, from_cache=False, prompt_tokens=generation.prompt_tokens,
-                        completion_tokens=generation.completion_tokens, seconds=generation.seconds)
+                        completion_tokens=generation.completion_tokens, seconds=generation.seconds,
+                        choices=generation.choices)
 

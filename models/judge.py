@@ -1,5 +1,7 @@
 """Profile-aware LLM judge: pointwise and pairwise prompts, verdict schemas, order-swap agreement, summary rates.
 
+Every schema asks for the verdict first: a truncated answer still carries it, and the verdict's probability
+can be read from the first value token's log-probabilities (models.logprobs), P(aligned) for a pointwise one.
 Pairwise lists are judged in both orders (A/B swapped); a model wins a comparison only when both orders
 name it, and any disagreement counts as a tie: LLM judges favour a position (Zheng et al., arXiv 2306.05685).
 """
@@ -15,39 +17,53 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from models.enrichment import EnrichRequest, EnrichResult
 
-POINTWISE_VERSION = "judge_pointwise.v1"
-PAIRWISE_VERSION = "judge_pairwise.v1"
-POINTWISE_MAX_TOKENS = 160
-PAIRWISE_MAX_TOKENS = 220
+POINTWISE_VERSION = "judge_pointwise.v2"
+PAIRWISE_VERSION = "judge_pairwise.v2"
+PANEL_VERSION = "judge_panel.v1"
+# Sized for the rationale's cap in the schema (240 characters, about 60 tokens of English; llama.cpp's grammar
+# enforces it); a cut answer is retried as invalid, and the verdict comes first either way.
+POINTWISE_MAX_TOKENS = 112
+PAIRWISE_MAX_TOKENS = 128
+PANEL_MAX_TOKENS = 16  # '{"aligned": false}' is 5 to 8 tokens, whitespace included
+TOP_LOGPROBS = 10  # alternatives per token asked for P(aligned); OpenAI allows at most 20
 DESCRIPTION_CHARS = 160  # a 135M model with a 2k context reads a few lines per item well
 ORDERS = ("ab", "ba")  # 'ab' shows model_a's list as A; 'ba' shows it as B
 
-Rationale = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=400)]
+Rationale = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=240)]
 Confidence = Literal["low", "medium", "high"]
 
 SYSTEM = ("You judge recommendations for one listener, using only their profile. Be critical: say an item "
           "does not fit unless the profile supports it. Answer with JSON only.")
-POINTWISE_INSTRUCTION = ("Does this item fit the listener's interests? Return JSON: rationale (one short sentence), "
-                         "aligned (true or false), confidence (low, medium or high).")
+POINTWISE_INSTRUCTION = ("Does this item fit the listener's interests? Return JSON: aligned (true or false), "
+                         "confidence (low, medium or high), rationale (one short sentence).")
+PANEL_INSTRUCTION = "Does this item fit the listener's interests? Return JSON: aligned (true or false)."
 PAIRWISE_INSTRUCTION = ("Which list fits the listener better, judging relevance to their interests and variety? "
-                        "Return JSON: rationale (one or two short sentences on strengths and weaknesses of each list), "
-                        "verdict (A, B or tie), confidence (low, medium or high).")
+                        "Return JSON: verdict (A, B or tie), confidence (low, medium or high), rationale (one or two "
+                        "short sentences on strengths and weaknesses of each list).")
 
 
 class PointwiseJudgement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rationale: Rationale
     aligned: bool
     confidence: Confidence
+    rationale: Rationale
+
+
+class PanelVerdict(BaseModel):
+    """The validation panel's pointwise question, the verdict alone: its P(aligned) is what is measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aligned: bool
 
 
 class PairwiseJudgement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rationale: Rationale
     verdict: Literal["A", "B", "tie"]
     confidence: Confidence
+    rationale: Rationale
 
 
 def profile_text(narrative_json: str | None, facts_json: str) -> str:
@@ -81,12 +97,23 @@ def item_text(item: dict[str, Any]) -> str:
 
 
 def pointwise_request(user_id: str, profile: str, item: dict[str, Any]) -> EnrichRequest:
-    """Profile + one candidate -> rationale, aligned, confidence. entity_id is 'user_id|item_id'."""
+    """Profile + one candidate -> aligned, confidence, rationale, and P(aligned). entity_id is 'user_id|item_id'."""
     prompt = f"Listener profile:\n{profile}\n\nCandidate item:\n{item_text(item)}\n\n{POINTWISE_INSTRUCTION}"
     return EnrichRequest(
         entity_id=f"{user_id}|{item['item_id']}", prompt_version=POINTWISE_VERSION,
         messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
-        output_type=PointwiseJudgement, max_tokens=POINTWISE_MAX_TOKENS,
+        output_type=PointwiseJudgement, max_tokens=POINTWISE_MAX_TOKENS, top_logprobs=TOP_LOGPROBS,
+    )
+
+
+def panel_request(user_id: str, profile: str, item: dict[str, Any]) -> EnrichRequest:
+    """Profile + one panel item -> aligned, and P(aligned). The profile leads the prompt, so a user's two panel
+    items share its prefix (llama.cpp reuses the evaluated prefix). entity_id is 'panel|user_id|item_id'."""
+    prompt = f"Listener profile:\n{profile}\n\nCandidate item:\n{item_text(item)}\n\n{PANEL_INSTRUCTION}"
+    return EnrichRequest(
+        entity_id=f"panel|{user_id}|{item['item_id']}", prompt_version=PANEL_VERSION,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+        output_type=PanelVerdict, max_tokens=PANEL_MAX_TOKENS, top_logprobs=TOP_LOGPROBS,
     )
 
 
@@ -140,7 +167,8 @@ def cohort_requests(cohort: pl.DataFrame, lists: pl.DataFrame, pairs: Sequence[t
 
 
 def answers_frame(results: Sequence[EnrichResult]) -> pl.DataFrame:
-    """One row per judged request: verdict, confidence, rationale (or the error), status and cache key."""
+    """One row per judged request: verdict, P(aligned) (pointwise, when log-probabilities came back), confidence,
+    rationale (or the error), status and cache key."""
     def verdict(result: EnrichResult) -> str | None:
         if result.status != "ok" or result.output is None:
             return None
@@ -148,16 +176,23 @@ def answers_frame(results: Sequence[EnrichResult]) -> pl.DataFrame:
             return "aligned" if result.output["aligned"] else "not_aligned"
         return result.output["verdict"]
 
+    def p_aligned(result: EnrichResult) -> float | None:
+        if verdict(result) not in ("aligned", "not_aligned") or result.choices is None:
+            return None
+        return result.choices.get("true")
+
     return pl.DataFrame({
         "entity_id": [r.entity_id for r in results],
         "verdict": [verdict(r) for r in results],
+        "p_aligned": [p_aligned(r) for r in results],
         "confidence": [(r.output or {}).get("confidence") for r in results],
         "rationale": [(r.output or {}).get("rationale") or r.error for r in results],
         "status": [r.status for r in results],
         "llm_model": [r.model for r in results],
         "prompt_version": [r.prompt_version for r in results],
         "input_hash": [r.input_hash for r in results],
-    }, schema={"entity_id": pl.String, "verdict": pl.String, "confidence": pl.String, "rationale": pl.String,
+    }, schema={"entity_id": pl.String, "verdict": pl.String, "p_aligned": pl.Float64, "confidence": pl.String,
+               "rationale": pl.String,
                "status": pl.String, "llm_model": pl.String, "prompt_version": pl.String, "input_hash": pl.String})
 
 

@@ -1,6 +1,7 @@
 """JSON-constrained chat completions: the bundled SmolLM2 in-process, or any OpenAI-compatible endpoint."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import random
@@ -15,6 +16,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from models.http_retry import MAX_TOTAL_WAIT_S, RETRY_AFTER_STATUSES, RETRY_STATUSES, full_jitter_s, retry_after_s
+from models.logprobs import TokenLogprob, choice_probabilities, parse_content
 
 Messages = list[dict[str, str]]
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,16 +37,19 @@ class Completion:
     completion_tokens: int
     seconds: float
     finish_reason: str  # 'length' means max_tokens cut the answer
+    tokens: tuple[TokenLogprob, ...] = ()  # with their top alternatives, when asked for and the backend gave them
 
 
 class ChatModel(Protocol):
-    """What the batch runner needs: a name for cache keys, a concurrency limit, one call."""
+    """What the batch runner needs: a name for cache keys, a concurrency limit, one call. `top_logprobs` > 0 asks
+    for each generated token's likeliest alternatives (Completion.tokens); it is passed only when asked for."""
 
     name: str
     max_concurrency: int
 
     def complete(
-        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int
+        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int,
+        top_logprobs: int = 0,
     ) -> Completion: ...
 
 
@@ -60,7 +65,13 @@ def bundled_gguf_path() -> Path:
 
 
 class LocalLlama:
-    """A GGUF model run in this process by llama-cpp-python; JSON constrained by a grammar built from the schema."""
+    """A GGUF model run in this process by llama-cpp-python; JSON constrained by a grammar built from the schema.
+
+    Log-probabilities need a context that keeps the logits of every position (`logits_all`): about 15% more CPU
+    per prompt token and an n_ctx x vocabulary float buffer (400 MB of address space for SmolLM2 at n_ctx 2048),
+    so that second context is opened on the first call that asks for them, and calls that do not ask keep the
+    lean one. Both read the same memory-mapped weights.
+    """
 
     max_concurrency = 1  # one llama context is not safe to share between threads
 
@@ -78,27 +89,30 @@ class LocalLlama:
         self.name = self.model_path.stem
         # llama.cpp threads spin at barriers: with fewer idle cores than threads, generation slowed >20x
         # on a busy 2-core machine, so one thread is the default; raise n_threads on a dedicated host
-        self._llama = Llama(
-            model_path=str(self.model_path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            seed=seed,
-            verbose=False,
-        )
+        self._open = functools.partial(Llama, model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads,
+                                       n_threads_batch=n_threads, seed=seed, verbose=False)
+        self._llama = self._open()
+        self._scoring: Any = None  # the logits_all context, opened when log-probabilities are first asked for
         self._lock = threading.Lock()
 
     def complete(
-        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int
+        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int,
+        top_logprobs: int = 0,
     ) -> Completion:
         started = time.perf_counter()
         with self._lock:
-            reply = self._llama.create_chat_completion(
+            llama, asked = self._llama, {}
+            if top_logprobs > 0:
+                if self._scoring is None:
+                    self._scoring = self._open(logits_all=True)
+                llama, asked = self._scoring, {"logprobs": True, "top_logprobs": top_logprobs}
+            reply = llama.create_chat_completion(
                 messages=messages,
                 response_format={"type": "json_object", "schema": schema},
                 max_tokens=max_tokens,
                 temperature=temperature,
                 seed=seed,
+                **asked,
             )
         return _completion(reply, time.perf_counter() - started)
 
@@ -173,9 +187,10 @@ class OpenAICompatible:
         return {"type": "json_schema", "json_schema": {"name": schema.get("title", "output"), "schema": schema}}
 
     def complete(
-        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int
+        self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int,
+        top_logprobs: int = 0,
     ) -> Completion:
-        body = {
+        body: dict[str, Any] = {
             "model": self.name,
             "messages": messages,
             "max_tokens": max_tokens,
@@ -183,6 +198,8 @@ class OpenAICompatible:
             "seed": seed,
             "response_format": self._response_format(schema),
         }
+        if top_logprobs > 0:  # OpenAI allows up to 20; a server that ignores it answers without logprobs
+            body.update(logprobs=True, top_logprobs=top_logprobs)
         started = time.perf_counter()
         with self._slots:
             try:
@@ -244,6 +261,7 @@ def _completion(reply: Any, seconds: float, raw: str = "") -> Completion:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             seconds=seconds,
             finish_reason=str(choice.get("finish_reason") or ""),
+            tokens=parse_content(choice.get("logprobs")),
         )
     except (KeyError, IndexError, TypeError, AttributeError):
         raise LLMError("reply has no choices[0].message.content", raw or json.dumps(reply)[:2000]) from None
@@ -260,6 +278,9 @@ class Generation:
     completion_tokens: int
     seconds: float
     is_backend_error: bool  # the endpoint failed, not the model: worth trying again next run
+    # {value: probability} of the answer's first field from token log-probabilities (models.logprobs); None when
+    # not asked for, or the backend gave none
+    choices: dict[str, float] | None = None
 
 
 def generate(
@@ -272,14 +293,19 @@ def generate(
     temperature: float = 0.0,
     retry_temperature: float = 0.7,
     seed: int = 0,
+    top_logprobs: int = 0,
 ) -> Generation:
-    """One validated answer: invalid output is asked again (warmer, new seed) up to `attempts` times."""
+    """One validated answer: invalid output is asked again (warmer, new seed) up to `attempts` times.
+
+    top_logprobs > 0 asks for log-probabilities and sets `choices` from the answer that validated.
+    """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1 (got {attempts})")
     schema = output_type.model_json_schema()
     prompt_tokens = completion_tokens = 0
     seconds = 0.0
     raw_text, error = "", ""
+    asked = {"top_logprobs": top_logprobs} if top_logprobs > 0 else {}  # models without the keyword keep working
     for attempt in range(attempts):
         try:
             # a greedy retry would repeat the same answer, so retries sample
@@ -289,6 +315,7 @@ def generate(
                 max_tokens=max_tokens,
                 temperature=temperature if attempt == 0 else retry_temperature,
                 seed=seed + attempt,
+                **asked,
             )
         except LLMError as failure:
             return Generation("failed", None, failure.raw_text, str(failure), attempt + 1,
@@ -302,8 +329,9 @@ def generate(
         except ValidationError as invalid:
             error = _explain(invalid, completion, max_tokens)
             continue
+        choices = choice_probabilities(completion.tokens, schema) if top_logprobs > 0 else None
         return Generation("ok", output.model_dump(mode="json"), raw_text, None, attempt + 1,
-                          prompt_tokens, completion_tokens, seconds, is_backend_error=False)
+                          prompt_tokens, completion_tokens, seconds, is_backend_error=False, choices=choices)
     return Generation("failed", None, raw_text, error, attempts,
                       prompt_tokens, completion_tokens, seconds, is_backend_error=False)
 
