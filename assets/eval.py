@@ -217,7 +217,7 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
     verdicts = judge_panel.verdicts(validation)
     context.log.info(f"eval.judge_scores: {rows.height} judgements ({panel.height} on the panel) for {len(users)} "
                      f"users, {batch.calls} LLM calls, {batch.cache_hits} cache hits, {len(batch.deferred)} left for "
-                     f"the next run ({seconds:.1f} s); {'; '.join(verdicts.values())}")
+                     f"the next run ({seconds:.1f} s); " + "; ".join(f"{key}: {value}" for key, value in verdicts.items()))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows.height, "as_of": str(as_of), "cohort_users": len(users),
         "panel_users": panel["user_id"].n_unique(), "pairs_judged": ", ".join(f"{a}:{b}" for a, b in pairs),

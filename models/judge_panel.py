@@ -212,7 +212,8 @@ def list_winners(lists: pl.DataFrame, scores: pl.DataFrame, pairs: Sequence[tupl
             .when(pl.col("a") > pl.col("b")).then(pl.lit(model_a))
             .when(pl.col("a") < pl.col("b")).then(pl.lit(model_b)).otherwise(pl.lit("tie"))))
     schema = {"user_id": pl.String, "model_a": pl.String, "model_b": pl.String, "winner": pl.String}
-    return (pl.concat([f.select(schema) for f in frames]) if frames else pl.DataFrame(schema=schema)).sort("user_id")
+    return (pl.concat([f.select(list(schema)) for f in frames]) if frames
+            else pl.DataFrame(schema=schema)).sort("user_id")
 
 
 def validation(panel_rows: pl.DataFrame, pairwise: pl.DataFrame, lists: pl.DataFrame, targets: pl.DataFrame | None,
