@@ -1,8 +1,11 @@
 """The bundled SmolLM2, run in-process, answers in schema-valid JSON."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from models import judge
 from models.item_topics import TOPICS, ItemTopics, item_request
 from models.llm import LocalLlama, bundled_gguf_path, generate
 from models.user_profiles import TopItem, UserFacts, UserProfile, profile_request
@@ -47,3 +50,20 @@ def test_user_profile_has_the_seven_keys(llm: LocalLlama) -> None:
         "listening_habits", "engagement_depth", "format_preference", "exploration_vs_specialization",
         "cross_disciplinary_curiosity", "per_episode_interests", "interests",
     }
+
+
+def test_judge_verdict_comes_with_p_aligned_from_the_bundled_model(llm: LocalLlama) -> None:
+    request = judge.panel_request("u1", "plays by type: podcast 70%, audiobook 30%\ntop topics: science, history", {
+        "item_id": "b1", "item_type": "audiobook", "title": "Rome in Ten Talks", "genres": ["history"],
+        "description": "A tour of the Roman empire, from the republic to its fall."})
+    generation = generate(llm, request.messages, request.output_type, max_tokens=request.max_tokens,
+                          top_logprobs=request.top_logprobs)
+    assert generation.status == "ok", (generation.error, generation.raw_text)
+    assert set(generation.output) == {"aligned"} and isinstance(generation.output["aligned"], bool)
+    assert generation.choices is not None and set(generation.choices) == {"true", "false"}
+    p_aligned = generation.choices["true"]
+    assert 0.0 <= p_aligned <= 1.0 and generation.choices["false"] == pytest.approx(1.0 - p_aligned)
+    # the answered verdict's own token is among those read (greedy picks one token; P sums ' true' and 'true')
+    assert generation.choices[json.dumps(generation.output["aligned"])] > 0.0
+    plain = generate(llm, request.messages, request.output_type, max_tokens=request.max_tokens)
+    assert plain.status == "ok" and plain.choices is None  # not asked: the lean context, no probabilities
