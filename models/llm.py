@@ -163,6 +163,7 @@ class OpenAICompatible:
         self._secret = api_key or ""  # redacted from everything an endpoint sends back (some echo headers)
         self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s))
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        self.logprobs_supported = True  # False once the server refused a request for log-probabilities
 
     def __repr__(self) -> str:
         return f"OpenAICompatible(url={self.url!r}, model={self.name!r})"
@@ -198,12 +199,18 @@ class OpenAICompatible:
             "seed": seed,
             "response_format": self._response_format(schema),
         }
-        if top_logprobs > 0:  # OpenAI allows up to 20; a server that ignores it answers without logprobs
+        if top_logprobs > 0 and self.logprobs_supported:  # OpenAI allows up to 20
             body.update(logprobs=True, top_logprobs=top_logprobs)
         started = time.perf_counter()
         with self._slots:
             try:
-                response = self._post_with_retries(body)
+                try:
+                    response = self._post_with_retries(body)
+                except _LogprobsRefused:
+                    # e.g. llama_cpp.server without --logits_all: answer without them (P(aligned) is null) from now on
+                    self.logprobs_supported = False
+                    body = {key: value for key, value in body.items() if key not in ("logprobs", "top_logprobs")}
+                    response = self._post_with_retries(body)
             except LLMError as error:
                 raise LLMError(self._redact(str(error)), self._redact(error.raw_text)) from None
         text = self._redact(response.text)
@@ -229,6 +236,8 @@ class OpenAICompatible:
             except httpx.TransportError as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
+                if response.is_error and "logprobs" in body and "logprob" in response.text.lower():
+                    raise _LogprobsRefused(response.text[:300])
                 if response.status_code not in RETRY_STATUSES:
                     if response.is_error:
                         raise LLMError(
@@ -249,6 +258,10 @@ class OpenAICompatible:
                 )
             self._sleep(pause)
             waited += pause
+
+
+class _LogprobsRefused(Exception):
+    """The server answered an error that names logprobs: it cannot return them."""
 
 
 def _completion(reply: Any, seconds: float, raw: str = "") -> Completion:

@@ -173,3 +173,24 @@ def test_http_backend_asks_for_logprobs_and_reads_them() -> None:
     assert len(plain.tokens) == len(scored.tokens) == 5  # parsed whenever the server sends them
     assert choice_probabilities(scored.tokens, PANEL_SCHEMA) == pytest.approx({"true": 0.25, "false": 0.75})
     model.close()
+
+
+def test_http_backend_stops_asking_a_server_that_refuses_logprobs() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        if "logprobs" in bodies[-1]:  # llama_cpp.server's answer without --logits_all
+            return httpx.Response(500, json={"error": {
+                "message": "logprobs is not supported for models created with logits_all=False"}})
+        return httpx.Response(200, json={"choices": [{"message": {"content": '{"aligned": true}'},
+                                                      "finish_reason": "stop"}], "usage": {}})
+
+    model = OpenAICompatible("http://judge.test/v1", "judge-model", max_retries=3, sleep=lambda _: None)
+    model._client = httpx.Client(transport=httpx.MockTransport(answer))
+    for _ in range(2):
+        completion = model.complete([{"role": "user", "content": "?"}], PANEL_SCHEMA, max_tokens=8, temperature=0.0,
+                                    seed=0, top_logprobs=5)
+        assert completion.text == '{"aligned": true}' and completion.tokens == ()
+    assert ["logprobs" in body for body in bodies] == [True, False, False]  # refused once, not retried, not re-asked
+    model.close()

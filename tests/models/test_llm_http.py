@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from models import judge
 from models.enrichment import run_batch
 from models.item_topics import ItemTopics, item_request
 from models.http_retry import MAX_BACKOFF_S, full_jitter_s, retry_after_s
@@ -230,3 +231,17 @@ def test_llama_server_answers_schema_valid_json(llama_server: str, cache: Stored
     assert [r.status for r in result.results] == ["ok", "ok"], [r.error for r in result.results]
     assert all(ItemTopics.model_validate(r.output) for r in result.results)
     assert result.prompt_tokens > 0 and result.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_a_server_that_cannot_give_logprobs_still_judges(llama_server: str, cache: StoredCache) -> None:
+    # llama_cpp.server keeps only the last position's logits unless started with --logits_all, and refuses
+    # logprobs: the client asks once, then judges without them (P(aligned) null, the verdict kept).
+    request = judge.panel_request("u1", "top topics: science", {"item_id": "b1", "item_type": "audiobook",
+                                                                "title": "Rockets and Orbits", "genres": ["science"]})
+    with OpenAICompatible(llama_server, "smollm2", response_format="json_object", timeout_s=60) as llm:
+        result = run_batch(llm, [request], cache, budget=1)
+        assert not llm.logprobs_supported
+    (answer,) = result.results
+    assert answer.status == "ok" and isinstance(answer.output["aligned"], bool) and answer.choices is None
+    assert judge.answers_frame(result.results)["p_aligned"].to_list() == [None]
