@@ -7,8 +7,10 @@ Three measures, each over the answers of the current model and prompt version:
   not from zero-shot) and its genres map to exactly one topic (one floor topic). "Contain", not "first equals":
   the schema asks for one to three topics in no particular order, and the floor's topic is a broad shelf that
   an item may rightly share with another. Counted: unambiguous items with a valid ('ok') answer.
-- profile_faithfulness (user profiles): of all interests of the valid narratives, pooled, the share found in
-  their user's facts (see `fact_terms` and `is_found`). Counted: valid narratives.
+- profile_faithfulness (user profiles): of the interest claims of the valid narratives, pooled, the share found
+  in their user's facts (see `fact_terms` and `is_found`). A narrative's claims are its distinct `interests` and
+  the titles and tags of its `per_episode_interests`, normalised, each counted once (an interest repeated six
+  times is one claim). Counted: valid narratives.
 - json_validity (both kinds): of the answers in enrich.llm_cache, the share that parsed against the schema
   (status 'ok' against 'failed'). Counted: stored answers.
 
@@ -22,6 +24,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -108,18 +111,26 @@ def is_found(interest: str, terms: Iterable[str]) -> bool:
                for term in terms)
 
 
+def interest_claims(narrative: dict[str, Any]) -> list[str]:
+    """A narrative's distinct interest claims, normalised: its interests, then its per-episode titles and tags."""
+    claims = [str(value) for value in narrative.get("interests") or []]
+    for episode in narrative.get("per_episode_interests") or []:
+        claims += [str(episode.get("title") or ""), *(str(tag) for tag in episode.get("tags") or [])]
+    return [claim for claim in dict.fromkeys(map(_words, claims)) if claim]
+
+
 def profile_faithfulness(narratives: pl.DataFrame, floor: float, min_answers: int = MIN_ANSWERS) -> Measure:
-    """Of the interests of valid narratives (status 'ok'), pooled, the share found in their user's facts.
+    """Of the interest claims of valid narratives (status 'ok'), pooled, the share found in their user's facts.
     `narratives`: status, narrative_json (the answer), facts_json (UserFacts)."""
     valid = narratives.filter((pl.col("status") == "ok") & pl.col("narrative_json").is_not_null())
     found = total = 0
     for narrative_json, facts_json in valid.select("narrative_json", "facts_json").iter_rows():
         terms = fact_terms(UserFacts.model_validate_json(facts_json))
-        interests = [str(value) for value in json.loads(narrative_json).get("interests") or []]
-        found += sum(is_found(interest, terms) for interest in interests)
-        total += len(interests)
+        claims = interest_claims(json.loads(narrative_json))
+        found += sum(is_found(claim, terms) for claim in claims)
+        total += len(claims)
     return _share(USER_PROFILES, PROFILE_FAITHFULNESS, found, total, valid.height, floor, min_answers,
-                  f"{found} of {total} interests of {valid.height} narratives found in the facts")
+                  f"{found} of {total} interest claims of {valid.height} narratives found in the facts")
 
 
 def json_validity(kind: str, statuses: pl.Series, floor: float, min_answers: int = MIN_ANSWERS) -> Measure:

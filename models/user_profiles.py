@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -16,6 +17,7 @@ SIGNATURE_TOPICS = 3
 SIGNATURE_ITEMS = 3
 SHARE_STEP = 0.25  # type shares rounded to quarters: 60% vs 64% podcasts is the same listener
 MIN_DISTINCT_SENTENCES = 4  # of the five sentence keys; fewer is one text pasted into every key
+MIN_SENTENCE_WORDS = 3  # words of letters in each sentence key: "{", ", 1.5, 6.5" or "broad" say nothing
 
 Sentence = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=24)]
@@ -91,14 +93,20 @@ def profile_signature(facts: UserFacts) -> str:
 
 
 def is_usable(output: dict[str, Any] | None) -> bool:
-    """A narrative worth reading: valid against UserProfile and not one text pasted into every sentence key."""
+    """A narrative worth reading: valid against UserProfile, all seven keys filled (at least one per-episode
+    interest, as the profile gate asks of what downstream reads), each sentence key a sentence of at least
+    MIN_SENTENCE_WORDS words, and not one text pasted into every sentence key."""
     if not output:
         return False
     try:
         profile = UserProfile.model_validate(output)
     except ValueError:
         return False
-    sentences = {" ".join(getattr(profile, key).lower().split()).strip(" .") for key in SENTENCE_KEYS}
+    texts = [getattr(profile, key) for key in SENTENCE_KEYS]
+    if not profile.per_episode_interests or any(len(re.findall(r"[^\W\d_]{2,}", text)) < MIN_SENTENCE_WORDS
+                                                for text in texts):
+        return False
+    sentences = {" ".join(text.lower().split()).strip(" .") for text in texts}
     return len(sentences) >= MIN_DISTINCT_SENTENCES
 
 

@@ -411,7 +411,7 @@ class ScriptedEnricher:
             answer = {"interests": topics if self.right else ["astrology", "knitting"],
                       "per_episode_interests": [{"title": "Show", "tags": ["talk"]}],
                       "listening_habits": "Listens most mornings.", "engagement_depth": "Finishes most episodes.",
-                      "format_preference": "Prefers talk shows.", "exploration_vs_specialization": "Fairly broad.",
+                      "format_preference": "Prefers talk shows.", "exploration_vs_specialization": "Fairly broad in taste.",
                       "cross_disciplinary_curiosity": "Crosses a few fields."}
         return Completion(json.dumps(answer), 40, 40, 0.0, "stop")
 

@@ -72,16 +72,25 @@ def test_an_interest_is_found_by_name_by_whole_words_or_through_the_taxonomy() -
                      "astrology": False, "sci": False, "the": False, "Rockets & Orbits!": True}
 
 
-def test_profile_faithfulness_pools_the_interests_of_valid_narratives() -> None:
+def test_a_narratives_claims_are_its_distinct_interests_then_episode_titles_and_tags() -> None:
+    narrative = {"interests": ["History", "history", "Jazz!", "history"],
+                 "per_episode_interests": [{"title": "Night Drive", "tags": ["jazz", "late night"]},
+                                           {"title": "night drive", "tags": []}]}
+    assert llm_quality.interest_claims(narrative) == ["history", "jazz", "night drive", "late night"]
+
+
+def test_profile_faithfulness_pools_the_claims_of_valid_narratives() -> None:
     narratives = pl.DataFrame({
         "status": ["ok", "ok", "failed", "pending"],
-        "narrative_json": [json.dumps({"interests": ["history", "astrology", "science"]}),
-                           json.dumps({"interests": ["Night Drive", "cooking"]}), None, None],
+        "narrative_json": [json.dumps({"interests": ["history", "astrology", "science", "history"]}),
+                           json.dumps({"interests": ["Night Drive"],
+                                       "per_episode_interests": [{"title": "Night Drive", "tags": ["cooking"]}]}),
+                           None, None],
         "facts_json": [facts_json(), facts_json(user_id="u2"), facts_json(user_id="u3"), facts_json(user_id="u4")],
     })
     measure = llm_quality.profile_faithfulness(narratives, floor=0.6, min_answers=2)
-    assert (measure.value, measure.count_answers) == (pytest.approx(3 / 5), 2)
-    assert measure.detail == "3 of 5 interests of 2 narratives found in the facts"
+    assert (measure.value, measure.count_answers) == (pytest.approx(3 / 5), 2)  # 'history' twice is one claim
+    assert measure.detail == "3 of 5 interest claims of 2 narratives found in the facts"
     assert measure.passed  # 0.6 is at the floor
     assert not llm_quality.profile_faithfulness(narratives, floor=0.61, min_answers=2).passed
 

@@ -73,6 +73,14 @@ def test_a_title_pasted_into_every_key_is_not_usable() -> None:
     assert not is_usable(pasted) and not is_usable(None) and not is_usable({"interests": []})
 
 
+def test_a_narrative_without_episodes_or_with_keys_that_are_no_sentences_is_not_usable() -> None:
+    usable = json.loads(template_profile(facts()).model_dump_json())
+    assert is_usable(usable)
+    assert not is_usable({**usable, "per_episode_interests": []})  # the profile gate asks for all seven keys
+    for broken in ("{", ", 1.5, 6.5", "broad, broad"):  # fewer than three words of letters
+        assert not is_usable({**usable, "engagement_depth": broken}), broken
+
+
 def test_raw_genres_in_the_facts_reach_the_profile_as_vocabulary_topics() -> None:
     music = facts(top_topics=["house music", "love songs", "no such genre"],
                   top_items=[TopItem(title="Night Drive", item_type="music", completion_rate=0.8,
