@@ -55,7 +55,8 @@ chosen as (
             when is_llm_used then 'LLM narrative used: user profiles passed their quality floors'
             when is_narrative_ok then 'template used: LLM user profiles failed quality: '
                 || coalesce(failed_reasons, 'not measured')
-            when llm_status = 'ok' then 'template used: the narrative is not usable (a key empty or no sentence, or one text in most keys)'
+            when llm_status = 'ok' then 'template used: the narrative is not usable '
+                || '(a key empty or no sentence, or one text in most keys)'
             when llm_status = 'failed' then 'template used: the LLM answer failed schema validation'
             else 'template used: no LLM narrative yet (left to a later run)'
         end as profile_reason
