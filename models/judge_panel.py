@@ -178,7 +178,7 @@ def holdout_hits(lists: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
 def agreement_rows(judge: str, scored_by: str, judgements: pl.DataFrame, hits: pl.DataFrame,
                    seed: int) -> list[dict[str, object]]:
     """One validation row per (model_a, model_b) from judgements (user_id, model_a, model_b, winner: a model,
-    'tie' or null) and holdout hits per (user_id, model)."""
+    'tie' or null while unanswered) and holdout hits per (user_id, model); `users` counts users with an answer."""
     rows = []
     marked = (judgements
               .join(hits.rename({"model": "model_a", "hits": "hits_a"}), on=["user_id", "model_a"], how="left")
@@ -189,8 +189,9 @@ def agreement_rows(judge: str, scored_by: str, judgements: pl.DataFrame, hits: p
                             better=pl.when(pl.col("hits_a") > pl.col("hits_b")).then(pl.col("model_a"))
                             .otherwise(pl.col("model_b"))))
     for (model_a, model_b), pair in marked.group_by("model_a", "model_b", maintain_order=True):
-        per_user = (pair.group_by("user_id").agg(agree=(pl.col("decided") & (pl.col("winner") == pl.col("better")))
-                                                 .sum(), decided=pl.col("decided").sum()).sort("user_id"))
+        per_user = (pair.filter(pl.col("winner").is_not_null())  # users with an answer: pending ones are not judged
+                    .group_by("user_id").agg(agree=(pl.col("decided") & (pl.col("winner") == pl.col("better"))).sum(),
+                                             decided=pl.col("decided").sum()).sort("user_id"))
         found = share_interval(per_user["agree"].to_numpy(), per_user["decided"].to_numpy(), seed)
         rows.append(_row(judge, "agreement", model_a, model_b, scored_by, found,
                          int(per_user["decided"].sum()), per_user.height))

@@ -234,14 +234,16 @@ def test_llama_server_answers_schema_valid_json(llama_server: str, cache: Stored
 
 
 @pytest.mark.slow
-def test_a_server_that_cannot_give_logprobs_still_judges(llama_server: str, cache: StoredCache) -> None:
-    # llama_cpp.server keeps only the last position's logits unless started with --logits_all, and refuses
-    # logprobs: the client asks once, then judges without them (P(aligned) null, the verdict kept).
+def test_llama_server_returns_p_aligned_over_http(llama_server: str, cache: StoredCache) -> None:
+    # llama_cpp.server keeps every position's logits by default (--logits_all true), so the verdict's
+    # log-probabilities come back; a server that refuses them is covered in test_judge_logprobs.py
     request = judge.panel_request("u1", "top topics: science", {"item_id": "b1", "item_type": "audiobook",
                                                                 "title": "Rockets and Orbits", "genres": ["science"]})
     with OpenAICompatible(llama_server, "smollm2", response_format="json_object", timeout_s=60) as llm:
         result = run_batch(llm, [request], cache, budget=1)
-        assert not llm.logprobs_supported
+        assert llm.logprobs_supported
     (answer,) = result.results
-    assert answer.status == "ok" and isinstance(answer.output["aligned"], bool) and answer.choices is None
-    assert judge.answers_frame(result.results)["p_aligned"].to_list() == [None]
+    assert answer.status == "ok" and isinstance(answer.output["aligned"], bool), answer.error
+    assert answer.choices is not None and answer.choices["true"] + answer.choices["false"] == pytest.approx(1.0)
+    (p_aligned,) = judge.answers_frame(result.results)["p_aligned"].to_list()
+    assert 0.0 <= p_aligned <= 1.0
