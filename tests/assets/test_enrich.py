@@ -408,8 +408,10 @@ class ScriptedEnricher:
                                       "language": "en", "summary": "A weekly show."}
         else:
             topics = prompt.split("Top topics: ")[1].split(".\n")[0].split(", ")
+            title = prompt.split('\n- "')[1].split('"')[0]  # the first top item
             answer = {"interests": topics if self.right else ["astrology", "knitting"],
-                      "per_episode_interests": [{"title": "Show", "tags": ["talk"]}],
+                      "per_episode_interests": [{"title": title, "tags": topics[:1]} if self.right
+                                                else {"title": "Knitting Weekly", "tags": ["yarn"]}],
                       "listening_habits": "Listens most mornings.", "engagement_depth": "Finishes most episodes.",
                       "format_preference": "Prefers talk shows.", "exploration_vs_specialization": "Fairly broad in taste.",
                       "cross_disciplinary_curiosity": "Crosses a few fields."}
