@@ -14,7 +14,7 @@ from assets.models import models_two_tower
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from models import judge, judge_panel, protocol
 from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle
-from models.evaluate import MODELS, EvaluateConfig, plot_metrics
+from models.evaluate import LLM_ABLATION, MODELS, EvaluateConfig, plot_metrics
 from models.recommender import FeatureFrames
 from models.text_features import text_or_hashed
 from quality import check
@@ -49,7 +49,8 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
     bundle = ModelBundle.load(candidate["checkpoint_dir"])
     config = protocol.tuned(EvaluateConfig(
         target_type=settings.target_type, graph_types=settings.graph_types, k=settings.k,
-        max_users=settings.eval_max_users, seed=settings.seed, models=MODELS, two_tower=bundle.two_tower.config),
+        max_users=settings.eval_max_users, seed=settings.seed, models=(*MODELS, LLM_ABLATION),
+        two_tower=bundle.two_tower.config),
         candidate["metrics"])
     started = time.perf_counter()
     holdout, lists = evaluate_bundle(bundle, frames, text, profile, config, candidate["metrics"].get("plan"))

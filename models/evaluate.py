@@ -39,7 +39,10 @@ MODELS = ("popularity", "item_knn", "ease", "als", "llm_knn", "hgnn", "two_tower
 ABLATIONS = {
     f"{PRODUCTION_MODEL}_no_weak_signals": {"use_weak_signals": False},
     f"{PRODUCTION_MODEL}_no_profile": {"use_profile": False},
+    # every LLM output the towers read: topics (item multi-hot, user shares) and the profile text's vector
+    f"{PRODUCTION_MODEL}_no_llm_features": {"use_topics": False, "use_profile": False},
 }
+LLM_ABLATION = f"{PRODUCTION_MODEL}_no_llm_features"  # eval/offline_metrics reports it every night
 COLUMNS = ("model", "slice", "metric", "value", "std_error", "users")
 
 
@@ -177,7 +180,8 @@ def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.Da
         "item_knn": lambda: baselines.item_knn(frames, catalogue, target, config.item_knn, periods),
         "ease": lambda: baselines.ease(frames, catalogue, target, config.ease, periods),
         "als": lambda: baselines.als(frames, catalogue, target, config.graph_types, config.als, periods),
-        "llm_knn": lambda: baselines.mean_embedding_knn(frames, text, catalogue, target, periods),
+        "llm_knn": lambda: baselines.mean_embedding_knn(frames, text, catalogue, target, periods,
+                                                        topics=frames.item_topics),
         "hgnn": hgnn_alone,
         "two_tower": two_tower_variant(use_hgnn=False),
         PRODUCTION_MODEL: two_tower_variant(),

@@ -81,7 +81,8 @@ def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFram
 def tuned(config: EvaluateConfig, registered: Mapping[str, Any]) -> EvaluateConfig:
     """`config` with the baseline settings a registry row's metrics['tuned'] recorded (absent: the defaults)."""
     settings = registered.get("tuned", {})
-    return replace(config, **{name: type(getattr(config, name))(**settings[name]) for name in GRIDS if name in settings})
+    chosen = {name: type(getattr(config, name))(**settings[name]) for name in GRIDS if name in settings}
+    return replace(config, **chosen)
 
 
 def with_validation(holdout: pl.DataFrame, registered: Mapping[str, Any]) -> pl.DataFrame:
@@ -99,7 +100,7 @@ def cached(builders: Mapping[str, Callable[[], Any]]) -> dict[str, Callable[[], 
 
 def served_builder(builders: Mapping[str, Callable[[], Any]], plan: Mapping[str, Mapping[str, Any]],
                    chosen: EvaluationSet) -> Callable[[], SlicedRecommender]:
-    """A builder of the plan's lists on an evaluation set: its warm users get the warm model's, the rest the cold one's."""
+    """A builder of the plan's lists on an evaluation set: warm users get the warm model's, the rest the cold one's."""
     warm = chosen.user_stats.filter(pl.col("is_warm"))["user_id"].cast(pl.String)
     return lambda: SlicedRecommender({name: builders[step["model"]]() for name, step in plan.items()}, warm)
 

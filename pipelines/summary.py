@@ -14,6 +14,10 @@ SECTIONS = (
      "select arrival_date, source_file, reason from raw.quarantined_files order by 1, 2 limit 20"),
     ("raw.rejected_events", "rejected events by reason",
      "select reason, count(*) as events from raw.rejected_events group by 1 order by 2 desc"),
+    ("enrich.llm_quality", "LLM output quality per kind (used downstream only when every metric of its kind "
+     "passed; else the floor's topics / the template profile)",
+     "select kind, metric, round(value, 3) as value, count_answers as answers, floor, passed, "
+     "case when is_used then 'llm' else 'floor' end as used, reason from enrich.llm_quality order by kind, metric"),
     ("eval.offline_metrics", "offline HR@10 by model and slice, validation (choices) and holdout (scored once); "
      "'served' is the serving plan (empty slices: null)",
      "pivot (select split, model, slice, value from eval.offline_metrics where metric = 'hr@10') "
@@ -31,6 +35,15 @@ SECTIONS = (
     ("eval.judge_scores", "LLM judge (pairwise wins count only when both orders agree)",
      "select kind, coalesce(final_winner, verdict, status) as outcome, count(*) as judgements "
      "from eval.judge_scores group by all order by all"),
+    ("eval.judge_validation", "judge validity: panel ROC-AUC of the LLM's P(aligned) and of sBERT-Sim, and agreement "
+     "with holdout hits per model pair, 95% intervals ('judge uninformative' when the interval holds 0.5)",
+     "select metric, coalesce(model_a || ' vs ' || model_b, 'panel') as compared, judge, scored_by, "
+     "round(value, 3) as value, '[' || round(ci_low, 3) || ', ' || round(ci_high, 3) || ']' as interval_95, "
+     "pairs, users, case when value is null then 'not measured' when informative then 'informative' "
+     "else 'judge uninformative' end as validity, "
+     "case when count(value) over (partition by metric, model_a, model_b) > 1 "
+     "and value = max(value) over (partition by metric, model_a, model_b) then 'validates better' else '' end as better "
+     "from eval.judge_validation order by metric desc, compared, judge"),
 )
 
 

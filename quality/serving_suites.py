@@ -1,4 +1,5 @@
-"""Candidate suites: K per active user, no duplicates, nothing consumed, catalogue only, ordered, coverage."""
+"""Candidate suites: K per active user from one named model, no duplicates, nothing consumed, catalogue only,
+ordered, coverage."""
 from __future__ import annotations
 
 import datetime as dt
@@ -53,7 +54,8 @@ per_user as (
         count(x.item_id) as count_consumed,
         count(*) filter (where c.item_id is null) as count_outside_catalogue,
         count(*) filter (where l.score is null or not isfinite(l.score)) as count_bad_scores,
-        bool_and(l.is_fallback) = bool_or(l.is_fallback) as is_one_source
+        bool_and(l.is_fallback) = bool_or(l.is_fallback) and count(distinct l.model) <= 1 as is_one_source,
+        count(*) filter (where l.model is null) as count_rows_without_model
     from lists as l
     left join consumed as x on l.user_id = x.user_id and l.item_id = x.item_id
     left join catalogue as c on l.item_id = c.item_id
@@ -77,7 +79,8 @@ select
     coalesce(s.count_score_rises, 0) as count_score_rises,
     coalesce((p.min_rank <> 1)::int + (p.max_rank <> p.count_rows)::int + (p.count_ranks <> p.count_rows)::int, 0)
         as count_rank_errors,
-    coalesce(p.is_one_source, true) as is_one_source
+    coalesce(p.is_one_source, true) as is_one_source,
+    coalesce(p.count_rows_without_model, 0) as count_rows_without_model
 from active as a
 full outer join per_user as p on a.user_id = p.user_id
 left join eligible as e on coalesce(a.user_id, p.user_id) = e.user_id
@@ -110,11 +113,12 @@ def _candidates_suite(table: str) -> Callable[[duckdb.DuckDBPyConnection, Thresh
         users = con.execute(PER_USER.format(table=table), params).pl()
         summary = con.execute(SUMMARY.format(table=table), {key: params[key] for key in ("as_of", "target_type")}).pl()
         zero = ("count_missing_rows", "count_duplicates", "count_consumed", "count_outside_catalogue",
-                "count_bad_scores", "count_score_rises", "count_rank_errors")
+                "count_bad_scores", "count_score_rises", "count_rank_errors", "count_rows_without_model")
         report = validate_frame(table, users, [
             gxe.ExpectColumnValuesToBeUnique(column="user_id"),
             gxe.ExpectColumnValuesToBeInSet(column="is_active", value_set=[True]),  # lists only for active users
-            gxe.ExpectColumnValuesToBeInSet(column="is_one_source", value_set=[True]),  # model or fallback, not mixed
+            # one model or the fallback per list, not mixed, and every row says which
+            gxe.ExpectColumnValuesToBeInSet(column="is_one_source", value_set=[True]),
             *[gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=0) for column in zero],
         ], VERSION, batch=f"users@{as_of}")
         report.merge(validate_frame(table, summary, [

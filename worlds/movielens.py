@@ -21,8 +21,8 @@ co-listening, a target type many users have not tried, and cold users):
   signup_date 1997-01-01 for everyone (ml-100k has none; a first-rating date would leak the future).
 - arrival partitions: 'daily' (default) puts each event in events/date=<its UTC day>/, as a daily export
   would; 'single' puts all of them in one partition, the last day (the contract allows late events).
-- crossfade.yaml: item and graph types podcast + audiobook, a 180-day window and a 30-day holdout
-  (ml-100k spans seven months), as-of = the day after the last rating, min_co_listeners 2, and
+- crossfade.yaml: item and graph types podcast + audiobook, a 180-day training window, 30 days of
+  validation and a 30-day holdout (ml-100k spans seven months), as-of = the day after the last rating, min_co_listeners 2, and
   partitions_start = the first rating day (the Dagster partitions must reach back to 1997).
 
 The raw volume gate compares each arrival partition with the median of up to 14 earlier ones (judged
@@ -164,7 +164,7 @@ def ml100k_landing(source_dir: Path, out_dir: Path, arrival: Arrival = "daily", 
     as_of = last_day + dt.timedelta(days=1)
     config: dict[str, Any] = {
         "item_types": ["podcast", "audiobook"], "graph_types": ["podcast", "audiobook"], "target_type": "audiobook",
-        "window_days": 180, "holdout_days": 30, "as_of": as_of.isoformat(), "min_co_listeners": 2,
+        "window_days": 180, "holdout_days": 30, "valid_days": 30, "as_of": as_of.isoformat(), "min_co_listeners": 2,
         "partitions_start": first_day.isoformat(),
     }
     if arrival == "daily":

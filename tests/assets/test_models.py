@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from assets import eval as evaluation
 from assets import models
 from models.bundle import ModelBundle
-from models.evaluate import MODELS
+from models import protocol
+from models.evaluate import LLM_ABLATION, MODELS
 from assets.resources import Crossfade, Warehouse
 from warehouse import ingest, landing, registry
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
@@ -109,7 +111,9 @@ def test_offline_metrics_hold_every_model_and_the_judge_lists(stage) -> None:
         lists = con.sql("select model, user_id, count(*) as n, max(rank) as last from eval.offline_lists "
                         "group by all").pl()
         version = registry.promoted(con)["model_version"]
-    assert set(metrics["model"]) == set(MODELS)
+    holdout = metrics.filter(pl.col("split") == "holdout")
+    assert set(holdout["model"]) == {*MODELS, LLM_ABLATION, protocol.SERVED}
+    assert set(metrics.filter(pl.col("split") == "valid")["model"]) == {*protocol.SERVABLE, protocol.SERVED}
     assert set(metrics["model_version"]) == {version}
     assert set(lists["model"]) <= set(MODELS) and lists["n"].max() == 10 and lists["last"].max() == 10
 
@@ -117,8 +121,25 @@ def test_offline_metrics_hold_every_model_and_the_judge_lists(stage) -> None:
 def test_two_tower_hgnn_beats_popularity_on_cold_users(stage) -> None:
     with stage.store.read() as con:
         hr = dict(con.execute("select model, value from eval.offline_metrics where slice = 'cold' "
-                              "and metric = 'hr@10'").fetchall())
+                              "and metric = 'hr@10' and split = 'holdout'").fetchall())
     assert hr["two_tower_hgnn"] > hr["popularity"]
+
+
+def test_the_plan_serves_per_slice_the_model_that_validated_best(stage) -> None:
+    with stage.store.read() as con:
+        row = registry.promoted(con)
+        valid = con.sql("select model, slice, value from eval.offline_metrics where split = 'valid' "
+                        "and metric = 'hr@10' and slice in ('cold', 'warm')").pl()
+    plan = row["metrics"]["plan"]
+    for slice_name in ("cold", "warm"):
+        candidates = valid.filter((pl.col("slice") == slice_name) & pl.col("model").is_in(list(protocol.SERVABLE)))
+        best = candidates["value"].max()
+        assert plan[slice_name]["value"] == pytest.approx(best)
+        served = valid.filter((pl.col("slice") == slice_name) & (pl.col("model") == protocol.SERVED))["value"].item()
+        assert served == pytest.approx(best)  # the plan's own lists score what the plan promised
+    assert set(row["metrics"]["tuned"]) == set(protocol.GRIDS)
+    # refitted on train + valid: its data ends where the holdout starts
+    assert row["train_end"] == dt.datetime.combine(AS_OF - dt.timedelta(days=14), dt.time())
 
 
 def test_the_gate_refuses_a_model_worse_than_the_promoted_one(stage) -> None:

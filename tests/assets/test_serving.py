@@ -11,7 +11,7 @@ import pytest
 from assets import serving
 from models.recommender import FeatureFrames
 from warehouse import readers
-from models import candidates, two_tower
+from models import baselines, candidates, two_tower
 from models.bundle import ModelBundle
 from models.text_features import hashed_text_embeddings
 from pipelines import cli
@@ -170,3 +170,41 @@ def test_a_reader_during_a_write_sees_the_previous_complete_publish(served: Serv
         assert cli.main(["sql", "select count(*) as n, min(model_version) as v from serving.candidates",
                          "--format", "csv"]) == 0
         assert capsys.readouterr().out.splitlines()[1] == f"{rows},v1"
+
+
+def test_a_plan_serves_each_slice_by_its_model_and_every_row_names_it(served: Served) -> None:
+    with served.store.read() as con:
+        frames = FeatureFrames(**readers.feature_tables(con))
+    text = hashed_text_embeddings(frames.items)
+    inputs = candidates.ServingInputs(frames, text, WORLD_AS_OF, "audiobook", 10)
+    popular = baselines.popularity(frames, inputs.catalogue()["item_id"], "audiobook", candidates.SERVING_PERIODS)
+    model = two_tower.fit(frames, SMALL, text_embeddings=text)
+    lists = pl.concat(list(candidates.generate(inputs, model, "v1", routed={"cold": ("popularity", popular)})))
+    warm = inputs.warm_users().implode()
+    cold = lists.filter(~pl.col("user_id").is_in(warm))
+    assert cold.height and set(cold["model"]) == {"popularity"} and not cold["is_fallback"].any()
+    assert set(lists.filter(pl.col("user_id").is_in(warm) & ~pl.col("is_fallback"))["model"]) == {"two_tower_hgnn"}
+    assert lists.group_by("user_id").agg(pl.col("model").n_unique())["model"].max() == 1
+    assert lists["user_id"].n_unique() == inputs.active_users().len()
+    someone = cold["user_id"].min()
+    assert (cold.filter(pl.col("user_id") == someone).sort("rank")["item_id"].to_list()
+            == popular.recommend([someone], 10)["item_id"].to_list())
+
+
+def test_rows_without_a_model_fail_the_gate(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "warehouse" / "crossfade.duckdb")
+    store.database.parent.mkdir(parents=True)
+    store.database.write_bytes(served.store.database.read_bytes())
+    with store.write():  # publishes the copy so the staging step can read
+        pass
+
+    def unnamed(*args: object, **kwargs: object) -> Iterator[pl.DataFrame]:
+        for n, chunk in enumerate(generate(*args, **kwargs)):
+            yield chunk.with_columns(model=pl.lit(None, pl.String)) if n == 0 else chunk
+
+    generate = candidates.generate
+    monkeypatch.setattr(serving, "generate", unnamed)
+    result = materialise(served.home, store)
+    gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "serving_candidates_staging_suite"]
+    assert len(gate) == 1 and not gate[0].passed
+    assert any(f["column"] == "count_rows_without_model" for f in gate[0].metadata["failures"].value)

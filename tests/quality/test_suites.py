@@ -119,9 +119,9 @@ def test_duplicate_users_fail(scratch) -> None:
     assert failures(check(scratch, "raw.users", Thresholds())) == {"expect_column_values_to_be_unique:user_id": 2}
 
 
-def test_a_third_split_fails(scratch) -> None:
+def test_a_fourth_split_fails(scratch) -> None:
     scratch.execute(
-        "insert into features.splits select 'valid', end_at, end_at + interval 1 day from features.splits where split = 'holdout'"
+        "insert into features.splits select 'later', end_at, end_at + interval 1 day from features.splits where split = 'holdout'"
     )
     found = failures(check(scratch, "features.splits", Thresholds()))
     assert found == {"expect_table_row_count_to_equal:None": None, "expect_column_values_to_be_in_set:split": 1}

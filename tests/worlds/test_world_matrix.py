@@ -172,9 +172,10 @@ def _has(con, schema: str, table: str) -> bool:
 
 
 def _target_events(world: shapes.World, period: str) -> list[dict]:
-    cut = world.shape.cut.isoformat()
+    start, end = {"train": ("", world.shape.valid_start.isoformat()),
+                  "holdout": (world.shape.cut.isoformat(), "9999")}[period]
     return [row for _, row in world.events if row["item_id"].startswith(shapes.TARGET[0])
-            and (row["ts"] < cut) == (period == "train")]
+            and start <= row["ts"] < end]
 
 
 def test_each_world_has_its_shape(tmp_path: Path) -> None:
