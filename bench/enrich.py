@@ -196,7 +196,16 @@ def _user_facts(events: pl.DataFrame) -> list[UserFacts]:
 
 def _measure(kind: str, backend: str, concurrency: int, model: ChatModel, requests: list[EnrichRequest],
              cache: MemoryCache) -> dict[str, Any]:
-    batch = run_batch(model, requests, cache, budget=len(requests))
+    # llama-cpp-python (verbose=False) points fds 1 and 2 and sys.stdout/stderr at /dev/null around each chat call
+    # and back; contexts called from several threads interleave that and can leave all later output in /dev/null
+    streams, files = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
+    try:
+        batch = run_batch(model, requests, cache, budget=len(requests))
+    finally:
+        sys.stdout, sys.stderr = files  # swapped for /dev/null files the same way
+        for saved, fd in zip(streams, (1, 2)):
+            os.dup2(saved, fd)
+            os.close(saved)
     row = {
         "kind": kind, "backend": backend, "concurrency": concurrency, "inputs": len(batch.results),
         "calls": batch.calls, "attempts": batch.attempts, "failures": batch.failures,
