@@ -245,6 +245,11 @@ class OpenAICompatible:
                             response.text[:2000],
                         )
                     return response
+                if (response.status_code == 500 and self.response_format == "json_schema"
+                        and "response_format" in response.text):
+                    raise LLMError(f"{self.url} refused response_format 'json_schema' (status 500); set "
+                                   "llm_response_format: json_object for this server (llama_cpp.server)",
+                                   response.text[:2000])
                 problem = f"status {response.status_code}: {response.text[:300]}"
                 if response.status_code in RETRY_AFTER_STATUSES:
                     asked_wait = retry_after_s(response.headers.get("Retry-After"))

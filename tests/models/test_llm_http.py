@@ -5,23 +5,20 @@ import datetime as dt
 import email.utils
 import json
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from models import judge
 from models.enrichment import run_batch
 from models.item_topics import ItemTopics, item_request
 from models.http_retry import MAX_BACKOFF_S, full_jitter_s, retry_after_s
-from models.llm import LLMError, OpenAICompatible, bundled_gguf_path
+from models.llm import LLMError, OpenAICompatible
 from tests.models.conftest import StoredCache
+from tests.models.llm_server import llama_server as start_llama_server
 
 GARBAGE = "Sure! Here are the topics: science, space {"
 SECRET = "sk-test-never-shown"
@@ -178,44 +175,11 @@ def test_retry_after_reads_seconds_and_dates_and_ignores_the_rest() -> None:
     assert retry_after_s(None, now) is None and retry_after_s("soon", now) is None and retry_after_s("-3", now) is None
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("llama_server") / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--model_alias", "smollm2"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {process.returncode}; see {log.name}")
-            try:
-                if httpx.get(base_url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server not ready in 60 s; see {log.name}")
-            time.sleep(0.25)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    """A real llama_cpp.server on the bundled GGUF (one thread, small context), stopped after the module."""
+    with start_llama_server(tmp_path_factory.mktemp("llama_server") / "server.log") as server:
+        yield server.base_url
 
 
 @pytest.mark.slow
