@@ -89,8 +89,9 @@ def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: 
     consumed = inputs.consumed()
     explainer = Explainer.build(inputs, catalogue)
     if routed:
-        is_warm = users.is_in(inputs.warm_users().implode())
+        warm = inputs.warm_users().implode()
         for slice_name, (name, recommender) in routed.items():
+            is_warm = users.is_in(warm)
             slice_users = users.filter(is_warm if slice_name == "warm" else ~is_warm)
             served = []
             for start in range(0, slice_users.len(), USER_BATCH):

@@ -189,6 +189,12 @@ def test_a_plan_serves_each_slice_by_its_model_and_every_row_names_it(served: Se
     someone = cold["user_id"].min()
     assert (cold.filter(pl.col("user_id") == someone).sort("rank")["item_id"].to_list()
             == popular.recommend([someone], 10)["item_id"].to_list())
+    # both slices routed (the plan serves no one by the two-tower): each slice by its own model, everyone once
+    both = pl.concat(list(candidates.generate(inputs, model, "v1", routed={"cold": ("popularity", popular),
+                                                                           "warm": ("also_popularity", popular)})))
+    assert set(both.filter(~pl.col("user_id").is_in(warm))["model"]) == {"popularity"}
+    assert set(both.filter(pl.col("user_id").is_in(warm))["model"]) == {"also_popularity"}
+    assert both["user_id"].n_unique() == inputs.active_users().len()
 
 
 def test_rows_without_a_model_fail_the_gate(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -211,32 +211,35 @@ def verdicts(stdout: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_ml100k_chain_stops_at_the_promotion_gate_and_evaluates_the_refused_candidate(tmp_path: Path) -> None:
-    # On ml-100k nearly every cold user joined MovieLens during the holdout, with no rating before the cut:
-    # Popularity is the best anyone can do for them, and the promotion gate refuses a model that does not
-    # beat it on cold HR@10. Nothing is promoted, so nothing is served; evaluation still scores the candidate.
+def test_ml100k_chain_serves_the_model_that_validated_best_per_slice(tmp_path: Path) -> None:
+    # On ml-100k nearly every cold user joined MovieLens during the period that scores them, with no rating
+    # before it: Popularity is the best anyone can do for them. The serving plan, chosen on validation, gives
+    # the cold slice to Popularity; the gate compares what is served with the best baseline and passes, so
+    # the chain publishes, each row naming its model, and the holdout scores what is served beside every model.
     home = tmp_path / "home"
     summary = movielens.ml100k_landing(real_ml100k(), home, arrival="single")
     started = time.perf_counter()
     chain = crossfade_run(home, "--as-of", summary.as_of, timeout=2400)
     chain_seconds = time.perf_counter() - started
-    assert chain.returncode == 1, chain.stdout[-4000:] + chain.stderr[-4000:]
-    assert verdicts(chain.stdout) == {**{name: "passed" for name in PASSED_BEFORE_PROMOTION},
-                                      "models_two_tower_promotion_gate": "FAILED"}
-    [(status, reason)] = published(home, "select status, reason from models.registry")
-    assert status == "rejected"
-    assert re.fullmatch(r"promotion gate: cold hr@10 0\.\d{4} does not beat Popularity's 0\.9444", reason), reason
-    assert published(home, "select count(*) from duckdb_tables() where schema_name = 'serving'") == [(0,)]
-
-    started = time.perf_counter()
-    scored = crossfade_run(home, "--as-of", summary.as_of, "--select", "eval", timeout=2400)
-    eval_seconds = time.perf_counter() - started
-    assert scored.returncode == 0, scored.stdout[-4000:] + scored.stderr[-4000:]
-    assert verdicts(scored.stdout) == {"eval_offline_metrics_suite": "passed", "eval_judge_scores_suite": "passed"}
-    from models.evaluate import MODELS
+    assert chain.returncode == 0, chain.stdout[-4000:] + chain.stderr[-4000:]
+    assert set(verdicts(chain.stdout).values()) == {"passed"}
+    assert set(PASSED_BEFORE_PROMOTION) <= set(verdicts(chain.stdout))
+    [(status, plan)] = published(home, "select status, metrics->'plan' from models.registry")
+    plan = json.loads(plan)
+    assert status == "promoted" and plan["cold"]["model"] == "popularity", plan
+    served = dict(published(home, "select model, count(distinct user_id) from serving.candidates group by 1"))
+    assert set(served) <= {plan["cold"]["model"], plan["warm"]["model"], "fallback"} and served["popularity"] > 0
+    from models.evaluate import LLM_ABLATION, MODELS
+    from models.protocol import SERVED
 
     rows = published(home, "select model, count(distinct slice) filter (where users > 0), min(model_version) "
-                           "from eval.offline_metrics where metric = 'ndcg@10' group by 1 order by 1")
+                           "from eval.offline_metrics where metric = 'ndcg@10' and split = 'holdout' "
+                           "group by 1 order by 1")
     model_version = published(home, "select model_version from models.registry")[0][0]
-    assert rows == [(model, 4, model_version) for model in sorted(MODELS)]
-    print(f"ml-100k: chain to the promotion gate {chain_seconds:.0f} s, evaluation {eval_seconds:.0f} s")
+    assert rows == [(model, 4, model_version) for model in sorted({*MODELS, LLM_ABLATION, SERVED})]
+    cold = {model: (value, error) for model, value, error in published(
+        home, "select model, value, std_error from eval.offline_metrics where split = 'holdout' and slice = 'cold' "
+              "and metric = 'hr@10'")}
+    best = max(cold[model][0] for model in ("popularity", "item_knn", "ease", "als"))
+    assert cold[SERVED][0] + cold[SERVED][1] >= best  # what is served is the best baseline within a standard error
+    print(f"ml-100k: chain {chain_seconds:.0f} s")
