@@ -28,7 +28,7 @@ import polars as pl  # noqa: E402
 
 from bench.ingest import ingest_raw  # noqa: E402
 from models import judge  # noqa: E402
-from models.enrichment import BatchResult, CacheKey, EnrichRequest, run_batch  # noqa: E402
+from models.enrichment import BatchResult, EnrichRequest, MemoryCache, run_batch  # noqa: E402
 from models.item_topics import item_request  # noqa: E402
 from models.llm import ChatModel, Completion, LocalLlama, Messages, OpenAICompatible  # noqa: E402
 from models.topic_taxonomy import taxonomy_topics  # noqa: E402
@@ -84,19 +84,6 @@ def main() -> None:
     print(f"load {_load()} at the end; the server answered {len(answered)} chat requests, "
           f"{sum(status != 200 for _, status in answered)} of them not with 200")
     _report(rows, again)
-
-
-class MemoryCache:
-    """An empty enrichment cache in memory: each measurement asks every input of the model."""
-
-    def __init__(self) -> None:
-        self.rows: dict[CacheKey, dict[str, Any]] = {}
-
-    def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, dict[str, Any]]:
-        return {key: self.rows[key] for key in keys if key in self.rows}
-
-    def put_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.rows.update({(row["model"], row["prompt_version"], row["input_hash"]): row for row in rows})
 
 
 class LocalPool:

@@ -34,6 +34,19 @@ class EnrichmentCache(Protocol):
     def put_many(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
 
+class MemoryCache:
+    """An EnrichmentCache in memory, empty at first: benchmarks and tests that measure every call use it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[CacheKey, dict[str, Any]] = {}
+
+    def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, dict[str, Any]]:
+        return {key: self.rows[key] for key in keys if key in self.rows}
+
+    def put_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows.update({(row["model"], row["prompt_version"], row["input_hash"]): row for row in rows})
+
+
 @dataclass(frozen=True)
 class EnrichRequest:
     entity_id: str

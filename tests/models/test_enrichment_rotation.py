@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from models.enrichment import CacheKey, EnrichRequest, run_batch
+from models.enrichment import EnrichRequest, MemoryCache, run_batch
 from models.item_topics import item_request
 from models.llm import Completion, Messages
 from warehouse.enrichment_tables import least_recently_attempted_first, stamp_attempts
@@ -37,15 +37,6 @@ class SlowModel:
         return Completion(VALID, 40, 20, self.delay, "stop")
 
 
-class DictCache:
-    def __init__(self) -> None:
-        self.rows: dict[CacheKey, dict[str, Any]] = {}
-
-    def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, dict[str, Any]]:
-        return {key: self.rows[key] for key in keys if key in self.rows}
-
-    def put_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.rows.update({(row["model"], row["prompt_version"], row["input_hash"]): row for row in rows})
 
 
 def night_requests(titles: Sequence[str], night: int) -> list[EnrichRequest]:
@@ -56,7 +47,7 @@ def night_requests(titles: Sequence[str], night: int) -> list[EnrichRequest]:
 
 def test_consecutive_runs_with_a_small_budget_cover_different_items() -> None:
     titles = [f"item-{n}" for n in range(6)]  # most listened first
-    model, cache = SlowModel(), DictCache()
+    model, cache = SlowModel(), MemoryCache()
     table = pl.DataFrame(schema={"entity_id": pl.String, "last_attempted_at": pl.Datetime("us")})
     asked_by_night = []
     for night in range(3):
@@ -84,20 +75,20 @@ def test_never_attempted_entities_come_first_then_the_longest_waiting() -> None:
 
 
 def test_a_budget_in_seconds_stops_asking_and_defers_the_rest() -> None:
-    model, cache = SlowModel(delay=0.2), DictCache()
+    model, cache = SlowModel(delay=0.2), MemoryCache()
     requests = night_requests([f"item-{n}" for n in range(20)], 0)
     batch = run_batch(model, requests, cache, budget=100, time_budget_s=0.5)
     assert 1 <= batch.calls <= 4 and batch.calls + len(batch.deferred) == 20
     assert [request.entity_id for request in batch.deferred] == [f"item-{n}" for n in range(batch.calls, 20)]
     assert batch.seconds < 1.5
-    unlimited = run_batch(SlowModel(), requests, DictCache(), budget=100, time_budget_s=0)
+    unlimited = run_batch(SlowModel(), requests, MemoryCache(), budget=100, time_budget_s=0)
     assert (unlimited.calls, len(unlimited.deferred)) == (20, 0)
     with pytest.raises(ValueError, match="llm_time_budget_s"):
         run_batch(model, requests, cache, budget=1, time_budget_s=-1)
 
 
 def test_cache_hits_are_not_attempts() -> None:
-    model, cache = SlowModel(), DictCache()
+    model, cache = SlowModel(), MemoryCache()
     requests = night_requests(["a", "b"], 0)
     assert run_batch(model, requests, cache, budget=1).attempted_ids == {"a"}
     assert run_batch(model, requests, cache, budget=1).attempted_ids == {"b"}
