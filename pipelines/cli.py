@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--dirty-rate", type=float, default=0.01, help="share of event rows made bad")
     simulate.add_argument("--events-per-user-day", type=float, default=1.5)
     simulate.add_argument("--replace", action="store_true", help="overwrite a world already written to --out")
+    simulate.add_argument("--conversion-days", type=int, default=None,
+                          help="last days in which cold users try their first audiobooks (default: 28, the "
+                               "validation and holdout periods, or half of --days when that is shorter)")
 
     run = commands.add_parser("run", help="run the nightly chain (or part of it) on CROSSFADE_HOME")
     run.add_argument("--as-of", type=_date, default=None, help="use only events strictly before this date")
@@ -92,9 +95,10 @@ def _run_config_ops(path: Path | None) -> dict:
 def _simulate(args: argparse.Namespace) -> int:
     from worlds.sample import WorldConfig, simulate
 
+    conversion_days = args.conversion_days or min(WorldConfig.holdout_days, max(1, args.days // 2))
     config = WorldConfig(
         users=args.users, days=args.days, seed=args.seed, end_date=args.end_date,
-        dirty_rate=args.dirty_rate, events_per_user_day=args.events_per_user_day,
+        dirty_rate=args.dirty_rate, events_per_user_day=args.events_per_user_day, holdout_days=conversion_days,
     )
     try:
         summary = simulate(config, args.out, replace=args.replace)

@@ -40,12 +40,12 @@ def test_simulate_writes_a_landing_zone(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_simulate_refuses_an_impossible_world_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["simulate", "--users", "40", "--days", "6", "--out", str(tmp_path / "landing")]) == 2
-    assert "holdout_days" in capsys.readouterr().err
+    assert "must be in [1, days]" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("fmt", "expected"), [("csv", "n,types\n13452,6\n"), ("json", '{"n":13452,"types":6}\n')])
+@pytest.mark.parametrize(("fmt", "expected"), [("csv", "n,types\n13696,6\n"), ("json", '{"n":13696,"types":6}\n')])
 def test_sql_answers_from_the_published_snapshot(published_home: Path, capsys, ingested_world, fmt: str, expected: str) -> None:
-    assert ingested_world.summary.clean_events == 13452  # the fixed world this test's answer is written for
+    assert ingested_world.summary.clean_events == 13696  # the fixed world this test's answer is written for
     query = "select count(*) as n, count(distinct event_type) as types from raw.events"
     assert main(["sql", query, "--format", fmt]) == 0
     assert capsys.readouterr().out == expected
@@ -82,7 +82,7 @@ def test_sql_answers_while_another_process_holds_the_write_lock(published_home: 
                          "--format", "csv")
         elapsed = time.monotonic() - started
         assert writer.poll() is None  # still writing while the query ran
-        assert (done.returncode, done.stdout, done.stderr) == (0, "n,meanwhile\n13452,0\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "n,meanwhile\n13696,0\n", "")
         assert elapsed < 60
         writer.communicate("go\n", timeout=60)
     done = crossfade("sql", "select answer from main.written_meanwhile", "--format", "csv")
@@ -103,7 +103,10 @@ def test_run_without_events_says_how_to_land_them(crossfade_home: Path, capsys) 
 
 
 @pytest.mark.slow
-def test_run_ingests_and_builds_features_then_has_nothing_left_to_ingest(crossfade_home: Path, capsys) -> None:
+def test_run_ingests_and_builds_features_then_has_nothing_left_to_ingest(crossfade_home: Path, capsys,
+                                                                         monkeypatch) -> None:
+    for name in ("CROSSFADE_HOLDOUT_DAYS", "CROSSFADE_VALID_DAYS"):  # 20 days hold train, validation and holdout
+        monkeypatch.setenv(name, "5")
     landing = crossfade_home / "landing"
     assert main(["simulate", "--users", "60", "--days", "20", "--seed", "5", "--out", str(landing), "--end-date", "2026-11-01"]) == 0
     summary = json.loads((landing / "_world.json").read_text())
@@ -121,7 +124,8 @@ def test_run_ingests_and_builds_features_then_has_nothing_left_to_ingest(crossfa
 @pytest.mark.slow
 def test_run_as_of_builds_features_from_events_strictly_before_that_date(crossfade_home: Path, capsys,
                                                                        monkeypatch) -> None:
-    monkeypatch.setenv("CROSSFADE_HOLDOUT_DAYS", "4")  # the world's 12 days before the as-of date hold both splits
+    for name in ("CROSSFADE_HOLDOUT_DAYS", "CROSSFADE_VALID_DAYS"):  # the world's 12 days before the as-of date
+        monkeypatch.setenv(name, "4")                                 # hold the three periods
     landing = crossfade_home / "landing"
     assert main(["simulate", "--users", "60", "--days", "20", "--seed", "5", "--out", str(landing), "--end-date", "2026-11-01"]) == 0
     assert main(["run", "--select", "raw"]) == 0  # the warehouse holds every landed day, later ones included

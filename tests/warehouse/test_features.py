@@ -51,7 +51,8 @@ def test_splits_follow_the_settings(ingested_world) -> None:
         splits = rows(con, "select split, start_at, end_at from features.splits order by start_at")
     as_of = dt.datetime.combine(ingested_world.params.as_of, dt.time())
     cut = as_of - dt.timedelta(days=14)
-    assert splits == [("train", cut - dt.timedelta(days=90), cut), ("holdout", cut, as_of)]
+    valid = cut - dt.timedelta(days=14)
+    assert splits == [("train", valid - dt.timedelta(days=90), valid), ("valid", valid, cut), ("holdout", cut, as_of)]
 
 
 def test_no_interaction_reads_outside_its_period(ingested_world) -> None:
@@ -79,12 +80,16 @@ def test_interactions_account_for_every_event_in_the_window(ingested_world) -> N
 
 
 def test_warm_and_cold_users_match_the_simulator(ingested_world) -> None:
-    # The simulator's holdout is the features' holdout: both are the last 14 days before as_of.
+    # The simulator's conversion window is the features' validation and holdout: the last 28 days before as_of.
     summary = ingested_world.summary
-    assert summary.holdout_start == ingested_world.params.as_of - dt.timedelta(days=ingested_world.params.holdout_days)
+    params = ingested_world.params
+    assert summary.holdout_start == params.as_of - dt.timedelta(days=params.holdout_days + params.valid_days)
     with ingested_world.store.read() as con:
         users, cold, cold_with_target = rows(con, """
-            select count(*), count(*) filter (where not is_warm), count(*) filter (where not is_warm and has_holdout_target)
+            select count(*), count(*) filter (where not is_warm),
+                   count(*) filter (where not is_warm and user_id in (
+                       select user_id from features.interactions
+                       where period in ('valid', 'holdout') and item_type = 'audiobook'))
             from features.user_stats
         """)[0]
     assert users == summary.users
@@ -135,7 +140,7 @@ def test_unknown_feature_table_is_refused(ingested_world) -> None:
 # as_of 2026-11-02, holdout 3 days, window 7 days: train [10-23, 10-30), holdout [10-30, 11-02).
 
 AS_OF = dt.date(2026, 11, 2)
-PARAMS = FeatureParams(as_of=AS_OF, window_days=7, holdout_days=3)
+PARAMS = FeatureParams(as_of=AS_OF, window_days=7, holdout_days=3, valid_days=0)
 EVENTS = [
     # train
     ("u1-p1-a", "u1", "p1", "2026-10-24T10:00:00Z", "play", 300_000),
@@ -188,6 +193,7 @@ def test_hand_splits(hand_features) -> None:
     with hand_features() as con:
         assert rows(con, "select split, start_at, end_at from features.splits order by start_at") == [
             ("train", dt.datetime(2026, 10, 23), dt.datetime(2026, 10, 30)),
+            ("valid", dt.datetime(2026, 10, 30), dt.datetime(2026, 10, 30)),  # valid_days 0: no validation
             ("holdout", dt.datetime(2026, 10, 30), dt.datetime(2026, 11, 2)),
         ]
 
@@ -290,12 +296,12 @@ def test_hand_co_listen_edges(hand_features) -> None:
 
 
 def test_min_co_listeners_drops_weaker_pairs(hand_features) -> None:
-    with hand_features(FeatureParams(as_of=AS_OF, window_days=7, holdout_days=3, min_co_listeners=2)) as con:
+    with hand_features(FeatureParams(as_of=AS_OF, window_days=7, holdout_days=3, valid_days=0, min_co_listeners=2)) as con:
         assert rows(con, "select src_item_id, dst_item_id, co_listeners from features.co_listen_edges") == [("a1", "p1", 2)]
 
 
 def test_target_type_decides_warmth(hand_features) -> None:
-    with hand_features(FeatureParams(as_of=AS_OF, window_days=7, holdout_days=3, target_type="podcast")) as con:
+    with hand_features(FeatureParams(as_of=AS_OF, window_days=7, holdout_days=3, valid_days=0, target_type="podcast")) as con:
         warm = rows(con, "select user_id from features.user_stats where is_warm order by 1")
         holdout = rows(con, "select user_id from features.user_stats where has_holdout_target order by 1")
     assert warm == [("u1",), ("u2",), ("u4",)]
@@ -304,7 +310,7 @@ def test_target_type_decides_warmth(hand_features) -> None:
 
 def test_an_earlier_as_of_moves_every_window(hand_features) -> None:
     # as_of 10-29: holdout [10-26, 10-29), train [10-19, 10-26); the save at 10-29 23:59 is now in the future
-    with hand_features(FeatureParams(as_of=dt.date(2026, 10, 29), window_days=7, holdout_days=3)) as con:
+    with hand_features(FeatureParams(as_of=dt.date(2026, 10, 29), window_days=7, holdout_days=3, valid_days=0)) as con:
         found = rows(con, "select period, user_id, item_id from features.interactions order by 1 desc, 2, 3")
         warm = rows(con, "select user_id from features.user_stats where is_warm")
     assert found == [

@@ -115,9 +115,10 @@ def test_old_snapshots_are_pruned_but_open_readers_keep_theirs(store: Store) -> 
 def test_run_sql_binds_only_the_parameters_a_file_uses(tmp_path: Path) -> None:
     con = duckdb.connect()
     con.execute("create schema features")
-    run_sql(con, "features/splits", {"as_of": "2026-11-02", "window_days": 7, "holdout_days": 3, "unused": object()})
+    run_sql(con, "features/splits", {"as_of": "2026-11-02", "window_days": 7, "holdout_days": 3, "valid_days": 2,
+                                     "unused": object()})
     assert con.execute("select split, start_at::date::varchar from features.splits order by start_at").fetchall() == [
-        ("train", "2026-10-23"), ("holdout", "2026-10-30"),
+        ("train", "2026-10-21"), ("valid", "2026-10-28"), ("holdout", "2026-10-30"),
     ]
 
 
