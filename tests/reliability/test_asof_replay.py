@@ -50,7 +50,7 @@ def replay(home: Path) -> Store:
         for key in landing.event_partitions(home / "landing"):
             ingest.ingest_events(con, home / "landing", key)
         for name in FEATURE_TABLES:
-            build_table(con, name, FeatureParams(as_of=AS_OF))
+            build_table(con, name, FeatureParams(as_of=AS_OF, holdout_days=7, valid_days=7))  # train from 10-03
     with store.read() as con:
         frames = FeatureFrames(**readers.feature_tables(con))
     model = two_tower.fit(frames, SMALL, text_embeddings=hashed_text_embeddings(frames.items))
