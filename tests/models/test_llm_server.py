@@ -109,7 +109,8 @@ def test_the_server_refuses_json_schema_so_llama_cpp_server_needs_json_object(se
     request = item_request(ITEMS[0])
     schema = ItemTopics.model_json_schema()
     with OpenAICompatible(server.base_url, MODEL_ALIAS, response_format="json_schema", max_retries=0) as llm:
-        with pytest.raises(LLMError, match="status 500.*Input should be 'text' or 'json_object'"):
+        refused = r"refused response_format 'json_schema' \(status 500\); set llm_response_format: json_object"
+        with pytest.raises(LLMError, match=refused):
             llm.complete(request.messages, schema, max_tokens=8, temperature=0.0, seed=0)
     with OpenAICompatible(server.base_url, MODEL_ALIAS, response_format="json_object", max_retries=0) as llm:
         completion = llm.complete(request.messages, schema, max_tokens=8, temperature=0.0, seed=0)

@@ -15,7 +15,8 @@ from worlds.sample import World, WorldConfig, WorldSummary, build_world, simulat
 from worlds.sample_events import EVENT_TYPES
 from worlds.sample_files import DEFECT_KINDS, EVENT_COLUMNS
 
-CONFIG = WorldConfig(users=300, days=30, seed=7, end_date=datetime.date(2025, 3, 31), dirty_rate=0.04)
+# conversions in the last 14 days: a 30-day world keeps 16 days of history to be warm or cold in
+CONFIG = WorldConfig(users=300, days=30, seed=7, end_date=datetime.date(2025, 3, 31), dirty_rate=0.04, holdout_days=14)
 REQUIRED = ["event_id", "user_id", "item_id", "ts"]
 
 
@@ -95,7 +96,8 @@ def _checksums(folder: pathlib.Path) -> dict[str, str]:
 
 
 def test_same_seed_writes_same_bytes(tmp_path: pathlib.Path) -> None:
-    config = WorldConfig(users=120, days=20, seed=3, end_date=datetime.date(2025, 1, 31), dirty_rate=0.05)
+    config = WorldConfig(users=120, days=20, seed=3, end_date=datetime.date(2025, 1, 31), dirty_rate=0.05,
+                         holdout_days=7)
     simulate(config, tmp_path / "a")
     simulate(config, tmp_path / "b")
     simulate(dataclasses.replace(config, seed=4), tmp_path / "c")
@@ -290,7 +292,7 @@ def test_items_update_overrides_a_few_known_items(
 
 
 def test_refuses_to_write_over_an_earlier_world(tmp_path: pathlib.Path) -> None:
-    config = WorldConfig(users=20, days=16, end_date=datetime.date(2025, 1, 31))
+    config = WorldConfig(users=20, days=16, end_date=datetime.date(2025, 1, 31), holdout_days=7)
     simulate(config, tmp_path)
     with pytest.raises(FileExistsError, match="replace=True"):
         simulate(config, tmp_path)
