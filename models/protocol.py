@@ -54,23 +54,31 @@ def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFram
     chosen = evaluation_set(frames, config, VALIDATION)
     grid_rows: list[dict[str, Any]] = []
     settings: dict[str, Any] = {}
+    fitted: dict[str, tuple[Callable[[], Any], pl.DataFrame]] = {}  # each grid's best, kept rather than refitted
     for name, grid in GRIDS.items():
         if name not in config.models:
             continue
         best = None
         for setting in grid:
             trial = replace(config, **{name: setting})
-            builders = model_builders(frames, hgnn, text, profile, chosen.catalogue, trial, chosen.users,
-                                      VALIDATION.fitted)
-            value = _metric(score(builders, (name,), frames, chosen, trial)[0], name, *TUNING_METRIC)
+            builders = cached(model_builders(frames, hgnn, text, profile, chosen.catalogue, trial, chosen.users,
+                                             VALIDATION.fitted))
+            scores = score(builders, (name,), frames, chosen, trial)[0]
+            value = _metric(scores, name, *TUNING_METRIC)
             grid_rows.append({"model": name, "setting": str(asdict(setting)), "value": value})
             if best is None or _better(value, best[0]):
-                best = (value, setting)
-        settings[name] = best[1]
+                best = (value, setting, builders[name], scores)
+        settings[name], fitted[name] = best[1], best[2:]
     tuned = replace(config, **settings)
     builders = cached(model_builders(frames, hgnn, text, profile, chosen.catalogue, tuned, chosen.users,
                                      VALIDATION.fitted))
-    metrics, _ = score(builders, config.models, frames, chosen, tuned)
+    builders |= {name: build for name, (build, _) in fitted.items()}
+    rest = tuple(name for name in config.models if name not in fitted)
+    blocks = {name: frame for name, (_, frame) in fitted.items()}
+    if rest:
+        scored = score(builders, rest, frames, chosen, tuned)[0]
+        blocks |= {name: scored.filter(pl.col("model") == name) for name in rest}
+    metrics = pl.concat([blocks[name] for name in config.models])
     plan = serving_plan(metrics)
     builders[SERVED] = served_builder(builders, plan, chosen)
     metrics = pl.concat([metrics, score(builders, (SERVED,), frames, chosen, tuned)[0]])

@@ -81,23 +81,32 @@ def llm_quality_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds, kinds:
 def item_topics_decision(con: duckdb.DuckDBPyConnection) -> Report:
     """`topics` follows the decision: the LLM's (topics_source 'llm') only where its answer is ok and the kind is
     used in enrich.llm_quality for the table's model and prompt version; everywhere else the floor's."""
-    rows = con.execute(
-        """
-        with quality as (
-            select model, prompt_version, coalesce(bool_and(is_used), false) as is_used
-            from enrich.llm_quality where kind = 'item_topics' group by all
-        )
-        select t.item_id,
-               coalesce(case when t.topics_source = 'llm' then q.is_used and t.status = 'ok' and t.topics = t.llm_topics
-                             else t.topics = t.floor_topics and t.topics_source = t.floor_source
-                                  and not coalesce(q.is_used and t.status = 'ok' and len(t.llm_topics) > 0, false) end,
-                        false) as agrees_with_decision
-        from enrich.item_topics as t
-        left join quality as q on t.model = q.model and t.prompt_version = q.prompt_version
-        """
-    ).pl() if table_exists(con, "enrich.llm_quality") else con.execute(
-        "select item_id, topics_source <> 'llm' as agrees_with_decision from enrich.item_topics").pl()
-    return validate_frame("enrich.item_topics", rows, [
+    return _decision_check(
+        con, "enrich.item_topics", "item_id", "item_topics",
+        agrees="""case when e.topics_source = 'llm' then q.is_used and e.status = 'ok' and e.topics = e.llm_topics
+                       else e.topics = e.floor_topics and e.topics_source = e.floor_source
+                            and not coalesce(q.is_used and e.status = 'ok' and len(e.llm_topics) > 0, false) end""",
+        without_quality="e.topics_source <> 'llm'")
+
+
+def _decision_check(con: duckdb.DuckDBPyConnection, table: str, key: str, kind: str, agrees: str,
+                    without_quality: str) -> Report:
+    """Every row of `table` (alias e) agrees with its kind's decision in enrich.llm_quality (alias q, per model and
+    prompt version): `agrees` is the SQL condition; `without_quality` the one before the table exists."""
+    if table_exists(con, "enrich.llm_quality"):
+        rows = con.execute(
+            f"""
+            with quality as (
+                select model, prompt_version, coalesce(bool_and(is_used), false) as is_used
+                from enrich.llm_quality where kind = $kind group by all
+            )
+            select e.{key}, coalesce({agrees}, false) as agrees_with_decision
+            from {table} as e
+            left join quality as q on e.model = q.model and e.prompt_version = q.prompt_version
+            """, {"kind": kind}).pl()
+    else:
+        rows = con.execute(f"select e.{key}, {without_quality} as agrees_with_decision from {table} as e").pl()
+    return validate_frame(table, rows, [
         gxe.ExpectColumnValuesToBeInSet(column="agrees_with_decision", value_set=[True]),
     ], VERSION, batch="llm decision")
 
@@ -149,25 +158,13 @@ def user_profiles_decision(con: duckdb.DuckDBPyConnection) -> Report:
     """`profile_json` follows the decision: the narrative (profile_source 'llm') only where it is ok and the kind is
     used in enrich.llm_quality for the table's model and prompt version; the template (or nothing, for users with
     nothing to describe) everywhere else."""
-    rows = con.execute(
-        """
-        with quality as (
-            select model, prompt_version, coalesce(bool_and(is_used), false) as is_used
-            from enrich.llm_quality where kind = 'user_profiles' group by all
-        )
-        select p.user_id,
-               coalesce(case when p.profile_source = 'llm' then q.is_used and p.status = 'ok'
-                                  and p.profile_json = p.narrative_json
-                             when p.profile_source = 'template' then p.profile_json = p.template_json
-                             else p.profile_json is null end, false) as agrees_with_decision
-        from enrich.user_profiles as p
-        left join quality as q on p.model = q.model and p.prompt_version = q.prompt_version
-        """
-    ).pl() if table_exists(con, "enrich.llm_quality") else con.execute(
-        "select user_id, coalesce(profile_source, '') <> 'llm' as agrees_with_decision from enrich.user_profiles").pl()
-    return validate_frame("enrich.user_profiles", rows, [
-        gxe.ExpectColumnValuesToBeInSet(column="agrees_with_decision", value_set=[True]),
-    ], VERSION, batch="llm decision")
+    return _decision_check(
+        con, "enrich.user_profiles", "user_id", "user_profiles",
+        agrees="""case when e.profile_source = 'llm' then q.is_used and e.status = 'ok'
+                            and e.profile_json = e.narrative_json
+                       when e.profile_source = 'template' then e.profile_json = e.template_json
+                       else e.profile_json is null end""",
+        without_quality="coalesce(e.profile_source, '') <> 'llm'")
 
 
 def user_profiles_suite(
