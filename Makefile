@@ -21,7 +21,10 @@ LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*
 DEMO_USERS ?= 2000
 DEMO_DAYS ?= 120
 DEMO_SEED ?= 7
-DEMO_LLM_CALL_BUDGET ?= 8  # LLM calls per enrichment asset in the demo; SmolLM2 on 2 cores takes seconds a call
+# LLM calls per enrichment asset and judge in the demo: enough answers for one night to measure their quality
+DEMO_LLM_CALL_BUDGET ?= 24
+# `crossfade run` runs one step at a time, so the local model may use the cores (up to 4: SmolLM2 is small)
+DEMO_LLM_THREADS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 
 .PHONY: install demo test test-fast ui bench clean
 
@@ -46,7 +49,8 @@ demo: $(STAMP)
 	@if [ ! -d "$(CROSSFADE_HOME)/landing/events" ]; then \
 		$(VENV)/bin/crossfade simulate --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --out "$(CROSSFADE_HOME)/landing"; \
 	fi
-	CROSSFADE_LLM_CALL_BUDGET=$${CROSSFADE_LLM_CALL_BUDGET:-$(DEMO_LLM_CALL_BUDGET)} $(VENV)/bin/crossfade run
+	CROSSFADE_LLM_CALL_BUDGET=$${CROSSFADE_LLM_CALL_BUDGET:-$(DEMO_LLM_CALL_BUDGET)} \
+		CROSSFADE_LLM_THREADS=$${CROSSFADE_LLM_THREADS:-$(DEMO_LLM_THREADS)} $(VENV)/bin/crossfade run
 
 test: $(STAMP) $(ML100K)
 	$(PY) -m pytest -q

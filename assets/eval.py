@@ -125,6 +125,14 @@ def _lists(con: duckdb.DuckDBPyConnection, models: list[str], users: list[str], 
         """, {"models": models, "users": users, "length": length}).pl()
 
 
+def _shown(con: duckdb.DuckDBPyConnection, models: list[str], users: pl.Series, length: int) -> pl.DataFrame:
+    """(model, user_id, item_id) of the lists a pairwise prompt would show, for `users` only."""
+    shown = con.execute("select model, user_id, item_id from eval.offline_lists "
+                        "where model in (select unnest($models)) and rank <= $length",
+                        {"models": models, "length": length}).pl()
+    return shown.join(users.to_frame("user_id"), on="user_id", how="semi")
+
+
 def _with_profile_text(profiles: pl.DataFrame) -> pl.DataFrame:
     return profiles.with_columns(profile=pl.struct("narrative_json", "facts_json").map_elements(
         lambda row: judge.profile_text(row["narrative_json"], row["facts_json"]), return_dtype=pl.String))
@@ -143,8 +151,11 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
     Validity (eval.judge_validation, models/judge_panel.py): on a panel of settings.judge_panel_users seeded
     users (a held-out item and an unconsumed released item each) the ROC-AUC of the LLM's P(aligned) and of
     sBERT-Sim (MiniLM cosine of profile and item text) with intervals, 'judge uninformative' when the interval
-    holds 0.5; and per model pair how often each judge picks the list with more held-out items. Answers are
-    cached; the panel is asked in full every run, then at most llm_call_budget new calls, the rest 'pending'.
+    holds 0.5, and sBERT-Sim alone on the larger reference panel (judge_reference_users) the LLM's is drawn
+    from; per model pair how often each judge picks the list with more held-out items, on the cohort and on a
+    pairwise panel (judge_pairwise_panel_users per pair, users whose two lists differ in held-out items).
+    Answers are cached; both panels are asked in full every run, then at most llm_call_budget new calls, the
+    rest 'pending'.
     """
     settings = crossfade.settings()
     with warehouse.read() as con:
@@ -163,29 +174,37 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
             "select distinct user_id from eval.offline_lists where model in (select unnest($models))",
             {"models": models}).pl().join(profiles.select("user_id"), on="user_id", how="semi")["user_id"]
         users = judge.sample_cohort(eligible, settings.judge_users, settings.seed)
-        lists = _lists(con, models, users, config.list_length)
         items = con.execute("select item_id, item_type, title, description, genres from raw.items "
                             "where item_type = $t", {"t": settings.target_type}).pl()
         frames = FeatureFrames(**readers.feature_tables(con))
+        features_as_of = frames.splits.filter(pl.col("split") == "holdout")["end_at"].max()
+        # Agreement with the holdout only means something when the lists were cut where the features are.
+        targets = (judge_panel.holdout_targets(frames, settings.target_type)
+                   if features_as_of is not None and features_as_of.date() == as_of else None)
+        compared = (judge_panel.pairwise_panel(_shown(con, models, eligible, config.list_length), targets, pairs,
+                                               settings.judge_pairwise_panel_users, settings.seed)
+                    if targets is not None and settings.judge_pairwise_panel_users else None)
+        shown = sorted(set(users) | set(compared["user_id"].to_list() if compared is not None else []))
+        lists = _lists(con, models, shown, config.list_length)
         found_items = readers.item_text_embeddings(con)
         item_vectors = found_items[0] if found_items is not None else None
         user_vectors = readers.profile_embeddings(con)
-    features_as_of = frames.splits.filter(pl.col("split") == "holdout")["end_at"].max()
-    # Agreement with the holdout only means something when the lists were cut where the features are.
-    targets = (judge_panel.holdout_targets(frames, settings.target_type)
-               if features_as_of is not None and features_as_of.date() == as_of else None)
-    panel = judge_panel.panel(frames, settings.target_type, profiles["user_id"], settings.judge_panel_users,
-                              settings.seed)
+    reference = judge_panel.panel(frames, settings.target_type, profiles["user_id"],
+                                  max(settings.judge_reference_users, settings.judge_panel_users), settings.seed)
+    panel = judge_panel.subset(reference, settings.judge_panel_users, settings.seed)
     panel_requests, panel_described = judge_panel.requests(panel, profiles, items)
+    pairwise_requests, pairwise_described = judge.pairwise_panel_requests(
+        compared if compared is not None else pl.DataFrame(schema=judge_panel.COMPARED_SCHEMA), profiles, lists)
     cohort = profiles.join(pl.Series("user_id", users, pl.String).to_frame(), on="user_id", how="semi")
     requests, described = judge.cohort_requests(cohort, lists, pairs, config.pointwise_model, config.pointwise_items)
     started = time.perf_counter()
     with llm.chat_model() as model:
-        asked = panel_requests + requests  # the panel first, so the budget never leaves it half done
+        validating = panel_requests + pairwise_requests  # asked in full first, so the budget never cuts them
+        asked = validating + requests
         cache = known_answers(warehouse, model, asked)
-        budget = settings.llm_call_budget + len(panel_requests)
+        budget = settings.llm_call_budget + len(validating)
         batch = ask(model, asked, cache, settings.model_copy(update={"llm_call_budget": budget}), warehouse)
-    judged = (pl.concat([panel_described, described], how="diagonal_relaxed")
+    judged = (pl.concat([panel_described, pairwise_described, described], how="diagonal_relaxed")
               .join(judge.answers_frame(batch.results), on="entity_id", how="left")
               .with_columns(pl.col("status").fill_null("pending")))
     judged = judged.with_columns(sbert_sim=judge_panel.cosine(judged, user_vectors, item_vectors))
@@ -195,14 +214,15 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
     pointwise = (pointwise.join(targets.with_columns(in_holdout=pl.lit(True)), on=["user_id", "item_id"], how="left")
                  .with_columns(pl.col("in_holdout").fill_null(False)) if targets is not None
                  else pointwise.with_columns(in_holdout=pl.lit(None, dtype=pl.Boolean)))
-    pairwise = judge.order_winners(judged.filter(pl.col("kind") == "pairwise"))
+    pairwise = judge.order_winners(judged.filter(pl.col("kind").is_in(judge.PAIRWISE_KINDS)))
     combined = judge.combine_orders(pairwise)
-    pairwise = pairwise.join(combined.select("user_id", "model_a", "model_b", "final_winner"),
-                             on=["user_id", "model_a", "model_b"], how="left")
+    pairwise = pairwise.join(combined.select("user_id", "kind", "model_a", "model_b", "final_winner"),
+                             on=["user_id", "kind", "model_a", "model_b"], how="left")
     rows = (pl.concat([panel_rows.rename({"label": "in_holdout"}), pointwise, pairwise], how="diagonal_relaxed")
             .with_columns(as_of=pl.lit(as_of)))
-    validation = judge_panel.validation(panel_rows, pairwise, lists, targets, pairs,
-                                        user_vectors, item_vectors, panel["user_id"].n_unique(), settings.seed)
+    validation = judge_panel.validation(panel_rows, pairwise, lists, targets, pairs, user_vectors, item_vectors,
+                                        panel["user_id"].n_unique(), settings.seed, reference=reference)
+    combined = combined.filter(pl.col("kind") == "pairwise")  # the cohort's win rates; the panel's users are chosen
     rates = judge.summary(pointwise, combined)
     with warehouse.write() as con:
         LLMCache(con).put_many(cache.new_rows)

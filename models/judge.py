@@ -28,6 +28,12 @@ PANEL_MAX_TOKENS = 16  # '{"aligned": false}' is 5 to 8 tokens, whitespace inclu
 TOP_LOGPROBS = 10  # alternatives per token asked for P(aligned); OpenAI allows at most 20
 DESCRIPTION_CHARS = 160  # a 135M model with a 2k context reads a few lines per item well
 ORDERS = ("ab", "ba")  # 'ab' shows model_a's list as A; 'ba' shows it as B
+# 'pairwise': the cohort's comparisons (its win rates); 'panel_pairwise': the validation panel's, users chosen
+# because their two lists hold different numbers of held-out items
+PAIRWISE_KINDS = ("pairwise", "panel_pairwise")
+
+REQUEST_SCHEMA = {name: pl.String for name in ("entity_id", "kind", "user_id", "item_id", "model", "model_a",
+                                               "model_b", "order")}
 
 Rationale = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=240)]
 Confidence = Literal["low", "medium", "high"]
@@ -130,14 +136,35 @@ def pairwise_request(user_id: str, profile: str, list_a: Sequence[dict[str, Any]
     )
 
 
-def pairwise_pair(user_id: str, profile: str, model_a: str, model_b: str, lists: dict[str, list[dict[str, Any]]]
-                  ) -> list[tuple[str, EnrichRequest]]:
-    """Both orders of one comparison: [('ab', A = model_a's list), ('ba', A = model_b's list)]."""
+def pairwise_pair(user_id: str, profile: str, model_a: str, model_b: str, lists: dict[str, list[dict[str, Any]]],
+                  prefix: str = "") -> list[tuple[str, EnrichRequest]]:
+    """Both orders of one comparison: [('ab', A = model_a's list), ('ba', A = model_b's list)]. The same prompt
+    under another entity_id prefix (the validation panel's) shares its cached answer."""
     first, second = lists[model_a], lists[model_b]
+    key = f"{prefix}{user_id}|{model_a}|{model_b}"
     return [
-        ("ab", pairwise_request(user_id, profile, first, second, f"{user_id}|{model_a}|{model_b}|ab")),
-        ("ba", pairwise_request(user_id, profile, second, first, f"{user_id}|{model_a}|{model_b}|ba")),
+        ("ab", pairwise_request(user_id, profile, first, second, f"{key}|ab")),
+        ("ba", pairwise_request(user_id, profile, second, first, f"{key}|ba")),
     ]
+
+
+def pairwise_panel_requests(compared: pl.DataFrame, profiles: pl.DataFrame, lists: pl.DataFrame
+                            ) -> tuple[list[EnrichRequest], pl.DataFrame]:
+    """The pairwise validation panel's requests, both orders of each (user_id, model_a, model_b) of `compared`
+    (profiles: user_id, profile; lists: the shown lists with item text), and one row per request (kind
+    'panel_pairwise')."""
+    text = dict(profiles.select("user_id", "profile").iter_rows())
+    requests, rows = [], []
+    for user_id, model_a, model_b in compared.select("user_id", "model_a", "model_b").iter_rows():
+        mine = lists.filter(pl.col("user_id") == user_id)
+        by_model = {model: part.sort("rank").to_dicts() for (model,), part in mine.group_by("model")}
+        if user_id not in text or model_a not in by_model or model_b not in by_model:
+            continue
+        for order, request in pairwise_pair(user_id, text[user_id], model_a, model_b, by_model, prefix="panel|"):
+            requests.append(request)
+            rows.append({"entity_id": request.entity_id, "kind": "panel_pairwise", "user_id": user_id,
+                         "item_id": None, "model": None, "model_a": model_a, "model_b": model_b, "order": order})
+    return requests, pl.DataFrame(rows, schema=REQUEST_SCHEMA)
 
 
 def cohort_requests(cohort: pl.DataFrame, lists: pl.DataFrame, pairs: Sequence[tuple[str, str]], pointwise_model: str,
@@ -161,9 +188,7 @@ def cohort_requests(cohort: pl.DataFrame, lists: pl.DataFrame, pairs: Sequence[t
             rows.append({"entity_id": request.entity_id, "kind": "pointwise", "user_id": user_id,
                          "item_id": item["item_id"], "model": pointwise_model, "model_a": None,
                          "model_b": None, "order": None})
-    schema = {name: pl.String for name in ("entity_id", "kind", "user_id", "item_id", "model", "model_a", "model_b",
-                                           "order")}
-    return requests, pl.DataFrame(rows, schema=schema)
+    return requests, pl.DataFrame(rows, schema=REQUEST_SCHEMA)
 
 
 def answers_frame(results: Sequence[EnrichResult]) -> pl.DataFrame:
@@ -210,11 +235,13 @@ def order_winners(pairwise: pl.DataFrame) -> pl.DataFrame:
 
 
 def combine_orders(pairwise: pl.DataFrame) -> pl.DataFrame:
-    """One row per (user_id, model_a, model_b) from rows with `order` and `verdict` (null = no answer):
-    ab_winner, ba_winner, final_winner (the model both orders name, 'tie' when they differ or both tie,
-    null while an order is unanswered) and is_consistent (both orders answered and agree)."""
+    """One row per (user_id, model_a, model_b), and per kind where rows have one, from rows with `order` and
+    `verdict` (null = no answer): ab_winner, ba_winner, final_winner (the model both orders name, 'tie' when
+    they differ or both tie, null while an order is unanswered) and is_consistent (both orders answered and
+    agree)."""
     winners = order_winners(pairwise)
-    by_order = winners.group_by("user_id", "model_a", "model_b", maintain_order=True).agg(
+    keys = ["user_id", "model_a", "model_b"] + (["kind"] if "kind" in pairwise.columns else [])
+    by_order = winners.group_by(*keys, maintain_order=True).agg(
         ab_winner=pl.col("winner").filter(pl.col("order") == "ab").first(),
         ba_winner=pl.col("winner").filter(pl.col("order") == "ba").first(),
     )

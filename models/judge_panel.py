@@ -6,10 +6,13 @@ first touched in the holdout); per user one target as the positive and, as the n
 released before the cut that the user never touched in any period. Each judge scores both; its ROC-AUC is the
 chance a positive outscores a negative (ties count half), with a percentile interval from resampling users. A
 judge is uninformative when that interval includes 0.5, or when it scored fewer than MIN_PAIRS pairs.
+sBERT-Sim costs no LLM call, so it is also scored on a larger reference panel the LLM's panel is drawn from.
 
 Pairwise: each answered order of a comparison is one judgement; it is decided when it names a list (not a
 tie) and the two lists hold different numbers of held-out items; agreement is the share of decided judgements
-that name the list with more. A judge that always says 'A' agrees half the time.
+that name the list with more. A judge that always says 'A' agrees half the time. The pairwise panel holds,
+per pair, seeded users whose two lists hold different numbers of held-out items: each of its judgements is
+decided, so agreement is measured every night rather than left to chance ties.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ VALIDATION_SCHEMA = {"judge": pl.String, "metric": pl.String, "model_a": pl.Stri
 RESAMPLES = 1000
 LEVEL = 0.95
 MIN_PAIRS = 10  # fewer pairs than this and a percentile interval is too rough to call a judge informative
+COMPARED_SCHEMA = {"user_id": pl.String, "model_a": pl.String, "model_b": pl.String}
+NEGATIVE_DRAWS = 16  # catalogue items drawn per panel user, the first one it never touched is its negative
 
 
 class Interval(NamedTuple):
@@ -47,20 +52,58 @@ def holdout_targets(frames: FeatureFrames, target_type: str) -> pl.DataFrame:
 def panel(frames: FeatureFrames, target_type: str, eligible: Sequence[str] | pl.Series, users: int,
           seed: int) -> pl.DataFrame:
     """(user_id, item_id, label): a positive (True) and a negative (False) for up to `users` seeded users among
-    `eligible` who have a holdout target; a user every released item of the type was touched by is left out."""
-    catalogue = frames.released(target_type, frames.cut(HOLDOUT.scored))
+    `eligible` who have a holdout target; a user every released item of the type was touched by is left out.
+
+    The negative is the first of NEGATIVE_DRAWS seeded catalogue draws the user never touched (memory grows with
+    users x draws, not users x catalogue); the few users all of whose draws were touched get one from their whole
+    unconsumed catalogue."""
+    catalogue = frames.released(target_type, frames.cut(HOLDOUT.scored)).cast(pl.String).unique().sort()
     targets = scored_targets(frames, target_type, catalogue, HOLDOUT)
     candidates = targets.join(pl.Series("user_id", eligible, pl.String).to_frame(), on="user_id", how="semi")
     chosen = pl.Series("user_id", sample_cohort(candidates["user_id"], users, seed), pl.String).to_frame()
-    touched = frames.interactions.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
-    unconsumed = (chosen.join(catalogue.cast(pl.String).to_frame("item_id"), how="cross")
-                  .join(touched, on=["user_id", "item_id"], how="anti").sort("user_id", "item_id"))
+    if chosen.is_empty() or catalogue.is_empty():
+        return pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "label": pl.Boolean})
+    touched = (frames.interactions.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+               .join(chosen, on="user_id", how="semi"))
+    picks = np.random.default_rng(seed + 1).integers(0, catalogue.len(), size=(chosen.height, NEGATIVE_DRAWS))
+    drawn = pl.DataFrame({"user_id": np.repeat(chosen["user_id"].to_numpy(), NEGATIVE_DRAWS),
+                          "item_id": catalogue.gather(picks.ravel()), "draw": np.tile(np.arange(NEGATIVE_DRAWS),
+                                                                                       chosen.height)})
+    negatives = (drawn.join(touched, on=["user_id", "item_id"], how="anti").sort("user_id", "draw")
+                 .group_by("user_id", maintain_order=True).first().select("user_id", "item_id"))
+    unlucky = chosen.join(negatives, on="user_id", how="anti")
+    if unlucky.height:
+        unconsumed = (unlucky.join(catalogue.to_frame("item_id"), how="cross")
+                      .join(touched, on=["user_id", "item_id"], how="anti"))
+        negatives = pl.concat([negatives, _one_per_user(unconsumed, seed + 1)])
     positives = _one_per_user(targets.join(chosen, on="user_id", how="semi"), seed)
-    negatives = _one_per_user(unconsumed, seed + 1)
     both = positives.join(negatives.select("user_id"), on="user_id", how="semi")
     return (pl.concat([both.with_columns(label=pl.lit(True)),
                        negatives.join(both.select("user_id"), on="user_id", how="semi").with_columns(label=pl.lit(False))])
             .sort("user_id", "label", descending=[False, True]))
+
+
+def subset(panel_rows: pl.DataFrame, users: int, seed: int) -> pl.DataFrame:
+    """The rows of `users` seeded users of a panel: the LLM's panel drawn from the reference judge's."""
+    chosen = sample_cohort(panel_rows["user_id"].unique(), users, seed)
+    return panel_rows.join(pl.Series("user_id", chosen, pl.String).to_frame(), on="user_id", how="semi")
+
+
+def pairwise_panel(lists: pl.DataFrame, targets: pl.DataFrame, pairs: Sequence[tuple[str, str]], users: int,
+                   seed: int) -> pl.DataFrame:
+    """(user_id, model_a, model_b): per pair up to `users` seeded users whose two shown lists (lists: model,
+    user_id, item_id) hold different numbers of held-out items, so every judgement of them is decided."""
+    hits = holdout_hits(lists, targets)
+    frames = [pl.DataFrame(schema=COMPARED_SCHEMA)]
+    for model_a, model_b in pairs:
+        differ = (hits.filter(pl.col("model") == model_a).select("user_id", pl.col("hits").alias("a"))
+                  .join(hits.filter(pl.col("model") == model_b).select("user_id", pl.col("hits").alias("b")),
+                        on="user_id")
+                  .filter(pl.col("a") != pl.col("b")))
+        chosen = sample_cohort(differ["user_id"], users, seed)
+        frames.append(pl.DataFrame({"user_id": chosen, "model_a": [model_a] * len(chosen),
+                                    "model_b": [model_b] * len(chosen)}, schema=COMPARED_SCHEMA))
+    return pl.concat(frames)
 
 
 def requests(panel_rows: pl.DataFrame, profiles: pl.DataFrame, items: pl.DataFrame
@@ -157,14 +200,15 @@ def llm_scores(panel_rows: pl.DataFrame) -> tuple[pl.DataFrame, str]:
     return panel_rows.with_columns(score=(pl.col("verdict") == "aligned").cast(pl.Float64)), "verdict"
 
 
-def panel_row(judge: str, scored_by: str, scored: pl.DataFrame, users: int, seed: int) -> dict[str, object]:
+def panel_row(judge: str, scored_by: str, scored: pl.DataFrame, users: int, seed: int,
+              metric: str = "auc") -> dict[str, object]:
     """The validation row of one judge from panel rows (user_id, label, score); users with both scores count."""
     pairs = (scored.filter(pl.col("score").is_not_null())
              .group_by("user_id").agg(pos=pl.col("score").filter(pl.col("label")).first(),
                                       neg=pl.col("score").filter(~pl.col("label")).first())
              .drop_nulls().sort("user_id"))
     found = auc_interval(pairs["pos"].to_numpy(), pairs["neg"].to_numpy(), seed)
-    return _row(judge, "auc", None, None, scored_by, found, pairs.height, users)
+    return _row(judge, metric, None, None, scored_by, found, pairs.height, users)
 
 
 def holdout_hits(lists: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
@@ -219,17 +263,28 @@ def list_winners(lists: pl.DataFrame, scores: pl.DataFrame, pairs: Sequence[tupl
 
 def validation(panel_rows: pl.DataFrame, pairwise: pl.DataFrame, lists: pl.DataFrame, targets: pl.DataFrame | None,
                pairs: Sequence[tuple[str, str]], user_vectors: pl.DataFrame | None,
-               item_vectors: pl.DataFrame | None, panel_users: int, seed: int) -> pl.DataFrame:
-    """eval.judge_validation's rows: both judges' panel AUC; with the holdout known, both judges' agreement per pair.
+               item_vectors: pl.DataFrame | None, panel_users: int, seed: int,
+               reference: pl.DataFrame | None = None) -> pl.DataFrame:
+    """eval.judge_validation's rows: both judges' panel AUC ('auc', the same users), sBERT-Sim's on the reference
+    panel ('auc_reference', a superset the LLM's panel is drawn from); with the holdout known, both judges'
+    agreement per pair.
 
-    panel_rows: (user_id, item_id, label, verdict, p_aligned, sbert_sim); pairwise: the LLM's answered orders
-    (user_id, model_a, model_b, order, verdict); lists: the shown lists (model, user_id, item_id)."""
+    panel_rows: (user_id, item_id, label, verdict, p_aligned, sbert_sim); pairwise: the LLM's orders, of the
+    cohort and of the pairwise panel (user_id, model_a, model_b, order, verdict; one judgement per user, pair and
+    order counts); lists: the shown lists (model, user_id, item_id) of the users judged pairwise, whom sBERT-Sim
+    judges on every pair; reference: (user_id, item_id, label)."""
     llm, scored_by = llm_scores(panel_rows)
     rows = [panel_row("llm", scored_by, llm, panel_users, seed),
             panel_row("sbert_sim", "cosine", panel_rows.with_columns(score=pl.col("sbert_sim")), panel_users, seed)]
+    if reference is not None:
+        scored = reference.with_columns(score=cosine(reference, user_vectors, item_vectors))
+        rows.append(panel_row("sbert_sim", "cosine", scored, reference["user_id"].n_unique(), seed,
+                              metric="auc_reference"))
     if targets is not None and pairs:
         hits = holdout_hits(lists, targets)
-        winners = order_winners(pairwise).select("user_id", "model_a", "model_b", "winner")
+        once = (pairwise.sort("verdict", nulls_last=True)
+                .unique(["user_id", "model_a", "model_b", "order"], keep="first", maintain_order=True))
+        winners = order_winners(once).select("user_id", "model_a", "model_b", "winner")
         rows += agreement_rows("llm", "each_order", winners, hits, seed)
         shown = lists.select("user_id", "item_id").unique()
         scores = shown.with_columns(score=cosine(shown, user_vectors, item_vectors))
@@ -238,17 +293,18 @@ def validation(panel_rows: pl.DataFrame, pairwise: pl.DataFrame, lists: pl.DataF
 
 
 def verdicts(validation_rows: pl.DataFrame) -> dict[str, str]:
-    """Metadata a person reads first: each judge's panel AUC and interval with its verdict, and the better one."""
+    """Metadata a person reads first: each judge's panel AUC and interval with its verdict, sBERT-Sim's on the
+    reference panel, and the better judge on the shared panel."""
     out = {}
-    rows = validation_rows.filter(pl.col("metric") == "auc").to_dicts()
-    for row in rows:
+    for row in validation_rows.filter(pl.col("metric").is_in(["auc", "auc_reference"])).to_dicts():
+        key = f"{row['judge']}_auc" + ("_reference_panel" if row["metric"] == "auc_reference" else "")
         if row["value"] is None:
-            out[f"{row['judge']}_auc"] = f"not measured (0 of {row['users']} panel users scored)"
+            out[key] = f"not measured (0 of {row['users']} panel users scored)"
             continue
         verdict = "informative" if row["informative"] else "judge uninformative"
-        out[f"{row['judge']}_auc"] = (f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] on "
-                                      f"{row['pairs']} pairs ({row['scored_by']}): {verdict}")
-    out["better_judge"] = better_judge(rows)
+        out[key] = (f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] on {row['pairs']} pairs "
+                    f"({row['scored_by']}): {verdict}")
+    out["better_judge"] = better_judge(validation_rows.filter(pl.col("metric") == "auc").to_dicts())
     return out
 
 

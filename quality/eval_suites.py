@@ -26,12 +26,13 @@ def judge_scores_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Re
             kind || '|' || coalesce(item_id, '') || '|' || coalesce(model_a, '') || '|' || coalesce(model_b, '')
                 || '|' || coalesce("order", '') || '|' || user_id as request_key,
             (status = 'ok') = (verdict is not null) as verdict_matches_status,
-            kind <> 'pairwise' or count(*) over (partition by kind, user_id, model_a, model_b) = 2 as has_both_orders,
-            p_aligned is null or kind <> 'pairwise' as p_aligned_only_pointwise
+            kind not in ('pairwise', 'panel_pairwise')
+                or count(*) over (partition by kind, user_id, model_a, model_b) = 2 as has_both_orders,
+            p_aligned is null or kind not in ('pairwise', 'panel_pairwise') as p_aligned_only_pointwise
         from eval.judge_scores
         """).pl()
     return validate_frame("eval.judge_scores", rows, [
-        gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=["pointwise", "pairwise", "panel"]),
+        gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=["pointwise", "pairwise", "panel", "panel_pairwise"]),
         gxe.ExpectColumnValuesToBeInSet(column="status", value_set=STATUSES),
         gxe.ExpectColumnValuesToBeInSet(column="verdict", value_set=VERDICTS),
         gxe.ExpectColumnValuesToBeUnique(column="request_key"),
@@ -55,15 +56,15 @@ def judge_validation_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -
             coalesce(ci_low <= value and value <= ci_high, value is null and ci_low is null and ci_high is null)
                 as value_inside_interval,
             (value is not null) = (pairs > 0) as value_matches_pairs,
-            metric <> 'auc' or pairs <= users as one_pair_per_panel_user,
+            metric = 'agreement' or pairs <= users as one_pair_per_panel_user,
             informative is not distinct from (case when value is not null then
                 pairs >= $min_pairs and not (ci_low <= 0.5 and 0.5 <= ci_high) end) as informative_matches_interval,
-            not (metric = 'auc' and judge = $reference and users > 0 and pairs = 0) as reference_scored_panel
+            not (metric <> 'agreement' and judge = $reference and users > 0 and pairs = 0) as reference_scored_panel
         from eval.judge_validation
         """, {"min_pairs": MIN_PAIRS, "reference": REFERENCE_JUDGE}).pl()
     expectations = [
         gxe.ExpectColumnValuesToBeInSet(column="judge", value_set=JUDGES),
-        gxe.ExpectColumnValuesToBeInSet(column="metric", value_set=["auc", "agreement"]),
+        gxe.ExpectColumnValuesToBeInSet(column="metric", value_set=["auc", "auc_reference", "agreement"]),
         gxe.ExpectColumnValuesToBeUnique(column="row_key"),
         gxe.ExpectColumnUniqueValueCountToBeBetween(column="as_of", min_value=0, max_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="pairs", min_value=0),

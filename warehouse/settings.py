@@ -60,6 +60,12 @@ class Settings(BaseModel):
     # The judge's nightly validation panel: seeded users with holdout targets, one holdout item and one
     # unconsumed released item each, judged pointwise by the LLM and by sBERT-Sim (MiniLM cosine).
     judge_panel_users: int = 60
+    # sBERT-Sim costs no LLM call, so the reference judge is also scored on a larger seeded panel (the LLM's
+    # panel is drawn from it): its AUC then has a usable interval on the demo's few thousand users.
+    judge_reference_users: int = 1000
+    # Pairwise validation: per compared pair, seeded users whose two lists hold different numbers of held-out
+    # items, judged in both orders every night (every judgement is decided: agreement is measured each night).
+    judge_pairwise_panel_users: int = 5  # 0 = no pairwise panel
     # An LLM output kind is used downstream (embedding text, tower features, the judge's profile) only when
     # its measured quality passes these floors; otherwise the floor's value (taxonomy topics, template profile).
     llm_min_topic_accuracy: float = 0.6  # share of LLM topics matching the taxonomy where it is unambiguous
@@ -80,14 +86,15 @@ class Settings(BaseModel):
         return tuple(value)
 
     @field_validator("window_days", "holdout_days", "valid_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget",
-                     "llm_max_concurrency", "llm_threads", "judge_users", "judge_panel_users", "embed_user_budget")
+                     "llm_max_concurrency", "llm_threads", "judge_users", "judge_panel_users", "judge_reference_users",
+                     "embed_user_budget")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError(f"must be a positive integer (got {value})")
         return value
 
-    @field_validator("max_quarantined_files", "llm_time_budget_s")
+    @field_validator("max_quarantined_files", "llm_time_budget_s", "judge_pairwise_panel_users")
     @classmethod
     def _not_below_zero(cls, value: float) -> float:
         if value < 0:

@@ -116,6 +116,7 @@ def judge_run(home: Path, store: Store) -> dg.ExecuteInProcessResult:
 
 def test_judge_counts_wins_only_across_both_orders_and_resumes_within_budget(judged_home: tuple[Path, Store]) -> None:
     home, store = judged_home
+    (home / "crossfade.yaml").write_text("llm_call_budget: 6\njudge_users: 2\njudge_pairwise_panel_users: 0\n")
     SCRIPTED.calls = 0
     first = judge_run(home, store)
     assert first.success and SCRIPTED.calls == 4 + 6  # the whole panel (2 users x 2 items), then the budget of 6
@@ -170,13 +171,49 @@ def test_the_panel_pairs_holdout_positives_with_unconsumed_negatives_and_validat
     # picks each user's nearer list, the one with the hit
     assert agreement.select("judge", "model_a", "model_b", "value", "pairs", "users").rows() == [
         ("llm", "two_tower_hgnn", "popularity", 0.25, 4, 2), ("sbert_sim", "two_tower_hgnn", "popularity", 1.0, 2, 2)]
+    reference = validation.filter(pl.col("metric") == "auc_reference")  # the same two users: the whole world
+    assert reference.select("judge", "value", "pairs", "users").rows() == [("sbert_sim", 1.0, 2, 2)]
     metadata = result.asset_materializations_for_node("eval__judge_scores")[0].metadata
     assert metadata["sbert_sim_auc"].value == "1.000 [1.000, 1.000] on 2 pairs (cosine): judge uninformative"
+    assert metadata["sbert_sim_auc_reference_panel"].value.startswith("1.000 [1.000, 1.000] on 2 pairs")
     assert metadata["better_judge"].value.startswith("sbert_sim (AUC 1.000 vs llm")
     with store.read() as con:
         for table in ("eval.judge_scores", "eval.judge_validation"):
             report = check(con, table, Thresholds())
             assert report.success, report.failed
+
+
+def test_the_pairwise_panel_is_judged_in_full_on_users_whose_lists_differ_in_held_out_items(
+        judged_home: tuple[Path, Store]) -> None:
+    home, store = judged_home
+    (home / "crossfade.yaml").write_text("llm_call_budget: 1\njudge_users: 2\njudge_pairwise_panel_users: 5\n")
+    SCRIPTED.calls = 0
+    result = judge_run(home, store)
+    # the pointwise panel (4) and the pairwise panel (2 users x 2 orders) in full, then one cohort call: the
+    # cohort's pairwise prompts are the panel's, answered from its cache
+    assert result.success and SCRIPTED.calls == 4 + 4 + 1
+    with store.read() as con:
+        compared = con.sql("select user_id, model_a, model_b, \"order\", status, winner from eval.judge_scores "
+                           "where kind = 'panel_pairwise' order by user_id, \"order\"").fetchall()
+        agreement = con.sql("select value, pairs, users from eval.judge_validation "
+                            "where judge = 'llm' and metric = 'agreement'").fetchall()
+        cohort = con.sql("select status, count(*) from eval.judge_scores where kind = 'pairwise' "
+                         "group by all").fetchall()
+    # both users' lists differ in held-out items (u1's hit is in 2T's list, u2's in Popularity's)
+    assert compared == [("u1", "two_tower_hgnn", "popularity", "ab", "ok", "two_tower_hgnn"),
+                        ("u1", "two_tower_hgnn", "popularity", "ba", "ok", "popularity"),
+                        ("u2", "two_tower_hgnn", "popularity", "ab", "ok", "two_tower_hgnn"),
+                        ("u2", "two_tower_hgnn", "popularity", "ba", "ok", "two_tower_hgnn")]
+    assert cohort == [("ok", 4)]
+    # four decided judgements, one naming the list with the hit; the cohort's same judgements are not counted twice
+    assert agreement == [(0.25, 4, 2)]
+
+    (home / "crossfade.yaml").write_text("llm_call_budget: 1\njudge_users: 2\njudge_pairwise_panel_users: 1\n")
+    assert judge_run(home, store).success
+    with store.read() as con:
+        users = con.sql("select count(distinct user_id) from eval.judge_scores "
+                        "where kind = 'panel_pairwise'").fetchone()
+    assert users == (1,)
 
 
 VALIDATION_FAULTS = {

@@ -49,6 +49,41 @@ def test_negatives_never_come_from_the_users_history_and_the_draw_is_seeded() ->
     assert judge_panel.panel(frames(), "audiobook", ["u2"], users=5, seed=0).height == 0  # not eligible for it
 
 
+def test_a_user_who_touched_nearly_the_whole_catalogue_gets_its_one_unconsumed_item() -> None:
+    ids = [f"b{n:02d}" for n in range(100)]
+    rows = [("u1", item, "train") for item in ids[:99] if item != "b50"] + [("u1", "b50", "holdout")]
+    interactions = pl.DataFrame(rows, schema=["user_id", "item_id", "period"], orient="row").with_columns(
+        item_type=pl.lit("audiobook"))
+    items = pl.DataFrame({"item_id": ids, "item_type": "audiobook", "release_date": dt.date(2026, 1, 1)})
+    world = FeatureFrames(interactions=interactions, user_stats=pl.DataFrame(), item_stats=pl.DataFrame(),
+                          items=items, splits=frames().splits)
+    for seed in range(5):  # most seeds draw 16 touched items first: the whole catalogue is then searched
+        panel = judge_panel.panel(world, "audiobook", ["u1"], users=1, seed=seed)
+        assert panel.select("item_id", "label").rows() == [("b50", True), ("b99", False)]
+
+
+def test_the_llm_panel_is_a_seeded_subset_of_the_reference_panel() -> None:
+    reference = pl.DataFrame({"user_id": [f"u{n}" for n in range(20) for _ in range(2)],
+                              "item_id": [f"b{n}" for n in range(40)], "label": [True, False] * 20})
+    subset = judge_panel.subset(reference, 5, seed=3)
+    assert subset["user_id"].n_unique() == 5 and subset.height == 10
+    assert subset.join(reference, on=["user_id", "item_id", "label"], how="anti").is_empty()
+    assert subset.equals(judge_panel.subset(reference, 5, seed=3))
+    assert judge_panel.subset(reference, 50, seed=3).equals(reference)
+
+
+def test_the_pairwise_panel_holds_only_users_whose_two_lists_differ_in_held_out_items() -> None:
+    lists = pl.DataFrame({"model": ["m1", "m2"] * 4, "user_id": ["u1", "u1", "u2", "u2", "u3", "u3", "u4", "u4"],
+                          "item_id": ["a", "b", "a", "a", "c", "b", "a", "c"]})
+    targets = pl.DataFrame({"user_id": ["u1", "u2", "u3", "u4"], "item_id": ["a", "a", "b", "z"]})
+    # u1: m1 holds a hit, m2 not; u2: both hold it; u3: m2 holds it; u4: neither
+    chosen = judge_panel.pairwise_panel(lists, targets, [("m1", "m2")], users=5, seed=0)
+    assert chosen.rows() == [("u1", "m1", "m2"), ("u3", "m1", "m2")]
+    one = judge_panel.pairwise_panel(lists, targets, [("m1", "m2")], users=1, seed=0)
+    assert one.height == 1 and one["user_id"].item() in {"u1", "u3"}
+    assert judge_panel.pairwise_panel(lists, targets, [], users=5, seed=0).is_empty()
+
+
 def test_roc_auc_matches_a_hand_count() -> None:
     # pairs (pos, neg) that a positive wins: 0.9 beats all 3; 0.5 beats 0.1, ties 0.5 (half), loses to 0.7;
     # 0.4 beats 0.1 only: (3 + 1.5 + 1) / 9

@@ -172,8 +172,9 @@ def crossfade_run(home: Path, *args: str, timeout: float) -> subprocess.Complete
     """`crossfade run` in its own process (Dagster's partitions read partitions_start from home when the
     definitions load), with short training."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(("CROSSFADE_", "DAGSTER_"))}
+    # the judge's panels have their own tests; here they only have to run
     env.update(CROSSFADE_HOME=str(home), HF_HUB_OFFLINE="1", CROSSFADE_LLM_CALL_BUDGET="1", CROSSFADE_JUDGE_USERS="2",
-               CROSSFADE_JUDGE_PANEL_USERS="4")  # the judge's panel has its own tests; here it only has to run
+               CROSSFADE_JUDGE_PANEL_USERS="4", CROSSFADE_JUDGE_PAIRWISE_PANEL_USERS="1")
     run_config = home / "short_training.yaml"
     run_config.write_text(SHORT_TRAINING)
     return subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *args, "--run-config", str(run_config)],

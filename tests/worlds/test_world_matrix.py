@@ -102,6 +102,7 @@ def run_world(shape: shapes.Shape, home: Path, endpoint: str, monkeypatch: pytes
     for name, value in {"CROSSFADE_LLM_BACKEND": "http", "CROSSFADE_LLM_BASE_URL": endpoint,
                         "CROSSFADE_LLM_MODEL": "refusing", "CROSSFADE_LLM_CALL_BUDGET": "1",
                         "CROSSFADE_JUDGE_USERS": "2", "CROSSFADE_JUDGE_PANEL_USERS": "2",
+                        "CROSSFADE_JUDGE_PAIRWISE_PANEL_USERS": "1",
                         # a world of tens of users has days of 9 events beside days of 14; the volume gate
                         # (partition vs trailing median) is for platforms, and has its own tests
                         "CROSSFADE_VOLUME_TOLERANCE": "1.0"}.items():

@@ -3,11 +3,13 @@
 create or replace table eval.judge_scores as
 select
     j.as_of::date as as_of,
-    j.kind::varchar as kind,                 -- pointwise | pairwise | panel (the validation panel, pointwise)
+    j.kind::varchar as kind,                 -- pointwise | pairwise | panel (the validation panel, pointwise) |
+                                             -- panel_pairwise (the pairwise validation panel: users whose two
+                                             -- lists hold different numbers of held-out items)
     j.user_id::varchar as user_id,
     j.item_id::varchar as item_id,           -- pointwise and panel: the judged item
     j.model::varchar as model,               -- pointwise: the model whose list held the item
-    j.model_a::varchar as model_a,           -- pairwise: the pair, in a fixed order
+    j.model_a::varchar as model_a,           -- pairwise and panel_pairwise: the pair, in a fixed order
     j.model_b::varchar as model_b,
     j."order"::varchar as "order",           -- pairwise: 'ab' shows model_a's list as A, 'ba' as B
     j.verdict::varchar as verdict,           -- aligned | not_aligned | A | B | tie; null unless status = 'ok'

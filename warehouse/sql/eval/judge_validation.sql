@@ -1,12 +1,13 @@
 -- The judge's validity on one as-of date (the registered relation `validation`), replacing the last run's: per
 -- judge, ROC-AUC on the validation panel (metric 'auc': a held-out positive and an unconsumed released negative
--- per panel user) and, per model pair, agreement with holdout hits (metric 'agreement': the share of decided
--- judgements naming the list with more held-out items). models/judge_panel.py computes them.
+-- per panel user; 'auc_reference': sBERT-Sim on the larger reference panel the LLM's panel is drawn from) and,
+-- per model pair, agreement with holdout hits (metric 'agreement': the share of decided judgements naming the
+-- list with more held-out items). models/judge_panel.py computes them.
 create or replace table eval.judge_validation as
 select
     $as_of::date as as_of,
     v.judge::varchar as judge,              -- llm | sbert_sim (cosine of the MiniLM profile and item text vectors)
-    v.metric::varchar as metric,            -- auc | agreement
+    v.metric::varchar as metric,            -- auc | auc_reference | agreement
     v.model_a::varchar as model_a,          -- agreement: the pair compared; null for auc
     v.model_b::varchar as model_b,
     v.scored_by::varchar as scored_by,      -- auc: p_aligned | verdict | cosine; agreement: each_order | mean_cosine
