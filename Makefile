@@ -22,9 +22,10 @@ DEMO_USERS ?= 2000
 DEMO_DAYS ?= 120
 DEMO_SEED ?= 7
 # LLM calls per enrichment asset and judge in the demo: enough answers for one night to measure their quality
-DEMO_LLM_CALL_BUDGET ?= 24
-# `crossfade run` runs one step at a time, so the local model may use the cores (up to 4: SmolLM2 is small)
-DEMO_LLM_THREADS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
+DEMO_LLM_CALL_BUDGET ?= 20
+# llama.cpp threads: 2 halve the LLM's time on an idle 2-core machine, but its threads spin at barriers, and
+# beside any other busy process they ran many times slower than one thread
+DEMO_LLM_THREADS ?= 1
 
 .PHONY: install demo test test-fast ui bench clean
 
