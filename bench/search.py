@@ -20,7 +20,7 @@ value. The HGNN item vectors are the warehouse's (trained on the train period's 
 run. `--seed` seeds the TPE sampler; the models keep the nightly config's seed, so trial 0 reproduces the
 nightly validation figure.
 
-Run from the repository root (about 2 to 5 minutes a trial on the 2,000-user demo world on 2 cores):
+Run from the repository root (half a minute to six minutes a trial on the 2,000-user demo world on a busy 2-core host):
     python bench/search.py --home /path/to/crossfade_home --trials 20 --seed 0 [--timeout-s 2400]
 RESULT: the best config's holdout cold HR@10 against the best baseline's holdout cold HR@10.
 """
