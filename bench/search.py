@@ -168,7 +168,7 @@ def search(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame,
 
 def holdout(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
             config: EvaluateConfig, configs: dict[str, TwoTowerConfig]) -> pl.DataFrame:
-    """The baselines (config's settings) and each named 2T-HGNN config refitted on train + valid, scored on the holdout."""
+    """The baselines (config's settings) and each named 2T-HGNN config, refitted on train + valid, on the holdout."""
     chosen = evaluation_set(frames, config, HOLDOUT)
     builders = model_builders(frames, hgnn, text, profile, chosen.catalogue, config, chosen.users, HOLDOUT.fitted)
     blocks = [score(builders, BASELINES, frames, chosen, config)[0]]
@@ -207,12 +207,14 @@ def run(args: argparse.Namespace) -> None:
     found = search(frames, hgnn, text, profile, config, args.trials, args.seed, args.timeout_s)
     default_row = found.trials.filter(pl.col("trial") == 0).row(0, named=True)
     best_row = found.trials.filter(pl.col("trial") == found.best_trial).row(0, named=True)
-    valid_rows = [_row(f"2T-HGNN best (trial {found.best_trial})", best_row), _row("2T-HGNN default (trial 0)", default_row)]
+    valid_rows = [_row(f"2T-HGNN best (trial {found.best_trial})", best_row),
+                  _row("2T-HGNN default (trial 0)", default_row)]
     valid_rows += [_figures_row(name, Figures.of(validation.metrics, name)) for name in BASELINES]
     refits = {"best": found.best} | ({} if found.best == default else {"default": default})
     scored = holdout(frames, hgnn, text, profile, config, refits)
+    default_name = "default" if "default" in refits else "best"
     holdout_rows = [_figures_row(f"2T-HGNN best (trial {found.best_trial})", Figures.of(scored, "best")),
-                    _figures_row("2T-HGNN default (trial 0)", Figures.of(scored, "default" if len(refits) > 1 else "best"))]
+                    _figures_row("2T-HGNN default (trial 0)", Figures.of(scored, default_name))]
     holdout_rows += [_figures_row(name, Figures.of(scored, name)) for name in BASELINES]
     with pl.Config(tbl_rows=200, tbl_cols=30, tbl_width_chars=300, tbl_hide_dataframe_shape=True,
                    tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, float_precision=4):
@@ -268,7 +270,8 @@ def _cell(figure: tuple[float | None, float | None]) -> str:
 
 
 def _row(name: str, trial: dict[str, Any]) -> dict[str, str]:
-    return {"model": name, **{f"{s} {METRIC}": _cell((trial[f"valid {s}"], trial[f"se {s}"])) for s in ("cold", "warm")}}
+    cells = {f"{s} {METRIC}": _cell((trial[f"valid {s}"], trial[f"se {s}"])) for s in ("cold", "warm")}
+    return {"model": name, **cells}
 
 
 def _figures_row(name: str, figures: Figures) -> dict[str, str]:
