@@ -1,12 +1,14 @@
 """JSON-constrained chat completions: the bundled SmolLM2 in-process, or any OpenAI-compatible endpoint."""
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
 import json
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,16 @@ class LocalLlama:
         self._llama = self._open()
         self._scoring: Any = None  # the logits_all context, opened when log-probabilities are first asked for
         self._lock = threading.Lock()
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    def close(self) -> None:
+        """Frees both llama contexts now. A model still open at interpreter exit is closed by an atexit hook:
+        left to llama-cpp-python's finaliser, it finds its library half torn down and prints a TypeError."""
+        with self._lock:
+            for llama in (self._scoring, self._llama):
+                if llama is not None:
+                    llama.close()
+            self._scoring = None
 
     def complete(
         self, messages: Messages, schema: dict[str, Any], *, max_tokens: int, temperature: float, seed: int,
@@ -115,6 +127,12 @@ class LocalLlama:
                 **asked,
             )
         return _completion(reply, time.perf_counter() - started)
+
+
+def _close_at_exit(model: weakref.ref[LocalLlama]) -> None:
+    found = model()
+    if found is not None:
+        found.close()
 
 
 class OpenAICompatible:
