@@ -18,6 +18,12 @@ SECTIONS = (
      "passed; else the floor's topics / the template profile)",
      "select kind, metric, round(value, 3) as value, count_answers as answers, floor, passed, "
      "case when is_used then 'llm' else 'floor' end as used, reason from enrich.llm_quality order by kind, metric"),
+    ("enrich.user_profiles", "what downstream reads per user: the LLM narrative only where its kind passed and the "
+     "narrative itself is usable, else the template",
+     "select profile_source, profile_reason, count(*) as users from enrich.user_profiles "
+     "where profile_source is not null group by all order by users desc"),
+    ("enrich.item_topics", "what downstream reads per item: the LLM's topics only where its kind passed",
+     "select topics_source, topics_reason, count(*) as items from enrich.item_topics group by all order by items desc"),
     ("eval.offline_metrics", "offline HR@10 by model and slice, validation (choices) and holdout (scored once); "
      "'served' is the serving plan (empty slices: null)",
      "pivot (select split, model, slice, value from eval.offline_metrics where metric = 'hr@10') "
@@ -55,7 +61,11 @@ def print_summary(settings: Settings) -> None:
             for name, rows in row_counts(con):
                 print(f"  {name:34s} {rows:>12,}")
             for table, title, query in SECTIONS:
-                frame = con.execute(query).pl() if table_exists(con, table) else pl.DataFrame()
+                try:
+                    frame = con.execute(query).pl() if table_exists(con, table) else pl.DataFrame()
+                except duckdb.Error as error:  # a table written by an older version, before a column existed
+                    print(f"\n{title}: not shown ({table} predates this query: {error})")
+                    continue
                 if frame.height:
                     print(f"\n{title}:")
                     # wide enough that no cell wraps: a reason stays on one line, whole, for grep
