@@ -183,8 +183,9 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
                    if features_as_of is not None and features_as_of.date() == as_of else None)
         compared = (judge_panel.pairwise_panel(_shown(con, models, eligible, config.list_length), targets, pairs,
                                                settings.judge_pairwise_panel_users, settings.seed)
-                    if targets is not None and settings.judge_pairwise_panel_users else None)
-        shown = sorted(set(users) | set(compared["user_id"].to_list() if compared is not None else []))
+                    if targets is not None and settings.judge_pairwise_panel_users
+                    else pl.DataFrame(schema=judge_panel.COMPARED_SCHEMA))
+        shown = sorted(set(users) | set(compared["user_id"].to_list()))
         lists = _lists(con, models, shown, config.list_length)
         found_items = readers.item_text_embeddings(con)
         item_vectors = found_items[0] if found_items is not None else None
@@ -193,8 +194,7 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
                                   max(settings.judge_reference_users, settings.judge_panel_users), settings.seed)
     panel = judge_panel.subset(reference, settings.judge_panel_users, settings.seed)
     panel_requests, panel_described = judge_panel.requests(panel, profiles, items)
-    pairwise_requests, pairwise_described = judge.pairwise_panel_requests(
-        compared if compared is not None else pl.DataFrame(schema=judge_panel.COMPARED_SCHEMA), profiles, lists)
+    pairwise_requests, pairwise_described = judge.pairwise_panel_requests(compared, profiles, lists)
     cohort = profiles.join(pl.Series("user_id", users, pl.String).to_frame(), on="user_id", how="semi")
     requests, described = judge.cohort_requests(cohort, lists, pairs, config.pointwise_model, config.pointwise_items)
     started = time.perf_counter()

@@ -148,6 +148,12 @@ def pairwise_pair(user_id: str, profile: str, model_a: str, model_b: str, lists:
     ]
 
 
+def _user_lists(lists: pl.DataFrame, user_id: str) -> dict[str, list[dict[str, Any]]]:
+    """One user's shown lists by model, items in rank order."""
+    mine = lists.filter(pl.col("user_id") == user_id)
+    return {model: part.sort("rank").to_dicts() for (model,), part in mine.group_by("model")}
+
+
 def pairwise_panel_requests(compared: pl.DataFrame, profiles: pl.DataFrame, lists: pl.DataFrame
                             ) -> tuple[list[EnrichRequest], pl.DataFrame]:
     """The pairwise validation panel's requests, both orders of each (user_id, model_a, model_b) of `compared`
@@ -156,8 +162,7 @@ def pairwise_panel_requests(compared: pl.DataFrame, profiles: pl.DataFrame, list
     text = dict(profiles.select("user_id", "profile").iter_rows())
     requests, rows = [], []
     for user_id, model_a, model_b in compared.select("user_id", "model_a", "model_b").iter_rows():
-        mine = lists.filter(pl.col("user_id") == user_id)
-        by_model = {model: part.sort("rank").to_dicts() for (model,), part in mine.group_by("model")}
+        by_model = _user_lists(lists, user_id)
         if user_id not in text or model_a not in by_model or model_b not in by_model:
             continue
         for order, request in pairwise_pair(user_id, text[user_id], model_a, model_b, by_model, prefix="panel|"):
@@ -173,8 +178,7 @@ def cohort_requests(cohort: pl.DataFrame, lists: pl.DataFrame, pairs: Sequence[t
     users for the next run; and one frame row per request describing it."""
     requests, rows = [], []
     for user_id, profile in cohort.select("user_id", "profile").iter_rows():
-        mine = lists.filter(pl.col("user_id") == user_id)
-        by_model = {model: rows_.sort("rank").to_dicts() for (model,), rows_ in mine.group_by("model")}
+        by_model = _user_lists(lists, user_id)
         for model_a, model_b in pairs:
             if model_a not in by_model or model_b not in by_model:
                 continue
