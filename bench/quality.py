@@ -43,7 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", choices=(*WORLDS, "ml100k"), default="demo")
     parser.add_argument("--llm-call-budget", type=int, default=8, help="LLM calls per enrichment asset and judge")
-    parser.add_argument("--keep", type=Path, default=None, help="use this CROSSFADE_HOME (empty) and keep it")
+    parser.add_argument("--keep", type=Path, default=None, help="use this CROSSFADE_HOME and keep it; a home whose world is already built "
+                        "is run again as it is (ingest skips files it has read)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"crossfade-bench-{args.world}-") as tmp:
         home = args.keep or Path(tmp) / "home"
@@ -74,6 +75,9 @@ def build(world: str, home: Path) -> str | None:
         print(f"ml-100k: {summary.ratings:,} ratings -> {summary.events:,} events, {summary.users} users, "
               f"items {summary.items_by_type}, as-of {summary.as_of}", flush=True)
         return summary.as_of
+    if (home / "landing" / "_world.json").exists():  # --keep on a home built before: its world and warehouse stay
+        print(f"{world}: reusing the world under {home / 'landing'}", flush=True)
+        return None
     written = simulate(WorldConfig(users=WORLDS[world], days=120, seed=7), home / "landing")
     print(f"{world}: {written.users:,} users, {written.event_rows:,} event rows", flush=True)
     return None
