@@ -1,9 +1,11 @@
-"""Suites for raw.events (per arrival partition), raw.items and raw.users."""
+"""Suites for raw.events (per arrival partition), raw.items and raw.users: counted in SQL, judged by GE."""
 from __future__ import annotations
 
 import duckdb
 import great_expectations.expectations as gxe
 
+from quality.contracts import columns_report
+from quality.facts import between, in_set, is_true, not_null, row_count, unique, validate_facts
 from quality.thresholds import EVENT_TYPES, Thresholds
 from quality.validate import Report, validate_frame
 
@@ -17,24 +19,23 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
     if not limits.partitions:
         raise ValueError("raw.events is checked per arrival partition: set Thresholds.partitions")
     params = {"partitions": list(limits.partitions)}
-    rows = con.execute(
-        "select event_id, user_id, item_id, ts, event_type, ms_played, event_date <= arrival_date as is_not_after_arrival "
-        "from raw.events where arrival_date in (select unnest($partitions::date[]))",
-        params,
-    ).pl()
-    report = validate_frame("raw.events", rows, [
-        gxe.ExpectTableColumnsToMatchSet(column_set=list(rows.columns), exact_match=True),
-        *[gxe.ExpectColumnValuesToNotBeNull(column=column) for column in ("event_id", "user_id", "item_id", "ts", "event_type", "ms_played")],
-        gxe.ExpectColumnValuesToBeUnique(column="event_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
-        gxe.ExpectColumnValuesToBeBetween(column="ms_played", min_value=0),
-        gxe.ExpectColumnValuesToBeInSet(column="is_not_after_arrival", value_set=[True]),
-    ], EVENTS_VERSION)
+    report = validate_facts(con, "raw.events", """
+        select event_id, user_id, item_id, ts, event_type, ms_played, event_date <= arrival_date as is_not_after_arrival
+        from raw.events where arrival_date in (select unnest($partitions::date[]))
+        """, [
+        *[not_null(column) for column in ("event_id", "user_id", "item_id", "ts", "event_type", "ms_played")],
+        unique("event_id"),
+        in_set("event_type", EVENT_TYPES),
+        between("ms_played", low=0),
+        is_true("is_not_after_arrival"),
+    ], EVENTS_VERSION, params)
+    report.merge(columns_report(con, "raw.events", EVENTS_VERSION))
     accounting = con.execute(
         """
         with history as (
             select arrival_date, count_read, count_accepted, count_rejected, count_duplicates,
                    coalesce(count_files_quarantined, 0) as count_files_quarantined,
+                   coalesce(count_duplicates_conflicting, 0) as count_duplicates_conflicting,
                    row_number() over (partition by arrival_date order by ingested_at desc) as newest
             from raw.ingest_log
         ),
@@ -55,10 +56,24 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
             t.count_files_quarantined,
             t.count_rejected / greatest(t.count_read, 1) as reject_rate,
             t.count_read = t.count_accepted + t.count_rejected + t.count_duplicates as accounting_balances,
+            -- each count the log records, against what the tables hold: neither side is derived from the other
+            t.count_accepted = coalesce(st.count_stored, 0) as accepted_are_stored,
+            t.count_rejected = coalesce(rj.count_quarantined_rows, 0) as rejected_are_quarantined,
+            t.count_duplicates_conflicting <= t.count_duplicates as conflicting_within_duplicates,
+            t.count_duplicates,
             -- a partition that lost files is judged by max_quarantined_files, not by its shrunken volume
             case when tr.partitions >= $min_history and t.count_files_quarantined = 0
                  then t.count_accepted / nullif(tr.median_accepted, 0) end as volume_vs_median
-        from this as t inner join recent as tr using (arrival_date)
+        from this as t
+        inner join recent as tr using (arrival_date)
+        left join (
+            select arrival_date, count(*) as count_stored from raw.events
+            where arrival_date in (select unnest($partitions::date[])) group by 1
+        ) as st using (arrival_date)
+        left join (
+            select arrival_date, count(*) as count_quarantined_rows from raw.rejected_events
+            where arrival_date in (select unnest($partitions::date[])) group by 1
+        ) as rj using (arrival_date)
         """,
         {**params, "min_history": limits.min_volume_history},
     ).pl()
@@ -69,6 +84,10 @@ def events_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
     checked = validate_frame("raw.events", accounting, [
         gxe.ExpectColumnValuesToBeBetween(column="reject_rate", max_value=limits.max_reject_rate),
         gxe.ExpectColumnValuesToBeInSet(column="accounting_balances", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="accepted_are_stored", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="rejected_are_quarantined", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="count_duplicates", min_value=0),
+        gxe.ExpectColumnValuesToBeInSet(column="conflicting_within_duplicates", value_set=[True]),
         # per partition: files left out whole (unreadable, empty, another schema) stop the night past this limit
         gxe.ExpectColumnValuesToBeBetween(column="count_files_quarantined", max_value=limits.max_quarantined_files),
         gxe.ExpectColumnValuesToBeBetween(
@@ -95,24 +114,26 @@ def _quarantined_files(con: duckdb.DuckDBPyConnection, params: dict) -> list[str
 
 
 def items_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
-    rows = con.execute("select item_id, item_type, title, duration_ms, release_date, language from raw.items").pl()
-    return validate_frame("raw.items", rows, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
-        gxe.ExpectColumnValuesToBeUnique(column="item_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="item_type", value_set=list(limits.item_types)),
-        gxe.ExpectColumnValuesToBeBetween(column="duration_ms", min_value=0),
-        gxe.ExpectColumnValuesToNotBeNull(column="title", mostly=0.95),
+    report = validate_facts(con, "raw.items", "select item_id, item_type, title, duration_ms from raw.items", [
+        row_count(low=1),
+        not_null("item_id"),
+        unique("item_id"),
+        in_set("item_type", limits.item_types),
+        between("duration_ms", low=0),
+        not_null("title", mostly=0.95),
     ], ITEMS_VERSION)
+    report.merge(columns_report(con, "raw.items", ITEMS_VERSION))
+    return report
 
 
 def users_suite(con: duckdb.DuckDBPyConnection, limits: Thresholds) -> Report:
-    rows = con.execute("select user_id, country, age_bucket, signup_date from raw.users").pl()
-    return validate_frame("raw.users", rows, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
-        gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+    report = validate_facts(con, "raw.users", "select user_id from raw.users", [
+        row_count(low=1),
+        not_null("user_id"),
+        unique("user_id"),
     ], USERS_VERSION)
+    report.merge(columns_report(con, "raw.users", USERS_VERSION))
+    return report
 
 
 SUITES = {"raw.events": events_suite, "raw.items": items_suite, "raw.users": users_suite}

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import duckdb
 import great_expectations.expectations as gxe
 
+from quality.facts import between, is_true, unique, validate_facts
 from quality.thresholds import Thresholds
 from quality.validate import Report, validate_frame
 
@@ -110,17 +111,16 @@ def _candidates_suite(table: str) -> Callable[[duckdb.DuckDBPyConnection, Thresh
         """Gate on one as-of date's lists (the newest checked partition, else the newest in the table)."""
         as_of = _as_of(con, table, limits)
         params = {"as_of": as_of, "target_type": limits.target_type, "k": limits.k}
-        users = con.execute(PER_USER.format(table=table), params).pl()
         summary = con.execute(SUMMARY.format(table=table), {key: params[key] for key in ("as_of", "target_type")}).pl()
         zero = ("count_missing_rows", "count_duplicates", "count_consumed", "count_outside_catalogue",
                 "count_bad_scores", "count_score_rises", "count_rank_errors", "count_rows_without_model")
-        report = validate_frame(table, users, [
-            gxe.ExpectColumnValuesToBeUnique(column="user_id"),
-            gxe.ExpectColumnValuesToBeInSet(column="is_active", value_set=[True]),  # lists only for active users
+        report = validate_facts(con, table, PER_USER.format(table=table), [
+            unique("user_id"),
+            is_true("is_active"),  # lists only for active users
             # one model or the fallback per list, not mixed, and every row says which
-            gxe.ExpectColumnValuesToBeInSet(column="is_one_source", value_set=[True]),
-            *[gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=0) for column in zero],
-        ], VERSION, batch=f"users@{as_of}")
+            is_true("is_one_source"),
+            *[between(column, 0, 0) for column in zero],
+        ], VERSION, params, batch=f"users@{as_of}")
         report.merge(validate_frame(table, summary, [
             gxe.ExpectColumnValuesToBeBetween(column="count_rows", min_value=1),
             gxe.ExpectColumnValuesToBeBetween(column="catalog_coverage", min_value=limits.min_catalog_coverage),

@@ -57,6 +57,9 @@ def test_events_suite_needs_partitions(scratch) -> None:
 
 def test_reject_rate_over_the_limit_fails_with_the_rate(scratch) -> None:
     partition = dt.date(2026, 10, 20)
+    scratch.execute(  # 100 more bad rows read and quarantined, as an ingest would record them
+        "insert into raw.rejected_events select arrival_date, source_file, 0, 'missing_field', null, '{}' "
+        "from raw.events where arrival_date = $d limit 100", {"d": partition})
     scratch.execute(
         "update raw.ingest_log set count_rejected = count_rejected + 100, count_read = count_read + 100 where arrival_date = $d",
         {"d": partition},
@@ -72,7 +75,13 @@ def test_unbalanced_accounting_fails(scratch) -> None:
 
 
 def test_volume_far_from_the_trailing_median_fails(scratch) -> None:
-    # three times the accepted rows, with read grown to match so only volume is off
+    # three times the accepted rows, stored and logged, so only volume is off
+    scratch.execute("""
+        insert into raw.events
+        select event_id || '-copy' || copy, user_id, item_id, ts, event_date, event_type, ms_played, context, country,
+               arrival_date, source_file, source_line
+        from raw.events, range(1, 3) as copies(copy) where arrival_date = '2026-10-25'
+    """)
     scratch.execute(
         "update raw.ingest_log set count_read = count_read + 2 * count_accepted, count_accepted = 3 * count_accepted "
         "where arrival_date = '2026-10-25'"
@@ -99,7 +108,61 @@ def test_stored_events_breaking_the_contract_fail(scratch) -> None:
     assert failures(report) == {
         "expect_column_values_to_be_between:ms_played": 2,
         "expect_column_values_to_be_in_set:is_not_after_arrival": 1,
+        # the moved row left 2026-10-23 for the day before: both logs now disagree with what is stored
+        "expect_column_values_to_be_in_set:accepted_are_stored": 2,
     }
+    ms_played = next(failure for failure in report.failed if failure["column"] == "ms_played")
+    assert ms_played["examples"] == ["-1"] and ms_played["element_count"] == report.rows
+
+
+@pytest.mark.parametrize(("change", "failed"), [
+    # accepted moved to duplicates: the balance holds, but raw.events holds more rows than the log says
+    ("count_accepted = count_accepted - 5, count_duplicates = count_duplicates + 5", "accepted_are_stored"),
+    ("count_duplicates_conflicting = count_duplicates + 1", "conflicting_within_duplicates"),
+])
+def test_a_log_that_disagrees_with_the_tables_fails(scratch, change: str, failed: str) -> None:
+    scratch.execute(f"update raw.ingest_log set {change} where arrival_date = '2026-10-21'")
+    assert failures(check(scratch, "raw.events", limits_for(scratch))) == {f"expect_column_values_to_be_in_set:{failed}": 1}
+
+
+def test_negative_duplicates_fail_even_when_the_balance_holds(scratch) -> None:
+    scratch.execute("""
+        insert into raw.rejected_events select arrival_date, source_file, 0, 'missing_field', null, '{}'
+        from raw.events where arrival_date = '2026-10-21' limit 3
+    """)
+    scratch.execute("update raw.ingest_log set count_rejected = count_rejected + 3, count_duplicates = count_duplicates - 3 "
+                    "where arrival_date = '2026-10-21'")
+    scratch.execute("update raw.ingest_log set count_duplicates_conflicting = 0 where arrival_date = '2026-10-21'")
+    duplicates = scratch.execute("select count_duplicates from raw.ingest_log where arrival_date = '2026-10-21'").fetchall()
+    assert duplicates[0][0] < 0
+    assert failures(check(scratch, "raw.events", limits_for(scratch))) == {
+        "expect_column_values_to_be_between:count_duplicates": 1,
+        "expect_column_values_to_be_in_set:conflicting_within_duplicates": 1,  # 0 conflicting > -3 duplicates
+    }
+
+
+def test_a_table_off_its_contract_fails_with_the_columns(scratch) -> None:
+    scratch.execute("alter table raw.users rename column country to country_code")
+    scratch.execute("alter table raw.users alter column signup_date type varchar")
+    report = check(scratch, "raw.users", Thresholds())
+    found = {failure["expectation"]: failure for failure in report.failed}
+    assert set(found) == {"expect_column_values_to_be_in_set", "expect_column_distinct_values_to_contain_set"}
+    assert sorted(found["expect_column_values_to_be_in_set"]["examples"]) == ["country_code VARCHAR", "signup_date VARCHAR"]
+    assert found["expect_column_values_to_be_in_set"]["unexpected_count"] == 2
+
+
+def test_a_feature_table_missing_a_column_fails(scratch) -> None:
+    scratch.execute("alter table features.item_stats drop column is_released")
+    assert "expect_column_distinct_values_to_contain_set:column_type" in failures(
+        check(scratch, "features.item_stats", Thresholds()))
+
+
+def test_items_mostly_without_titles_fail_with_the_share(scratch) -> None:
+    scratch.execute("update raw.items set title = null where item_type = 'music'")
+    report = check(scratch, "raw.items", Thresholds())
+    assert failures(report) == {"expect_column_values_to_not_be_null:title": None}
+    music = scratch.execute("select avg((item_type = 'music')::int) from raw.items").fetchall()[0][0]
+    assert report.failed[0]["observed_value"] == pytest.approx(music)
 
 
 def test_duplicate_items_fail_with_their_count(scratch) -> None:
@@ -124,7 +187,10 @@ def test_a_fourth_split_fails(scratch) -> None:
         "insert into features.splits select 'later', end_at, end_at + interval 1 day from features.splits where split = 'holdout'"
     )
     found = failures(check(scratch, "features.splits", Thresholds()))
-    assert found == {"expect_table_row_count_to_equal:None": None, "expect_column_values_to_be_in_set:split": 1}
+    assert found == {
+        "expect_table_row_count_to_equal:None": None, "expect_column_values_to_be_in_set:split": 1,
+        "expect_column_values_to_be_in_set:is_contiguous": 1,  # the last split is no longer the holdout
+    }
 
 
 def test_leakage_into_train_rows_fails(scratch) -> None:

@@ -6,33 +6,9 @@ import datetime as dt
 import duckdb
 import pytest
 
+from quality.contracts import FEATURES as CONTRACTS  # what readers rely on, and the gates check
 from warehouse import ingest
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table, latest_as_of, left_out
-
-CONTRACTS = {
-    "features.splits": {"split": "VARCHAR", "start_at": "TIMESTAMP", "end_at": "TIMESTAMP"},
-    "features.interactions": {
-        "period": "VARCHAR", "user_id": "VARCHAR", "item_id": "VARCHAR", "item_type": "VARCHAR",
-        "count_events": "BIGINT", "count_plays": "BIGINT", "ms_played_total": "BIGINT", "completion_rate": "DOUBLE",
-        "is_played": "BOOLEAN", "is_skipped": "BOOLEAN", "is_saved": "BOOLEAN", "is_followed": "BOOLEAN",
-        "is_previewed": "BOOLEAN", "is_purchased": "BOOLEAN", "first_seen_at": "TIMESTAMP", "last_seen_at": "TIMESTAMP",
-    },
-    "features.user_stats": {
-        "user_id": "VARCHAR", "country": "VARCHAR", "age_bucket": "VARCHAR", "plan": "VARCHAR",
-        "count_events": "BIGINT", "count_music_plays": "BIGINT", "count_podcast_plays": "BIGINT",
-        "count_audiobook_plays": "BIGINT", "count_items": "BIGINT", "is_active": "BOOLEAN", "is_warm": "BOOLEAN",
-        "has_holdout_target": "BOOLEAN",
-    },
-    "features.item_stats": {
-        "item_id": "VARCHAR", "item_type": "VARCHAR", "language": "VARCHAR", "count_listeners": "BIGINT",
-        "count_plays": "BIGINT", "median_completion": "DOUBLE", "popularity_tier": "INTEGER", "is_released": "BOOLEAN",
-    },
-    "features.co_listen_edges": {
-        "src_item_id": "VARCHAR", "dst_item_id": "VARCHAR", "src_type": "VARCHAR", "dst_type": "VARCHAR",
-        "relation": "VARCHAR", "co_listeners": "BIGINT",
-    },
-}
-
 
 def rows(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple]:
     return con.execute(query).fetchall()
