@@ -15,7 +15,7 @@ import pytest
 from quality import check
 from quality.thresholds import Thresholds
 from warehouse import ingest, landing
-from warehouse.store import Store
+from warehouse.store import Store, sql_text
 
 ITEM_TYPES = ("music", "podcast", "audiobook")
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
@@ -208,19 +208,17 @@ def test_an_older_ingest_log_gains_the_new_columns(tmp_path: Path) -> None:
 
 def test_a_partition_that_lost_a_file_is_judged_by_the_quarantine_limit_not_by_volume() -> None:
     con = duckdb.connect()
-    con.execute("create schema raw")
-    con.execute("create table raw.events (event_id varchar, user_id varchar, item_id varchar, ts timestamp, "
-                "event_type varchar, ms_played bigint, event_date date, arrival_date date)")
-    con.execute("create table raw.quarantined_files (arrival_date date, source_file varchar, reason varchar)")
-    con.execute("create table raw.ingest_log (arrival_date date, ingested_at timestamp, count_read bigint, "
-                "count_accepted bigint, count_rejected bigint, count_duplicates bigint, count_files_quarantined integer)")
+    con.execute(sql_text("schema"))
     # five whole days of 100 events, one day that lost its only file, then a whole day again
     days = [dt.date(2026, 11, d) for d in range(1, 8)]
     lost = days[5]
     for day in days:
         accepted, quarantined = (0, 1) if day == lost else (100, 0)
-        con.execute("insert into raw.ingest_log values ($d, now(), $n, $n, 0, 0, $q)",
-                    {"d": day, "n": accepted, "q": quarantined})
+        con.execute("insert into raw.ingest_log (arrival_date, ingested_at, count_files, count_read, count_accepted, "
+                    "count_rejected, count_duplicates, fingerprint, count_files_quarantined) "
+                    "values ($d, now(), 1, $n, $n, 0, 0, 'f', $q)", {"d": day, "n": accepted, "q": quarantined})
+        con.execute("insert into raw.events select $d::varchar || '-' || range, 'u', 'i', $d::timestamp, $d, 'play', 1, "
+                    "null, null, $d, 'events.jsonl', range + 1 from range($n)", {"d": day, "n": accepted})
     limits = Thresholds(partitions=(lost, days[6]), volume_tolerance=0.5)
     assert check(con, "raw.events", limits).success  # the empty day is not a volume outlier, nor in the median
     failed = check(con, "raw.events", dataclasses.replace(limits, max_quarantined_files=0)).failed
