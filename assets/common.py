@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from assets.resources import Warehouse
 from quality import Report
 
 # Every asset writes DuckDB. Deployments that run steps in parallel pods (deploy/k8s) queue steps with
@@ -37,7 +38,18 @@ def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def check_result(report: Report, extra: dict[str, Any] | None = None) -> dg.AssetCheckResult:
+def gate(report: Report, warehouse: Warehouse, stage: str, extra: dict[str, Any] | None = None) -> dg.AssetCheckResult:
+    """A blocking check that guards readers: when it passes, what `stage` wrote is published to them; when it
+    fails, readers stay on the last published state and the stage's tables stay pending for the next run."""
+    if report.success:
+        facts = {"published": True, "published_tables": dg.MetadataValue.json(warehouse.publish(stage))}
+    else:
+        facts = {"published": False, "unpublished_tables": dg.MetadataValue.json(warehouse.store().pending(stage))}
+    return check_result(report, {**(extra or {}), **facts},
+                        failure_note="; not published: readers keep the last published state")
+
+
+def check_result(report: Report, extra: dict[str, Any] | None = None, failure_note: str = "") -> dg.AssetCheckResult:
     """A blocking check's verdict with each failed expectation and its counts."""
     metadata: dict[str, Any] = {
         "suite": report.suite_version,
@@ -52,5 +64,6 @@ def check_result(report: Report, extra: dict[str, Any] | None = None) -> dg.Asse
     return dg.AssetCheckResult(
         passed=report.success, metadata=metadata,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=None if report.success else f"{report.table}: {len(report.failed)} expectation(s) failed; see details",
+        description=None if report.success else (
+            f"{report.table}: {len(report.failed)} expectation(s) failed; see details{failure_note}"),
     )

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
-from assets.common import WRITES_TAG, check_result, markdown_table
+from assets.common import WRITES_TAG, gate, markdown_table
 from assets.llm_calls import ask, known_answers
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from models import item_topics, llm_quality, profile_template, topic_taxonomy, user_profiles
@@ -122,7 +122,7 @@ def enrich_item_topics(
         floor_source=pl.Series(floors.sources, dtype=pl.String),
         floor_hash=pl.Series(floors.hashes, dtype=pl.String),
     ), "item_id", batch.attempted_ids, _now())
-    with warehouse.write() as con:
+    with warehouse.write("enrich.item_topics") as con:
         LLMCache(con).put_many(cache.new_rows)
         measures = _item_quality(con, requested, settings, model_name)
         measured = llm_quality.quality_rows(measures, model_name, item_topics.PROMPT_VERSION, _now())
@@ -179,7 +179,7 @@ def enrich_user_profiles(
                                    "is_narrative_usable": pl.Boolean})
     requested = tables.stamp_attempts(queue.select("user_id", "last_attempted_at").hstack(columns), "user_id",
                                       batch.attempted_ids, _now())
-    with warehouse.write() as con:
+    with warehouse.write("enrich.user_profiles") as con:
         LLMCache(con).put_many(cache.new_rows)
         measures = _profile_quality(con, facts, requested, settings, model_name)
         measured = llm_quality.quality_rows(measures, model_name, user_profiles.PROMPT_VERSION, _now())
@@ -236,7 +236,7 @@ def enrich_text_embeddings(
         if entity == "user":
             counts["deferred_users"] = result.count_deferred
     encoded = pa.concat_tables(parts)
-    with warehouse.write() as con:
+    with warehouse.write("enrich.text_embeddings") as con:
         rows = tables.write_text_embeddings(con, inputs, encoded)
         sample = con.execute(
             "select entity, entity_id, model, dim, input_hash, list_transform(embedding[1:4], v -> round(v, 4)) as head "
@@ -259,20 +259,23 @@ def enrich_text_embeddings(
                 description="Gate: every graph and target item has topics, answers whole, failure rate under the limit.")
 def enrich_item_topics_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     limit = crossfade.settings().llm_max_failure_rate
-    with warehouse.read() as con:
-        return check_result(enrich_suites.item_topics_suite(con, crossfade.thresholds(), limit))
+    with warehouse.audit() as con:
+        report = enrich_suites.item_topics_suite(con, crossfade.thresholds(), limit)
+    return gate(report, warehouse, "enrich.item_topics")
 
 
 @dg.asset_check(asset=enrich_user_profiles, blocking=True, name="enrich_user_profiles_suite",
                 description="Gate: facts for every user, seven profile keys for every active user, failure rate under the limit.")
 def enrich_user_profiles_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     limit = crossfade.settings().llm_max_failure_rate
-    with warehouse.read() as con:
-        return check_result(enrich_suites.user_profiles_suite(con, crossfade.thresholds(), limit))
+    with warehouse.audit() as con:
+        report = enrich_suites.user_profiles_suite(con, crossfade.thresholds(), limit)
+    return gate(report, warehouse, "enrich.user_profiles")
 
 
 @dg.asset_check(asset=enrich_text_embeddings, blocking=True, name="enrich_text_embeddings_suite",
                 description="Gate: a finite 384-d unit vector for every item and every active user.")
 def enrich_text_embeddings_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.read() as con:
-        return check_result(enrich_suites.text_embeddings_suite(con, crossfade.thresholds()))
+    with warehouse.audit() as con:
+        report = enrich_suites.text_embeddings_suite(con, crossfade.thresholds())
+    return gate(report, warehouse, "enrich.text_embeddings")

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.common import WRITES_TAG, check_result, markdown_table, png_markdown
+from assets.common import WRITES_TAG, gate, markdown_table, png_markdown
 from assets.llm_calls import ask, known_answers
 from assets.models import models_two_tower
 from assets.resources import Crossfade, LLMBackend, Warehouse
@@ -57,7 +57,7 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
     metrics = protocol.with_validation(holdout, candidate["metrics"])
     seconds = time.perf_counter() - started
     version = candidate["model_version"]
-    with warehouse.write() as con:
+    with warehouse.write("eval.offline_metrics") as con:
         for name, frame in (("metrics_frame", metrics), ("lists_frame", lists)):
             con.register(name, frame.to_arrow())
         run_sql(con, "eval/offline_metrics", {"as_of": as_of, "model_version": version})
@@ -90,8 +90,9 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
                 description="Gate: every model reported on every slice (an empty slice with users 0), values in "
                             "[0, 1], some user scored, one as-of and model version.")
 def eval_offline_metrics_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.read() as con:
-        return check_result(check(con, "eval.offline_metrics", crossfade.thresholds()))
+    with warehouse.audit() as con:
+        report = check(con, "eval.offline_metrics", crossfade.thresholds())
+    return gate(report, warehouse, "eval.offline_metrics")
 
 
 # The promoted model is judged against each of these that eval.offline_lists holds, when no pairs are configured.
@@ -224,7 +225,7 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
                                         panel["user_id"].n_unique(), settings.seed, reference=reference)
     combined = combined.filter(pl.col("kind") == "pairwise")  # the cohort's win rates; the panel's users are chosen
     rates = judge.summary(pointwise, combined)
-    with warehouse.write() as con:
+    with warehouse.write("eval.judge_scores") as con:
         LLMCache(con).put_many(cache.new_rows)
         for name, frame in (("judged", rows), ("validation", validation)):
             con.register(name, frame.to_arrow())
@@ -258,8 +259,8 @@ def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, cross
                             "orders; eval.judge_validation's AUCs and agreements in [0, 1] inside their intervals, "
                             "the reference judge measured on a non-empty panel.")
 def eval_judge_scores_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.read() as con:
+    with warehouse.audit() as con:
         report = check(con, "eval.judge_scores", crossfade.thresholds())
         if table_exists(con, "eval.judge_validation"):
             report.merge(check(con, "eval.judge_validation", crossfade.thresholds()))
-        return check_result(report)
+    return gate(report, warehouse, "eval.judge_scores")

@@ -3,7 +3,7 @@
 import dagster as dg
 import duckdb
 
-from assets.common import WRITES_TAG, check_result, markdown_table, preview
+from assets.common import WRITES_TAG, gate, markdown_table, preview
 from assets.resources import Crossfade, Warehouse
 from quality import check
 from warehouse.features import build_table, left_out
@@ -13,7 +13,7 @@ def _build(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: W
            name: str) -> dg.MaterializeResult:
     """Run features/<name>.sql for the run's as-of date; row count, timing, preview and per-table facts."""
     table = f"features.{name}"
-    with warehouse.write() as con:
+    with warehouse.write(table) as con:
         as_of = crossfade.as_of(context, con)
         built = build_table(con, name, crossfade.feature_params(as_of))
         facts = _FACTS.get(name, lambda _: {})(con)
@@ -29,8 +29,9 @@ def _build(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: W
 
 
 def _gate(crossfade: Crossfade, warehouse: Warehouse, table: str) -> dg.AssetCheckResult:
-    with warehouse.read() as con:
-        return check_result(check(con, table, crossfade.thresholds()))
+    with warehouse.audit() as con:
+        report = check(con, table, crossfade.thresholds())
+    return gate(report, warehouse, table)
 
 
 def _edge_counts(con: duckdb.DuckDBPyConnection) -> dict:

@@ -12,9 +12,12 @@ from warehouse.settings import Settings
 
 
 def known_answers(warehouse: Warehouse, model: ChatModel, requests: Sequence[EnrichRequest]) -> BufferedCache:
-    """The cache of `requests`' answers already stored for this model and prompt version."""
+    """The cache of `requests`' answers already stored for this model and prompt version.
+
+    Read from the newest state, published or not: an answer paid for is reused even when the gate of the
+    stage that stored it failed."""
     keys = list(dict.fromkeys((model.name, request.prompt_version, request.input_hash) for request in requests))
-    with warehouse.read() as con:
+    with warehouse.audit() as con:
         return BufferedCache(cached_answers(con, keys))
 
 

@@ -9,7 +9,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from assets.common import WRITES_TAG, check_result, markdown_table, png_markdown, preview
+from assets.common import WRITES_TAG, gate, markdown_table, png_markdown, preview
 from assets.resources import Crossfade, Warehouse
 from models import hgnn, protocol, two_tower
 from models.bundle import BUNDLED_MODEL, ModelBundle, empty_slices, slice_metrics
@@ -20,7 +20,7 @@ from models.recommender import FeatureFrames
 from models.text_features import node_features, text_or_hashed
 from quality import check, model_suites
 from warehouse import readers, registry
-from warehouse.store import run_sql, scalar
+from warehouse.store import run_sql, scalar, table_exists
 
 
 class HGNNRun(dg.Config):
@@ -74,7 +74,7 @@ def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNR
     folder = settings.model_dir(version)
     folder.mkdir(parents=True, exist_ok=True)
     hgnn.save_checkpoint(result.model_state, folder / "hgnn.pt")
-    with warehouse.write() as con:
+    with warehouse.write("models.hgnn_item_embeddings") as con:
         con.register("hgnn_vectors", result.embeddings_frame().to_arrow())
         run_sql(con, "models/hgnn_item_embeddings", {"model_version": version})
         con.unregister("hgnn_vectors")
@@ -102,8 +102,9 @@ def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNR
 @dg.asset_check(asset=models_hgnn_item_embeddings, blocking=True, name="models_hgnn_item_embeddings_suite",
                 description="Gate: one finite unit vector per graph and target item, one width, one version.")
 def models_hgnn_item_embeddings_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.read() as con:
-        return check_result(check(con, "models.hgnn_item_embeddings", crossfade.thresholds()))
+    with warehouse.audit() as con:
+        report = check(con, "models.hgnn_item_embeddings", crossfade.thresholds())
+    return gate(report, warehouse, "models.hgnn_item_embeddings")
 
 
 @dg.asset(op_tags=WRITES_TAG, key=["models", "two_tower"], group_name="models", kinds={"pytorch", "duckdb"},
@@ -167,7 +168,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
            "config": {"two_tower": asdict(tt_config), "hgnn": checkpoint["config"], "hgnn_version": hgnn_version,
                       "text_model": text_source},
            "metrics": metrics, "checkpoint_dir": str(folder)}
-    with warehouse.write() as con:
+    with warehouse.write("models.two_tower") as con:
         registry.register(con, row)
     gate_rows = scores.filter(pl.col("metric").is_in(["hr@10", "ndcg@10", "recall@20"]))
     gate_slice = gate["slice"] or "all"
@@ -200,32 +201,36 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
                             "says which); no regression beyond promotion_tolerance (default 10%) against the "
                             "promoted plan on the same slice.")
 def models_two_tower_promotion_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
-    """A failed gate marks the candidate 'rejected' with the reason, so the registry says why."""
+    """A failed gate marks the candidate 'rejected' with the reason, and publishes that, so the registry says why;
+    a passing gate publishes the candidate, which only then can be promoted."""
     tolerance = crossfade.settings().promotion_tolerance
-    with warehouse.read() as con:
+    with warehouse.audit() as con:
         candidate = registry.latest(con)
         if candidate is None:
             raise dg.Failure("models.registry is empty: materialise models/two_tower first")
         report, facts = model_suites.promotion_gate(con, candidate["model_version"], tolerance)
     reason = model_suites.gate_reason(report, facts, tolerance)
     if not report.success and candidate["status"] == "candidate":
-        with warehouse.write() as con:
+        with warehouse.write() as con:  # published at once: readers see the rejected candidate and the reason
             registry.reject(con, candidate["model_version"], f"promotion gate: {reason}")
-    return check_result(report, {"verdict": reason, "facts": dg.MetadataValue.json(facts),
-                                 "tolerance": tolerance})
+    return gate(report, warehouse, "models.two_tower", {"verdict": reason, "facts": dg.MetadataValue.json(facts),
+                                                       "tolerance": tolerance})
 
 
 @dg.asset(op_tags=WRITES_TAG, key=["models", "registry"], deps=[models_two_tower], group_name="models", kinds={"duckdb"})
 def models_registry(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """Promotes the newest candidate (runs only when its gate passed); the old promoted model retires.
-
-    Older candidates still waiting, whose runs stopped before a verdict, are rejected as superseded.
+    """Promotes the newest candidate whose promotion gate passed (the gate published it); the old promoted model
+    retires. Older candidates still waiting, whose runs stopped before a verdict, are rejected as superseded.
     """
-    with warehouse.write() as con:
-        waiting = registry.candidates(con)
-        if not waiting:
-            raise dg.Failure("no candidate in models.registry; materialise models/two_tower (and pass its gate)")
-        newest, stale = waiting[0], waiting[1:]
+    with warehouse.read() as con:
+        gated = registry.candidates(con) if table_exists(con, "models.registry") else []
+    if not gated:
+        raise dg.Failure("no candidate in models.registry passed its promotion gate; materialise models/two_tower "
+                         "and its models_two_tower_promotion_gate check")
+    newest = gated[0]
+    with warehouse.write("models.registry") as con:
+        stale = [row for row in registry.candidates(con)
+                 if row["model_version"] != newest["model_version"] and row["created_at"] <= newest["created_at"]]
         previous = registry.promoted(con)
         for row in stale:
             registry.reject(con, row["model_version"], f"superseded by {newest['model_version']} before a verdict")
@@ -248,8 +253,9 @@ def models_registry(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
 @dg.asset_check(asset=models_registry, blocking=True, name="models_registry_suite",
                 description="Gate: unique versions, known statuses, exactly one promoted model.")
 def models_registry_gate(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.read() as con:
-        return check_result(check(con, "models.registry", crossfade.thresholds()))
+    with warehouse.audit() as con:
+        report = check(con, "models.registry", crossfade.thresholds())
+    return gate(report, warehouse, "models.registry")
 
 
 def _curve_png(curve: pl.DataFrame) -> bytes:

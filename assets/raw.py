@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.common import WRITES_TAG, check_result, markdown_table, preview
+from assets.common import WRITES_TAG, gate, markdown_table, preview
 from assets.partitions import events_partitions
 from assets.resources import Crossfade, Warehouse
 from quality import check
@@ -23,7 +23,7 @@ def _accounting(result: ingest.IngestResult) -> dict:
 def raw_items(crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResult:
     """The catalogue: the newest record per item_id across landing/items/* (last file by name wins)."""
     settings = crossfade.settings()
-    with warehouse.write() as con:
+    with warehouse.write("raw.items") as con:
         result = ingest.ingest_items(con, settings.landing, settings.item_types)
         by_type = con.execute("select item_type, count(*) as items from raw.items group by 1 order by 1").pl()
         sample = preview(con, "raw.items")
@@ -36,7 +36,7 @@ def raw_items(crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResul
 @dg.asset(op_tags=WRITES_TAG, key=["raw", "users"], group_name="raw", kinds={"duckdb"})
 def raw_users(crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResult:
     """Users: the newest record per user_id across landing/users/*."""
-    with warehouse.write() as con:
+    with warehouse.write("raw.users") as con:
         result = ingest.ingest_users(con, crossfade.settings().landing)
         sample = preview(con, "raw.users")
     return dg.MaterializeResult(metadata={**_accounting(result), "dagster/row_count": result.accepted, "preview": sample})
@@ -54,7 +54,7 @@ def raw_events(context: dg.AssetExecutionContext, crossfade: Crossfade, warehous
     """
     landing = crossfade.settings().landing
     results = []
-    with warehouse.write() as con:
+    with warehouse.write("raw.events") as con:
         # A backfill of many days reads several partitions per transaction (one pass over their files).
         for key, result in ingest.ingest_event_partitions(con, landing, list(context.partition_keys)).items():
             context.log.info(
@@ -102,20 +102,28 @@ def raw_events_suite(context: dg.AssetCheckExecutionContext, crossfade: Crossfad
     """Gate: contract of stored rows, reject rate under max_reject_rate, at most max_quarantined_files unreadable
     files per partition, volume near the trailing median."""
     keys = context.partition_keys if context.has_partition_key_range or context.has_partition_key else []
-    with warehouse.read() as con:
-        report = check(con, "raw.events", crossfade.thresholds(tuple(parse_partition(key) for key in keys)))
-    return check_result(report, {"partitions_checked": len(keys)})
+    with warehouse.audit() as con:
+        # partitions an earlier run ingested but whose gate failed are checked again: publishing this run's
+        # partitions publishes theirs too
+        earlier = ingest.unpublished_partitions(con, warehouse.store().published_version("raw.ingest_log"))
+        partitions = tuple(sorted({parse_partition(key) for key in keys} | set(earlier)))
+        report = check(con, "raw.events", crossfade.thresholds(partitions))
+    return gate(report, warehouse, "raw.events", {"partitions_checked": len(partitions),
+                                                  "unpublished_partitions_rechecked": len(set(earlier) - set(
+                                                      parse_partition(key) for key in keys))})
 
 
 @dg.asset_check(asset=raw_items, blocking=True)
 def raw_items_suite(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     """Gate: one row per item_id, item types from configuration, sane durations."""
-    with warehouse.read() as con:
-        return check_result(check(con, "raw.items", crossfade.thresholds()))
+    with warehouse.audit() as con:
+        report = check(con, "raw.items", crossfade.thresholds())
+    return gate(report, warehouse, "raw.items")
 
 
 @dg.asset_check(asset=raw_users, blocking=True)
 def raw_users_suite(crossfade: Crossfade, warehouse: Warehouse) -> dg.AssetCheckResult:
     """Gate: one row per user_id."""
-    with warehouse.read() as con:
-        return check_result(check(con, "raw.users", crossfade.thresholds()))
+    with warehouse.audit() as con:
+        report = check(con, "raw.users", crossfade.thresholds())
+    return gate(report, warehouse, "raw.users")

@@ -53,7 +53,7 @@ class Crossfade(dg.ConfigurableResource):
 
 
 class Warehouse(DuckDBResource):
-    """The DuckDB file: writes are serialised and published as snapshots that readers query."""
+    """The DuckLake warehouse: a stage's writes reach readers when its gate publishes them (write, audit, publish)."""
 
     database: str = ""  # empty: CROSSFADE_HOME/warehouse/crossfade.duckdb
     lock_timeout_s: float = 600.0
@@ -63,9 +63,20 @@ class Warehouse(DuckDBResource):
         return Store(path, lock_timeout_s=self.lock_timeout_s)
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.store().write() as con:
+    def write(self, stage: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write for `stage` (its asset's table name) stays unpublished until its gate passes; without one it
+        publishes when it ends."""
+        with self.store().write(stage) as con:
             yield con
+
+    @contextlib.contextmanager
+    def audit(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The newest state, published or not: what a gate checks."""
+        with self.store().audit() as con:
+            yield con
+
+    def publish(self, stage: str) -> dict[str, int]:
+        return self.store().publish(stage)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.common import WRITES_TAG, check_result, markdown_table
+from assets.common import WRITES_TAG, gate, markdown_table
 from assets.partitions import events_partitions
 from assets.resources import Crossfade, Warehouse
 from models.bundle import ModelBundle
@@ -103,7 +103,7 @@ def serving_candidates_staging(context: dg.AssetExecutionContext, config: Candid
     model_version, model = (promoted.model_version, promoted.two_tower) if promoted else ("none", None)
     started = time.perf_counter()
     routed = routes(inputs, promoted, settings)
-    with warehouse.write() as con:
+    with warehouse.write(STAGING) as con:
         con.execute(sql_text("serving/tables"))
         run_sql(con, "serving/candidates_staging_clear", {"as_of": as_of})
         for chunk in generate(inputs, model, model_version, chunk_users=config.chunk_users or None, routed=routed):
@@ -128,12 +128,20 @@ def serving_candidates(context: dg.AssetExecutionContext, crossfade: Crossfade,
                        warehouse: Warehouse) -> dg.MaterializeResult:
     """The served lists: the gated staging rows of the as-of date replace that date's lists in one transaction.
 
-    Runs only after the staging gate passed; readers of the published snapshot see the old lists or the
-    new ones, never a mix, and a failed gate leaves the previous lists in place.
+    Reads staging at the snapshot its gate published, so only rows that passed the gate are served, whatever
+    was staged since (a shard job, a manual materialisation); readers see the old lists or the new ones,
+    never a mix, and a failed gate leaves the previous lists in place.
     """
-    with warehouse.write() as con:
+    gated = warehouse.store().published_version(STAGING)
+    with warehouse.write(PUBLISHED) as con:
         as_of = crossfade.as_of(context, con)
         con.execute(sql_text("serving/tables"))
+        if gated is None:
+            raise dg.Failure(f"{STAGING} has never passed its gate: materialise serving/candidates_staging first")
+        con.execute(f"create or replace temp view gated_staging as select * from {STAGING} at (version => {int(gated)})")
+        if not scalar(con, "select count(*) from gated_staging where as_of = $as_of", {"as_of": as_of}):
+            raise dg.Failure(f"no gated lists for {as_of} in {STAGING}: its gate has not passed for that date "
+                             "(materialise serving/candidates_staging for it; its check publishes the rows)")
         con.begin()
         try:
             run_sql(con, "serving/candidates_unpublish", {"as_of": as_of})
@@ -168,7 +176,7 @@ def _stage_shards(context: dg.AssetExecutionContext, crossfade: Crossfade, wareh
     An incomplete set (a missing, duplicated or stale shard, a user in two) fails and leaves the staged rows.
     """
     started = time.perf_counter()
-    with warehouse.write() as con:
+    with warehouse.write(STAGING) as con:
         as_of = crossfade.as_of(context, con)
         try:
             shard_rows = exchange.read_candidate_shards(con, uri, as_of, shards)
@@ -235,8 +243,8 @@ def _sample(con: duckdb.DuckDBPyConnection, table: str, as_of: dt.date) -> dg.Me
 
 def _gate(context: dg.AssetCheckExecutionContext, crossfade: Crossfade, warehouse: Warehouse,
           table: str) -> dg.AssetCheckResult:
-    """The candidates suite on `table`'s lists of the run's as-of date."""
-    with warehouse.read() as con:
+    """The candidates suite on `table`'s lists of the run's as-of date; passing publishes them."""
+    with warehouse.audit() as con:
         as_of = crossfade.as_of(context, con)
         report = check(con, table, crossfade.thresholds((as_of,)))
-    return check_result(report, {"as_of": as_of.isoformat()})
+    return gate(report, warehouse, table, {"as_of": as_of.isoformat()})

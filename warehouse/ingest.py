@@ -271,6 +271,18 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("commit")
 
 
+def unpublished_partitions(con: duckdb.DuckDBPyConnection, published_version: int | None) -> list[dt.date]:
+    """Arrival partitions ingested after the published snapshot of raw.ingest_log (all of them when none is)."""
+    if published_version is None:
+        return [row[0] for row in con.execute("select distinct arrival_date from raw.ingest_log order by 1").fetchall()]
+    return [row[0] for row in con.execute(f"""
+        select arrival_date, max(ingested_at) as ingested_at from raw.ingest_log group by 1
+        except
+        select arrival_date, max(ingested_at) from raw.ingest_log at (version => {int(published_version)}) group by 1
+        order by 1
+    """).fetchall()]
+
+
 def changed_partitions(con: duckdb.DuckDBPyConnection, landing_dir: Path, before: dt.date | None = None) -> list[str]:
     """Arrival partitions whose files changed since their last ingestion (or were never ingested)."""
     seen = dict(

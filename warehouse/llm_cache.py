@@ -30,8 +30,8 @@ create table if not exists enrich.llm_cache (
     prompt_tokens bigint not null,
     completion_tokens bigint not null,
     seconds double not null,
-    created_at timestamp not null,     -- UTC, when this answer was last asked for
-    primary key (model, prompt_version, input_hash)
+    created_at timestamp not null      -- UTC, when this answer was last asked for
+    -- one row per (model, prompt_version, input_hash): PUT replaces
 );
 -- runs that asked for this input, the last included; a warehouse from before retries upgrades here
 alter table enrich.llm_cache add column if not exists attempt_count integer default 1;
@@ -56,13 +56,19 @@ def get_query(stored_columns: set[str]) -> str:
     return _GET.format(attempt_count="c.attempt_count" if "attempt_count" in stored_columns else "1")
 
 
-PUT = """
-insert or replace into enrich.llm_cache
+# PUT replaces: the answers' keys are deleted, then the answers inserted (a crash between loses cached
+# answers, which are asked again, never a duplicate key)
+PUT = ("""
+delete from enrich.llm_cache as c
+using (select unnest($model) as model, unnest($prompt_version) as prompt_version, unnest($input_hash) as input_hash) as w
+where c.model = w.model and c.prompt_version = w.prompt_version and c.input_hash = w.input_hash
+""", """
+insert into enrich.llm_cache
 select
     unnest($model), unnest($prompt_version), unnest($input_hash), unnest($status), unnest($output_json),
     unnest($raw_text), unnest($error), unnest($prompt_tokens), unnest($completion_tokens), unnest($seconds),
     timezone('UTC', now()), unnest($attempt_count)
-"""
+""")
 
 
 class LLMCache:
@@ -89,5 +95,7 @@ class LLMCache:
         values["completion_tokens"] = [int(value) for value in values["completion_tokens"]]
         values["seconds"] = [float(value) for value in values["seconds"]]
         values["attempt_count"] = [int(value) for value in values["attempt_count"]]
-        self.con.execute(PUT, values)
+        delete, insert = PUT
+        self.con.execute(delete, {key: values[key] for key in ("model", "prompt_version", "input_hash")})
+        self.con.execute(insert, values)
 

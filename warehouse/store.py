@@ -1,10 +1,11 @@
-"""The DuckDB warehouse: serialised writes, published read-only snapshots, SQL files run with parameters."""
+"""The warehouse: serialised writes to a DuckLake catalog, write-audit-publish per stage, SQL files run with parameters."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -14,8 +15,10 @@ from typing import Any
 
 import duckdb
 
-SNAPSHOT_POINTER = "CURRENT"
-SNAPSHOTS_KEPT = 3
+from warehouse import lake
+
+STATE = "published.json"  # {"tables": {table: version readers see}, "pending": {stage: {table: version}}}
+CLIENT_SQL = "published.sql"  # the same, for any DuckDB client
 
 
 class WarehouseBusyError(RuntimeError):
@@ -47,10 +50,11 @@ def one_row(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, Any
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Whether `table` ('schema.name') exists in the connected database."""
+    """Whether `table` ('schema.name') exists in the connected database (a table, or a reader's published view)."""
     schema, name = table.split(".")
-    return bool(scalar(con, "select count(*) from duckdb_tables() where schema_name = $schema and table_name = $name",
-                       {"schema": schema, "name": name}))
+    return bool(scalar(con, "select count(*) from (select schema_name, table_name from duckdb_tables() union all "
+                            "select schema_name, view_name from duckdb_views()) where schema_name = $schema "
+                            "and table_name = $name", {"schema": schema, "name": name}))
 
 
 def scalar(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -58,64 +62,128 @@ def scalar(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, Any]
 
 
 class Store:
-    """One DuckDB file written by one process at a time and read through published snapshots.
+    """The warehouse: a DuckLake catalog (SQLite) over Parquet files, written by one process at a time.
 
-    DuckDB lets a single process open a file for writing and nobody else open it meanwhile, so
-    readers never touch the working file: after each write, the writer checkpoints and publishes a
-    copy, and readers open the newest published copy read-only.
+    Write, audit, publish: a write commits snapshots that only writers and audits see; readers see each
+    table at the snapshot its stage last published (`published.json`), so a stage's tables reach readers
+    only when its gate passes, and publishing moves version numbers, never data. A write without a stage
+    publishes what it changed when it ends (scripts and tests); a write for a stage leaves its tables
+    pending until `publish(stage)`.
     """
 
     def __init__(self, database: Path, lock_timeout_s: float = 600.0) -> None:
-        self.database = Path(database)
-        self.snapshots = self.database.parent / "snapshots"
+        self.database = Path(database)  # names the warehouse: CROSSFADE_HOME/warehouse/crossfade.duckdb by default
+        self.root = self.database.parent  # the catalog, data files and published state live here
         self.lock_timeout_s = lock_timeout_s
 
+    @property
+    def state_path(self) -> Path:
+        return self.root / STATE
+
     @contextlib.contextmanager
-    def write(self, publish: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A write connection; writers queue on a file lock, and the result is published on success."""
-        self.database.parent.mkdir(parents=True, exist_ok=True)
+    def write(self, stage: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection on the newest state; writers queue on a file lock.
+
+        On success the tables it changed are published (no stage) or left pending for `publish(stage)`.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._write_lock(), lake.attached(self.root) as (con, catalog):
+            started = lake.latest_version(con, catalog)
+            con.execute(f"use {catalog}")
+            schema = sql_text("schema")
+            if self._state().get("schema") != _digest(schema):  # creating what exists costs a catalog round trip each
+                con.execute(schema)
+            yield con
+            changed = lake.changed_tables(con, catalog, started)
+            state = self._state()
+            state["schema"] = _digest(sql_text("schema"))
+            if stage is None:
+                _pin(state["tables"], changed)
+            else:
+                _pin(state["pending"].setdefault(stage, {}), changed)
+            self._save(state)
+
+    def publish(self, stage: str) -> dict[str, int]:
+        """Readers now see the tables `stage` wrote since its last publish; returns them with their versions."""
         with self._write_lock():
-            con = self._open_for_write()
-            try:
-                con.execute("set TimeZone = 'UTC'")
-                con.execute(sql_text("schema"))
-                yield con
-                con.execute("checkpoint")
-            finally:
-                con.close()
-            if publish:
-                self._publish()
+            state = self._state()
+            pending = state["pending"].pop(stage, {})
+            _pin(state["tables"], pending)
+            self._save(state)
+        return pending
+
+    def published_version(self, table: str) -> int | None:
+        """The snapshot at which readers see `table`; None when it was never published."""
+        return self._state()["tables"].get(table)
+
+    def pending(self, stage: str) -> dict[str, int]:
+        """Tables `stage` wrote that readers do not see yet (its gate has not passed since)."""
+        return dict(self._state()["pending"].get(stage, {}))
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection to the last published snapshot; never waits for a writer."""
-        for _ in range(5):
-            path = self.current_snapshot()
-            try:
-                con = duckdb.connect(str(path), read_only=True)
-                break
-            except duckdb.IOException:
-                if path.exists():
-                    raise
-                continue  # replaced between reading the pointer and opening it: read the pointer again
-        else:
-            raise NothingPublishedError(f"could not open a published snapshot in {self.snapshots}")
-        try:
-            yield con
-        finally:
-            con.close()
-
-    def current_snapshot(self) -> Path:
-        pointer = self.snapshots / SNAPSHOT_POINTER
-        if not pointer.exists():
+        """A read-only connection to the published state: each table as its gate last published it."""
+        published = self._state()["tables"]
+        if not published:
             raise NothingPublishedError(
-                f"nothing published yet in {self.snapshots}; run `crossfade run` (or `make demo`) first"
+                f"nothing published yet in {self.root}; run `crossfade run` (or `make demo`) first"
             )
-        return self.snapshots / pointer.read_text().strip()
+        version = max(published.values())
+        with lake.attached(self.root, read_only=True, version=version) as (con, catalog):
+            views = f"published_{catalog}"
+            con.execute(f"attach ':memory:' as {views}")
+            try:
+                for statement in published_views(con, catalog, views, published, version):
+                    con.execute(statement)
+                yield con
+            finally:
+                con.execute("use memory")
+                con.execute(f"detach {views}")
+
+    @contextlib.contextmanager
+    def audit(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the newest state, published or not: what a gate checks."""
+        if not (self.root / lake.CATALOG).exists():
+            raise NothingPublishedError(f"nothing written yet in {self.root}; run `crossfade run` first")
+        with lake.attached(self.root, read_only=True) as (con, catalog):
+            con.execute(f"use {catalog}")
+            yield con
+
+    def published_sql(self) -> str:
+        """The statements that open the published state in any DuckDB client (also written to published.sql)."""
+        published = self._state()["tables"]
+        if not published:
+            return "-- nothing published yet: run `crossfade run`\n"
+        version = max(published.values())
+        with lake.attached(self.root, read_only=True, version=version) as (con, catalog):
+            views = [statement.replace(catalog, lake.LAKE)
+                     for statement in published_views(con, catalog, "memory", published, version)]
+        lines = [
+            "-- crossfade's published state (each table as its gate last published it): duckdb -init published.sql",
+            f"set extension_directory = {_literal(str(lake.extension_directory(self.root)))};",
+            "load ducklake;",
+            "load sqlite;",
+            f"attach {_literal('ducklake:sqlite:' + str(self.root / lake.CATALOG))} as {lake.LAKE} "
+            f"(DATA_PATH {_literal(str(self.root / lake.DATA) + '/')}, OVERRIDE_DATA_PATH TRUE, READ_ONLY, SNAPSHOT_VERSION {version});",
+            *[f"{statement};" for statement in views],
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _state(self) -> dict[str, Any]:
+        if not self.state_path.exists():
+            return {"tables": {}, "pending": {}}
+        return json.loads(self.state_path.read_text())
+
+    def _save(self, state: dict[str, Any]) -> None:
+        for path, text in ((self.state_path, json.dumps(state, indent=1, sort_keys=True)),
+                           (self.root / CLIENT_SQL, None)):
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+            partial.write_text(text if text is not None else self.published_sql())
+            os.replace(partial, path)
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
-        lock_path = self.database.parent / ".write.lock"
+        lock_path = self.root / ".write.lock"
         with open(lock_path, "a+") as handle:
             deadline = time.monotonic() + self.lock_timeout_s
             while True:
@@ -125,7 +193,7 @@ class Store:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise WarehouseBusyError(
-                            f"{self.database}: another crossfade writer held the lock for over "
+                            f"{self.root / lake.CATALOG}: another crossfade writer held the lock for over "
                             f"{self.lock_timeout_s:.0f} s; wait for its run to finish"
                         ) from None
                     time.sleep(0.2)
@@ -134,58 +202,41 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _open_for_write(self) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout_s
-        while True:
-            try:
-                return duckdb.connect(str(self.database))
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                    raise WarehouseBusyError(
-                        f"{self.database} is held by another process ({error}); close other DuckDB "
-                        "clients on the working file and read published snapshots with `crossfade sql` instead"
-                    ) from error
-                time.sleep(0.5)
 
-    def _publish(self) -> Path:
-        """Copy the checkpointed file and switch the pointer atomically; keep the last few copies.
+def published_views(con: duckdb.DuckDBPyConnection, catalog: str, views: str, published: Mapping[str, int],
+                    version: int) -> list[str]:
+    """What a connection with the lake attached as `catalog` at `version` (the newest published) runs to show the
+    published state, with its views in the database `views`.
 
-        A publish that fails (a full disk) removes what it wrote and leaves the pointer as it was; the
-        leftovers of a writer killed mid-publish are removed by the next writer, which holds the lock.
-        """
-        self.snapshots.mkdir(parents=True, exist_ok=True)
-        self._remove_leftovers()
-        name = f"crossfade-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.duckdb"
-        partial = self.snapshots / f".{name}.partial"
-        pointer_tmp = self.snapshots / f".{SNAPSHOT_POINTER}.{uuid.uuid4().hex[:8]}"
-        try:
-            shutil.copyfile(self.database, partial)
-            with open(partial, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(partial, self.snapshots / name)
-            pointer_tmp.write_text(name)
-            os.replace(pointer_tmp, self.snapshots / SNAPSHOT_POINTER)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            pointer_tmp.unlink(missing_ok=True)
-            if self._pointed_name() != name:
-                (self.snapshots / name).unlink(missing_ok=True)
-            raise
-        self._prune(keep=name)
-        return self.snapshots / name
+    Most tables are read at `version` itself; a table written since its own publish (its gate failed or has
+    not run) is a view at its published snapshot, and one never published is a view that says so.
+    """
+    changed = lake.changed_tables(con, catalog, min(published.values()), version)
+    stale = {table: pinned for table, pinned in published.items() if changed.get(table, 0) > pinned}
+    existing = [row[0] for row in con.execute(
+        f"select schema_name || '.' || table_name from duckdb_tables() where database_name = '{catalog}'").fetchall()]
+    hidden = sorted(set(existing) - set(published))
+    schemas = sorted({row[0] for row in con.execute(
+        f"select schema_name from duckdb_schemas() where database_name = '{catalog}'").fetchall()})
+    statements = [f"create schema if not exists {views}.{schema}" for schema in schemas]
+    statements += [f"create view {views}.{table} as select * from {catalog}.{table} at (version => {int(pinned)})"
+                   for table, pinned in sorted(stale.items())]
+    statements += [f"create view {views}.{table} as select error("
+                   f"{_literal(f'{table} is not published: its gate has not passed')}) as not_published"
+                   for table in hidden]
+    search = [f"{views}.{schema}" for schema in schemas] + [f"{catalog}.{schema}" for schema in schemas]
+    return [*statements, f"use {views}", f"set search_path = {_literal(','.join(search))}"]
 
-    def _pointed_name(self) -> str | None:
-        pointer = self.snapshots / SNAPSHOT_POINTER
-        return pointer.read_text().strip() if pointer.exists() else None
 
-    def _remove_leftovers(self) -> None:
-        # Only a writer killed between copy and pointer switch leaves these; nobody reads them.
-        for path in [*self.snapshots.glob(".crossfade-*.partial"), *self.snapshots.glob(f".{SNAPSHOT_POINTER}.*")]:
-            path.unlink(missing_ok=True)
+def _pin(pins: dict[str, int], changed: Mapping[str, int]) -> None:
+    # versions only move forward: a stage published after another that wrote the same table later keeps the later
+    for table, version in changed.items():
+        pins[table] = max(pins.get(table, 0), version)
 
-    def _prune(self, keep: str) -> None:
-        # Open readers keep their file alive after unlink, so dropping old copies never breaks a query.
-        copies = sorted(self.snapshots.glob("crossfade-*.duckdb"), key=lambda path: path.stat().st_mtime)
-        for path in copies[:-SNAPSHOTS_KEPT]:
-            if path.name != keep:
-                path.unlink(missing_ok=True)
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,6 +1,9 @@
-"""The warehouse store: serialised writers, published snapshots, readers never blocked by a write."""
+"""The warehouse store: DuckLake snapshots, write-audit-publish per stage, readers never blocked by a write."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -9,7 +12,7 @@ import duckdb
 import pytest
 
 from warehouse.store import (
-    SNAPSHOTS_KEPT,
+    CLIENT_SQL,
     NothingPublishedError,
     Store,
     WarehouseBusyError,
@@ -27,56 +30,137 @@ def store(tmp_path: Path) -> Store:
     return store
 
 
+def notes(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [row[0] for row in con.execute("select text from main.notes order by text").fetchall()]
+
+
 def test_reading_before_anything_is_published_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(NothingPublishedError, match="crossfade run"), Store(tmp_path / "crossfade.duckdb").read():
         pass
 
 
-def test_a_write_creates_every_schema_and_publishes_a_snapshot(store: Store) -> None:
+def test_a_write_creates_every_schema_and_publishes_what_it_changed(store: Store) -> None:
     with store.read() as con:
         assert scalar(con, "select text from main.notes") == "first"
-        schemas = {row[0] for row in con.execute("select schema_name from information_schema.schemata").fetchall()}
-        path = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
+        schemas = {row[0] for row in con.execute("select schema_name from duckdb_schemas()").fetchall()}
     assert {"raw", "features", "enrich", "models", "eval", "serving"} <= schemas
-    assert Path(path).parent == store.snapshots  # readers never open the working file
-    assert Path(path) == store.current_snapshot()
+    assert (store.root / "crossfade.sqlite").is_file() and list((store.root / "data").rglob("*"))  # catalog, Parquet
 
 
 def test_readers_are_read_only(store: Store) -> None:
-    with store.read() as con, pytest.raises(duckdb.Error, match="read-only"):
+    with store.read() as con, pytest.raises(duckdb.Error):
         con.execute("insert into main.notes values ('nope')")
 
 
 def test_a_failed_write_publishes_nothing(store: Store) -> None:
-    before = store.current_snapshot()
     with pytest.raises(RuntimeError, match="midway"), store.write() as con:
         con.execute("insert into main.notes values ('half done')")
         raise RuntimeError("midway")
-    assert store.current_snapshot() == before
     with store.read() as con:
-        assert con.execute("select text from main.notes").fetchall() == [("first",)]
+        assert notes(con) == ["first"]
 
 
-def test_readers_answer_from_the_last_snapshot_while_another_process_writes(store: Store, writer_process) -> None:
+def test_a_stage_reaches_readers_only_when_its_gate_publishes(store: Store) -> None:
+    with store.write("features.scores") as con:
+        con.execute("create table features.scores as select 1 as score")
+        con.execute("insert into main.notes values ('second')")
+    assert store.pending("features.scores") == {"features.scores": store.pending("features.scores")["features.scores"],
+                                                "main.notes": store.pending("features.scores")["main.notes"]}
+    with store.read() as con:  # not published: the old notes, and no new table
+        assert notes(con) == ["first"]
+        with pytest.raises(duckdb.CatalogException, match="scores does not exist"):
+            con.execute("select * from features.scores").fetchall()
+    with store.audit() as con:  # what the gate checks: the newest state
+        assert notes(con) == ["first", "second"] and scalar(con, "select score from features.scores") == 1
+    published = store.publish("features.scores")
+    assert set(published) == {"features.scores", "main.notes"} and store.pending("features.scores") == {}
+    with store.read() as con:
+        assert notes(con) == ["first", "second"] and scalar(con, "select score from features.scores") == 1
+
+
+def test_a_failed_gate_keeps_readers_on_the_last_publish_while_others_publish(store: Store) -> None:
+    with store.write("features.scores") as con:
+        con.execute("create table features.scores as select 1 as score")
+    store.publish("features.scores")
+    with store.write("features.scores") as con:  # tonight's rows, whose gate fails: never published
+        con.execute("create or replace table features.scores as select -1 as score")
+    with store.write("features.other") as con:  # another stage writes later and passes
+        con.execute("create table features.other as select 7 as value")
+    store.publish("features.other")
+    with store.read() as con:
+        assert scalar(con, "select score from features.scores") == 1  # still the published night
+        assert scalar(con, "select value from features.other") == 7
+    with store.write("features.scores") as con:  # the retry after fixing the input
+        con.execute("create or replace table features.scores as select 2 as score")
+    store.publish("features.scores")
+    with store.read() as con:
+        assert scalar(con, "select score from features.scores") == 2
+
+
+def test_publishing_moves_a_version_number_and_copies_no_data(store: Store) -> None:
+    with store.write("features.big") as con:
+        con.execute("create table features.big as select range as n from range(100000)")
+    files = sorted(path.stat().st_mtime_ns for path in (store.root / "data").rglob("*.parquet"))
+    started = time.perf_counter()
+    store.publish("features.big")
+    assert time.perf_counter() - started < 5
+    assert sorted(path.stat().st_mtime_ns for path in (store.root / "data").rglob("*.parquet")) == files
+    state = json.loads(store.state_path.read_text())
+    assert state["tables"]["features.big"] == max(state["tables"].values())
+
+
+def test_any_duckdb_client_opens_the_published_state_with_published_sql(store: Store) -> None:
+    with store.write("features.scores") as con:
+        con.execute("create table features.scores as select 1 as score")
+    store.publish("features.scores")
+    with store.write("features.scores") as con:
+        con.execute("create or replace table features.scores as select -1 as score")  # pending
+    script = (store.root / CLIENT_SQL).read_text()
+    client = duckdb.connect()
+    for statement in filter(str.strip, script.split(";\n")):
+        client.execute(statement)
+    assert client.execute("select score from features.scores").fetchall() == [(1,)]
+    assert client.execute("select text from main.notes").fetchall() == [("first",)]
+
+
+def test_time_travel_answers_what_was_published_before(store: Store) -> None:
+    first = store.published_version("main.notes")
+    with store.write() as con:
+        con.execute("insert into main.notes values ('second')")
+    with store.audit() as con:
+        assert con.execute(f"select count(*) from main.notes at (version => {first})").fetchall() == [(1,)]
+        assert con.execute("select count(*) from main.notes").fetchall() == [(2,)]
+
+
+def test_readers_answer_while_another_process_writes(store: Store, writer_process) -> None:
     with writer_process(store.database) as writer:
-        # the writer really holds the working file: DuckDB would refuse a second process outright
-        with pytest.raises(duckdb.IOException, match="[Ll]ock"):
-            duckdb.connect(str(store.database), read_only=True)
         started = time.monotonic()
         with store.read() as con:
-            assert con.execute("select text from main.notes").fetchall() == [("first",)]
-            assert con.execute("select count(*) from duckdb_tables() where table_name = 'written_meanwhile'").fetchall() == [(0,)]
-        assert time.monotonic() - started < 30  # answered at once, not after the writer (which waits for us)
+            assert notes(con) == ["first"]
+            with pytest.raises(duckdb.Error):
+                con.execute("select * from main.written_meanwhile").fetchall()
+        assert time.monotonic() - started < 30  # answered at once, not after the writer
         writer.communicate("go\n", timeout=60)
         assert writer.returncode == 0
     with store.read() as con:
         assert scalar(con, "select answer from main.written_meanwhile") == 42
 
 
-def test_a_second_writer_waits_then_gives_up_naming_the_file(store: Store) -> None:
+def test_a_second_writer_waits_then_gives_up_naming_the_warehouse(store: Store) -> None:
     impatient = Store(store.database, lock_timeout_s=0.3)
-    with store.write(), pytest.raises(WarehouseBusyError, match="crossfade.duckdb"), impatient.write():
+    with store.write(), pytest.raises(WarehouseBusyError, match="crossfade.sqlite"), impatient.write():
         pass
+
+
+def test_a_copied_home_is_a_warehouse_of_its_own(store: Store, tmp_path: Path) -> None:
+    subprocess.run(["cp", "-r", str(store.root), str(tmp_path / "copy")], check=True)
+    copy = Store(tmp_path / "copy" / "crossfade.duckdb")
+    with copy.write() as con:
+        con.execute("insert into main.notes values ('only in the copy')")
+    with copy.read() as con:
+        assert notes(con) == ["first", "only in the copy"]
+    with store.read() as con:
+        assert notes(con) == ["first"]
 
 
 def test_writers_are_serialised(store: Store) -> None:
@@ -99,17 +183,6 @@ def test_writers_are_serialised(store: Store) -> None:
     assert all(earlier[2] <= later[1] for earlier, later in zip(spans, spans[1:]))  # no two overlap
     with store.read() as con:
         assert scalar(con, "select count(*) from main.notes") == 4
-
-
-def test_old_snapshots_are_pruned_but_open_readers_keep_theirs(store: Store) -> None:
-    with store.read() as reader:
-        for n in range(SNAPSHOTS_KEPT + 2):
-            with store.write() as con:
-                con.execute("insert into main.notes values ($n)", {"n": str(n)})
-        assert len(list(store.snapshots.glob("crossfade-*.duckdb"))) == SNAPSHOTS_KEPT
-        assert reader.execute("select count(*) from main.notes").fetchall() == [(1,)]  # its snapshot, still readable
-    with store.read() as con:
-        assert scalar(con, "select count(*) from main.notes") == SNAPSHOTS_KEPT + 3
 
 
 def test_run_sql_binds_only_the_parameters_a_file_uses(tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ create table if not exists enrich.llm_quality (
     reason varchar not null,
     model varchar not null,
     prompt_version varchar not null,
-    measured_at timestamp not null,    -- UTC
-    primary key (kind, metric)
+    measured_at timestamp not null     -- UTC; one row per (kind, metric)
 );
 
 delete from enrich.llm_quality where kind in (select kind from measured);
