@@ -194,14 +194,15 @@ def test_the_raw_gate_stops_the_night_only_past_max_quarantined_files(hand_landi
 
 
 def test_an_older_ingest_log_gains_the_new_columns(tmp_path: Path) -> None:
-    database = tmp_path / "warehouse" / "crossfade.duckdb"
-    database.parent.mkdir()
-    with duckdb.connect(str(database)) as con:
-        con.execute("create schema raw; create table raw.ingest_log (arrival_date date not null, ingested_at timestamp "
-                    "not null, count_files integer not null, count_read bigint not null, count_accepted bigint not null, "
+    store = Store(tmp_path / "warehouse" / "crossfade.duckdb")
+    with store.write() as con:  # a warehouse from before the columns: the table as it was then
+        con.execute("drop table raw.ingest_log")
+        con.execute("create table raw.ingest_log (arrival_date date not null, ingested_at timestamp not null, "
+                    "count_files integer not null, count_read bigint not null, count_accepted bigint not null, "
                     "count_rejected bigint not null, count_duplicates bigint not null, fingerprint varchar not null)")
         con.execute("insert into raw.ingest_log values ('2026-11-01', now(), 1, 3, 2, 1, 0, 'f')")
-    with Store(database).write() as con:
+    store.state_path.write_text(store.state_path.read_text().replace('"schema"', '"schema_before"'))
+    with store.write() as con:
         upgraded = con.execute("select count_files_quarantined, count_duplicates_conflicting from raw.ingest_log").fetchall()
     assert upgraded == [(0, 0)]
 
