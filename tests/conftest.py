@@ -59,6 +59,19 @@ class IngestedWorld:
         return Store(home / "warehouse" / "crossfade.duckdb")
 
 
+def with_gates(definitions: list) -> list:
+    """Assets with their blocking gates, as the UI and `crossfade run` materialise them: a stage's writes reach
+    readers (`Store.read()`) only when its gate passes and publishes them."""
+    import dagster as dg
+
+    from assets import enrich, eval, features, models, raw, serving
+
+    keys = {key for definition in definitions if isinstance(definition, dg.AssetsDefinition) for key in definition.keys}
+    gates = dg.load_asset_checks_from_modules([raw, features, enrich, models, eval, serving])
+    return [*definitions, *[gate for gate in gates if gate not in definitions
+                            and any(spec.asset_key in keys for spec in gate.check_specs)]]
+
+
 @pytest.fixture(scope="session")
 def ingested_world(tmp_path_factory: pytest.TempPathFactory) -> IngestedWorld:
     """The sample world simulated, ingested and featurised once per session, as `crossfade run` would."""

@@ -23,6 +23,7 @@ from models.llm import ChatModel, Completion, OpenAICompatible
 from models.user_profiles import PROFILE_KEYS, UserFacts, UserProfile
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from quality import Thresholds, enrich_suites
+from tests.conftest import with_gates
 from tests.reliability.conftest import llm_stub
 from warehouse import enrichment_tables
 from warehouse.store import Store
@@ -109,24 +110,25 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         # SmolLM2 fails some answers (here one of u2's, three times): with two answers per run the rate is too
         # coarse to gate on, so these runs test budget and cache; the gate's limit has its own tests below
         patch.setenv("CROSSFADE_LLM_MAX_FAILURE_RATE", "1.0")
-        built = dg.materialize(
+        built = dg.materialize(with_gates(
             [raw.raw_items, raw.raw_users, raw.raw_events, features.features_splits, features.features_interactions, features.features_user_stats,
-             features.features_item_stats, features.features_co_listen_edges],
+             features.features_item_stats, features.features_co_listen_edges]),
             partition_key=PARTITION, resources=resources(),
         )
         assert built.success
         yield path
 
 
-def scratch_copy(home: Path, tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    """A writable copy of the published warehouse, to plant faults in."""
-    path = tmp_path / "scratch.duckdb"
-    shutil.copyfile(Store(home / "warehouse" / "crossfade.duckdb").current_snapshot(), path)
-    return duckdb.connect(str(path))
+@pytest.fixture
+def scratch(home: Path, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A write connection to a copy of the warehouse, to plant faults in."""
+    shutil.copytree(home / "warehouse", tmp_path / "scratch")
+    with Store(tmp_path / "scratch" / "crossfade.duckdb").write() as con:
+        yield con
 
 
-def test_facts_for_every_user_most_active_first(home: Path, tmp_path: Path) -> None:
-    con = scratch_copy(home, tmp_path)
+def test_facts_for_every_user_most_active_first(scratch: duckdb.DuckDBPyConnection) -> None:
+    con = scratch
     # no LLM answers yet: topics come from genres
     con.execute("create or replace table enrich.item_topics (item_id varchar, status varchar, topics varchar[])")
     facts = pl.from_arrow(enrichment_tables.user_facts(con, max_items=10))
@@ -261,8 +263,8 @@ def failed(report: Any) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_item_failure_rate_over_the_limit_fails_the_gate(runs: list[Run], home: Path, tmp_path: Path) -> None:
-    con = scratch_copy(home, tmp_path)
+def test_item_failure_rate_over_the_limit_fails_the_gate(runs: list[Run], scratch: duckdb.DuckDBPyConnection) -> None:
+    con = scratch
     # whatever the model answered: two valid answers and one failure
     con.execute("update enrich.item_topics set status = 'ok', llm_topics = ['science'], summary = 'A show.', language = 'en'")
     con.execute("update enrich.item_topics set status = 'failed', llm_topics = null where item_id = 'p1'")
@@ -274,8 +276,8 @@ def test_item_failure_rate_over_the_limit_fails_the_gate(runs: list[Run], home: 
 
 
 @pytest.mark.slow
-def test_bad_or_missing_vectors_fail_the_gate_with_their_counts(runs: list[Run], home: Path, tmp_path: Path) -> None:
-    con = scratch_copy(home, tmp_path)
+def test_bad_or_missing_vectors_fail_the_gate_with_their_counts(runs: list[Run], scratch: duckdb.DuckDBPyConnection) -> None:
+    con = scratch
     con.execute("update enrich.text_embeddings set embedding = list_transform(embedding, v -> v * 2) where entity_id = 'm1'")
     con.execute("delete from enrich.text_embeddings where entity = 'user' and entity_id = 'u2'")
     assert failed(enrich_suites.text_embeddings_suite(con, Thresholds())) == {
@@ -285,9 +287,9 @@ def test_bad_or_missing_vectors_fail_the_gate_with_their_counts(runs: list[Run],
 
 @pytest.mark.slow
 def test_users_left_to_a_later_run_by_the_budget_pass_the_gate_up_to_the_budget(
-    runs: list[Run], home: Path, tmp_path: Path
+    runs: list[Run], scratch: duckdb.DuckDBPyConnection
 ) -> None:
-    con = scratch_copy(home, tmp_path)
+    con = scratch
     active = con.execute("select count(*) from features.user_stats where is_active").fetchone()[0]
     con.execute("delete from enrich.text_embeddings where entity = 'user' and entity_id = 'u2'")
     assert enrich_suites.text_embeddings_suite(con, Thresholds(embed_user_budget=active - 1)).success
@@ -301,8 +303,8 @@ def test_users_left_to_a_later_run_by_the_budget_pass_the_gate_up_to_the_budget(
 
 
 @pytest.mark.slow
-def test_an_active_user_without_a_profile_fails_the_gate(runs: list[Run], home: Path, tmp_path: Path) -> None:
-    con = scratch_copy(home, tmp_path)
+def test_an_active_user_without_a_profile_fails_the_gate(runs: list[Run], scratch: duckdb.DuckDBPyConnection) -> None:
+    con = scratch
     con.execute("delete from enrich.user_profiles where user_id = 'u3'")
     report = enrich_suites.user_profiles_suite(con, Thresholds(), max_failure_rate=1.0)
     assert failed(report) == {
@@ -336,8 +338,8 @@ def test_the_first_run_gives_every_item_topics_and_every_active_user_seven_keys(
 
 
 @pytest.mark.slow
-def test_missing_floor_topics_or_an_empty_profile_key_fail_the_gates(runs: list[Run], home: Path, tmp_path: Path) -> None:
-    con = scratch_copy(home, tmp_path)
+def test_missing_floor_topics_or_an_empty_profile_key_fail_the_gates(runs: list[Run], scratch: duckdb.DuckDBPyConnection) -> None:
+    con = scratch
     con.execute("update enrich.item_topics set topics = [], floor_topics = null, floor_source = null where item_id = 'a1'")
     assert failed(enrich_suites.item_topics_suite(con, Thresholds(), max_failure_rate=1.0)) == {
         "expect_column_values_to_be_in_set:has_topics": 1, "expect_column_values_to_be_in_set:has_floor_topics": 1,
@@ -438,9 +440,9 @@ def gated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("CROSSFADE_HOME", str(path))
         patch.setenv("CROSSFADE_LLM_CALL_BUDGET", "40")
         write_world(landing, GATED_ITEMS, [f"v{n:02d}" for n in range(12)], GATED_EVENTS)
-        built = dg.materialize(
+        built = dg.materialize(with_gates(
             [raw.raw_items, raw.raw_users, raw.raw_events, features.features_splits, features.features_interactions,
-             features.features_user_stats, features.features_item_stats, features.features_co_listen_edges],
+             features.features_user_stats, features.features_item_stats, features.features_co_listen_edges]),
             partition_key=PARTITION, resources=resources(),
         )
         assert built.success

@@ -120,14 +120,14 @@ def test_judge_counts_wins_only_across_both_orders_and_resumes_within_budget(jud
     SCRIPTED.calls = 0
     first = judge_run(home, store)
     assert first.success and SCRIPTED.calls == 4 + 6  # the whole panel (2 users x 2 items), then the budget of 6
-    with store.read() as con:
+    with store.audit() as con:
         statuses = con.sql("select kind, status, count(*) from eval.judge_scores group by all order by all").fetchall()
     # u2's two pointwise judgements wait for the next run
     assert statuses == [("pairwise", "ok", 4), ("panel", "ok", 4), ("pointwise", "ok", 2), ("pointwise", "pending", 2)]
 
     second = judge_run(home, store)
     assert second.success and SCRIPTED.calls == 12  # only the two pending inputs reached the model
-    with store.read() as con:
+    with store.audit() as con:
         rows = con.sql("select * from eval.judge_scores where kind <> 'panel'").pl()
     assert (rows["status"] == "ok").all()
     finals = rows.filter(pl.col("kind") == "pairwise").group_by("user_id").agg(pl.col("final_winner").first())
@@ -146,7 +146,7 @@ def test_the_panel_pairs_holdout_positives_with_unconsumed_negatives_and_validat
     home, store = judged_home
     result = judge_run(home, store)
     assert result.success
-    with store.read() as con:
+    with store.audit() as con:
         panel = con.sql("select user_id, item_id, in_holdout, verdict, p_aligned, sbert_sim "
                         "from eval.judge_scores where kind = 'panel' order by user_id, in_holdout desc").pl()
         validation = con.sql("select * from eval.judge_validation").pl()
@@ -177,7 +177,7 @@ def test_the_panel_pairs_holdout_positives_with_unconsumed_negatives_and_validat
     assert metadata["sbert_sim_auc"].value == "1.000 [1.000, 1.000] on 2 pairs (cosine): judge uninformative"
     assert metadata["sbert_sim_auc_reference_panel"].value.startswith("1.000 [1.000, 1.000] on 2 pairs")
     assert metadata["better_judge"].value.startswith("sbert_sim (AUC 1.000 vs llm")
-    with store.read() as con:
+    with store.audit() as con:
         for table in ("eval.judge_scores", "eval.judge_validation"):
             report = check(con, table, Thresholds())
             assert report.success, report.failed
@@ -192,7 +192,7 @@ def test_the_pairwise_panel_is_judged_in_full_on_users_whose_lists_differ_in_hel
     # the pointwise panel (4) and the pairwise panel (2 users x 2 orders) in full, then one cohort call: the
     # cohort's pairwise prompts are the panel's, answered from its cache
     assert result.success and SCRIPTED.calls == 4 + 4 + 1
-    with store.read() as con:
+    with store.audit() as con:
         compared = con.sql("select user_id, model_a, model_b, \"order\", status, winner from eval.judge_scores "
                            "where kind = 'panel_pairwise' order by user_id, \"order\"").fetchall()
         agreement = con.sql("select value, pairs, users from eval.judge_validation "
@@ -210,7 +210,7 @@ def test_the_pairwise_panel_is_judged_in_full_on_users_whose_lists_differ_in_hel
 
     (home / "crossfade.yaml").write_text("llm_call_budget: 1\njudge_users: 2\njudge_pairwise_panel_users: 1\n")
     assert judge_run(home, store).success
-    with store.read() as con:
+    with store.audit() as con:
         users = con.sql("select count(distinct user_id) from eval.judge_scores "
                         "where kind = 'panel_pairwise'").fetchone()
     assert users == (1,)
@@ -247,7 +247,7 @@ def test_each_planted_fault_fails_its_gate(judged_home: tuple[Path, Store], tabl
     assert judge_run(home, store).success
     with store.write() as con:
         con.execute(fault)
-    with store.read() as con:
+    with store.audit() as con:
         report = check(con, table, Thresholds())
     assert not report.success
     assert column in {failure["column"] for failure in report.failed}, report.failed

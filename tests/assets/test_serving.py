@@ -1,5 +1,6 @@
 """Nightly candidates on the sample world: the list contract, the gate before publish, readers during a write."""
 import dataclasses
+import shutil
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,11 +131,9 @@ def test_without_a_promoted_model_every_list_is_the_flagged_popularity_fallback(
 
 def test_a_failing_gate_keeps_the_previous_publish(served: Served, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(served.store.root, tmp_path / "warehouse")
     store = Store(tmp_path / "warehouse" / "crossfade.duckdb")
-    store.database.parent.mkdir(parents=True)
-    (tmp_path / "warehouse" / "crossfade.duckdb").write_bytes(served.store.database.read_bytes())
-    with store.write() as con:  # publishes the copy so readers have a snapshot
-        before = con.sql("select * from serving.candidates order by user_id, rank").pl()
+    before = published(store).sort("user_id", "rank")
 
     def duplicating(*args: object, **kwargs: object) -> Iterator[pl.DataFrame]:
         for n, chunk in enumerate(generate(*args, **kwargs)):
@@ -156,11 +155,8 @@ def test_a_reader_during_a_write_sees_the_previous_complete_publish(served: Serv
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
-    (home / "warehouse").mkdir(parents=True)
-    (home / "warehouse" / "crossfade.duckdb").write_bytes(served.store.database.read_bytes())
+    shutil.copytree(served.store.root, home / "warehouse")
     store = Store(home / "warehouse" / "crossfade.duckdb", lock_timeout_s=5)
-    with store.write():
-        pass
     rows = published(store).height
     monkeypatch.setenv("CROSSFADE_HOME", str(home))
     with store.write() as con:  # half way through a publish: the old lists are gone from the working file
@@ -198,11 +194,8 @@ def test_a_plan_serves_each_slice_by_its_model_and_every_row_names_it(served: Se
 
 
 def test_rows_without_a_model_fail_the_gate(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(served.store.root, tmp_path / "warehouse")
     store = Store(tmp_path / "warehouse" / "crossfade.duckdb")
-    store.database.parent.mkdir(parents=True)
-    store.database.write_bytes(served.store.database.read_bytes())
-    with store.write():  # publishes the copy so the staging step can read
-        pass
 
     def unnamed(*args: object, **kwargs: object) -> Iterator[pl.DataFrame]:
         for n, chunk in enumerate(generate(*args, **kwargs)):
