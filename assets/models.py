@@ -20,7 +20,7 @@ from models.recommender import FeatureFrames
 from models.text_features import node_features, text_or_hashed
 from quality import check, model_suites
 from warehouse import readers, registry
-from warehouse.store import run_sql, scalar, table_exists
+from warehouse.store import NothingPublishedError, run_sql, scalar, table_exists
 
 
 class HGNNRun(dg.Config):
@@ -222,8 +222,11 @@ def models_registry(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     """Promotes the newest candidate whose promotion gate passed (the gate published it); the old promoted model
     retires. Older candidates still waiting, whose runs stopped before a verdict, are rejected as superseded.
     """
-    with warehouse.read() as con:
-        gated = registry.candidates(con) if table_exists(con, "models.registry") else []
+    try:
+        with warehouse.read() as con:
+            gated = registry.candidates(con) if table_exists(con, "models.registry") else []
+    except NothingPublishedError:
+        gated = []
     if not gated:
         raise dg.Failure("no candidate in models.registry passed its promotion gate; materialise models/two_tower "
                          "and its models_two_tower_promotion_gate check")

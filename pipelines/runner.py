@@ -15,7 +15,7 @@ import duckdb
 from assets.resources import AS_OF_TAG
 from pipelines.summary import print_summary
 from warehouse.settings import Settings, SettingsError
-from warehouse import landing
+from warehouse import lake, landing
 from warehouse.ingest import changed_partitions
 from warehouse.store import NothingPublishedError, Store
 
@@ -111,6 +111,21 @@ def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
     return result.success
 
 
+def _maintain(settings: Settings) -> None:
+    """Compact the warehouse and expire snapshots past snapshot_retention_days; a failure is reported, not fatal."""
+    if not settings.database.parent.joinpath(lake.CATALOG).exists():
+        return
+    started = time.perf_counter()
+    try:
+        done = Store(settings.database).maintain(settings.snapshot_retention_days)
+    except duckdb.Error as error:
+        _say(f"warehouse maintenance failed ({error}); the data is intact, the next run tries again")
+        return
+    _say(f"warehouse maintenance: {done['files_merged']} tables compacted, {done['snapshots_expired']} snapshots "
+         f"older than {settings.snapshot_retention_days} days expired, {done['files_removed']} files removed "
+         f"({time.perf_counter() - started:.1f} s)")
+
+
 def run_nightly(settings: Settings, stages: tuple[str, ...], ops: Mapping[str, Any] | None = None) -> int:
     """Ingest changed arrival partitions before the as-of date, then refresh the selected stages.
 
@@ -149,5 +164,6 @@ def run_nightly(settings: Settings, stages: tuple[str, ...], ops: Mapping[str, A
         ok = _report(_execute("refresh", {AS_OF_TAG: as_of.isoformat()}, partition, instance, selection, ops_config),
                      "refresh")
     print_summary(settings)
+    _maintain(settings)
     _say(f"crossfade run {'finished' if ok else 'stopped by a failed step or gate'} in {time.perf_counter() - started:.1f} s")
     return 0 if ok else 1

@@ -55,11 +55,12 @@ SECTIONS = (
 
 def print_summary(settings: Settings) -> None:
     """Rows per table, then each section whose table exists and has something to show."""
+    store = Store(settings.database)
     try:
-        with Store(settings.database).read() as con:
-            print("\nrows per table (published snapshot):")
+        with store.read() as con:
+            print("\nrows per table (published state):")
             for name, rows in row_counts(con):
-                print(f"  {name:34s} {rows:>12,}")
+                print(f"  {name:34s} {rows:>12,}" if rows is not None else f"  {name:34s} {'not published':>12}")
             for table, title, query in SECTIONS:
                 try:
                     frame = con.execute(query).pl() if table_exists(con, table) else pl.DataFrame()
@@ -74,10 +75,23 @@ def print_summary(settings: Settings) -> None:
                         print(frame)
     except NothingPublishedError:
         print("nothing published yet")
+    pending = store.pending_stages()
+    if pending:
+        print("\nnot published (the stage's gate failed or has not run; readers see its last published state):")
+        for stage, tables in sorted(pending.items()):
+            print(f"  {stage:34s} {', '.join(sorted(tables))}")
 
 
-def row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
+def row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int | None]]:
+    """Rows per table readers see; None for a table that exists but was never published."""
     names = [row[0] for row in con.execute(
-        "select schema_name || '.' || table_name from duckdb_tables() "
+        "select distinct schema_name || '.' || name from (select schema_name, table_name as name from duckdb_tables() "
+        "union all select schema_name, view_name from duckdb_views() where not internal) "
         "where schema_name in (select unnest($schemas)) order by 1", {"schemas": list(SCHEMAS)}).fetchall()]
-    return [(name, con.execute(f"select count(*) from {name}").fetchone()[0]) for name in names]
+    counts = []
+    for name in names:
+        try:
+            counts.append((name, con.execute(f"select count(*) from {name}").fetchone()[0]))
+        except duckdb.Error:  # a table never published reads as an error that says so
+            counts.append((name, None))
+    return counts

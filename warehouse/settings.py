@@ -76,6 +76,9 @@ class Settings(BaseModel):
     seed: int = 0
     executor: str = "multiprocess"  # in_process, or k8s: each step a Kubernetes Job (deploy/k8s)
     exchange_uri: str = ""  # Parquet exchange of sharded steps: a directory, file://, s3://, gs:// or az://; "" = off
+    # Warehouse snapshots older than this are expired after each run (time travel reaches this far back); a
+    # snapshot readers still see (a table whose later gates failed) is kept however old.
+    snapshot_retention_days: int = 7
 
     @field_validator("item_types", "graph_types")
     @classmethod
@@ -87,7 +90,7 @@ class Settings(BaseModel):
 
     @field_validator("window_days", "holdout_days", "valid_days", "k", "min_co_listeners", "max_items_per_user", "llm_call_budget",
                      "llm_max_concurrency", "llm_threads", "judge_users", "judge_panel_users", "judge_reference_users",
-                     "embed_user_budget")
+                     "embed_user_budget", "snapshot_retention_days")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

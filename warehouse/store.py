@@ -112,9 +112,30 @@ class Store:
             self._save(state)
         return pending
 
+    def maintain(self, retention_days: int) -> dict[str, int]:
+        """Compact small files, expire snapshots older than `retention_days` (never one a reader sees), delete the
+        files no snapshot left needs; returns what it did. Time travel reaches back `retention_days`."""
+        published = self._state()["tables"]
+        with self._write_lock(), lake.attached(self.root) as (con, catalog):
+            merged = len(con.execute(f"call ducklake_merge_adjacent_files('{catalog}')").fetchall())
+            # the versions to drop, listed: older than the retention and than any snapshot a reader sees
+            versions = [row[0] for row in con.execute(
+                f"select snapshot_id from ducklake_snapshots('{catalog}') where snapshot_time < now() - to_days($days) "
+                "and snapshot_id < $oldest and snapshot_id < (select max(snapshot_id) from ducklake_snapshots("
+                f"'{catalog}'))", {"days": retention_days, "oldest": min(published.values(), default=2**62)}).fetchall()]
+            if versions:
+                con.execute(f"call ducklake_expire_snapshots('{catalog}', versions => {[int(v) for v in versions]})")
+            expired = len(versions)
+            removed = len(con.execute(f"call ducklake_cleanup_old_files('{catalog}', cleanup_all => true)").fetchall())
+        return {"files_merged": merged, "snapshots_expired": expired, "files_removed": removed}
+
     def published_version(self, table: str) -> int | None:
         """The snapshot at which readers see `table`; None when it was never published."""
         return self._state()["tables"].get(table)
+
+    def pending_stages(self) -> dict[str, dict[str, int]]:
+        """Every stage with writes readers do not see yet, and those tables."""
+        return {stage: dict(tables) for stage, tables in self._state()["pending"].items() if tables}
 
     def pending(self, stage: str) -> dict[str, int]:
         """Tables `stage` wrote that readers do not see yet (its gate has not passed since)."""
