@@ -11,9 +11,10 @@ import polars as pl
 from assets.resources import Warehouse
 from quality import Report
 
-# Every asset writes DuckDB. Deployments that run steps in parallel pods (deploy/k8s) queue steps with
-# this tag one at a time, because a network volume may not honour the store's file lock.
-WRITES_TAG = {"crossfade/writes": "duckdb"}
+# The Dagster concurrency pool of every step that writes the DuckDB file: every asset and the promotion gate.
+# The instance limits it to one step at a time across all runs (pipelines/runner.py, deploy/k8s/dagster.yaml),
+# since DuckDB takes one writing process and a network volume may not honour the store's file lock.
+WAREHOUSE_POOL = "crossfade_warehouse"
 
 
 def preview(con: duckdb.DuckDBPyConnection, table: str, limit: int = 5) -> dg.MetadataValue:

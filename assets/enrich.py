@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
-from assets.common import WRITES_TAG, gate, markdown_table
+from assets.common import WAREHOUSE_POOL, gate, markdown_table
 from assets.llm_calls import ask, known_answers
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from models import item_topics, llm_quality, profile_template, topic_taxonomy, user_profiles
@@ -90,7 +90,7 @@ def _log(context: dg.AssetExecutionContext, table: str, batch: BatchResult, left
     )
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["enrich", "item_topics"], deps=[["raw", "items"], ["features", "item_stats"]], group_name="enrich",
+@dg.asset(pool=WAREHOUSE_POOL, key=["enrich", "item_topics"], deps=[["raw", "items"], ["features", "item_stats"]], group_name="enrich",
           kinds={"duckdb"})
 def enrich_item_topics(
     context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse, llm: LLMBackend
@@ -147,7 +147,7 @@ def enrich_item_topics(
     })
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["enrich", "user_profiles"],
+@dg.asset(pool=WAREHOUSE_POOL, key=["enrich", "user_profiles"],
           deps=[["features", "user_stats"], ["features", "interactions"], enrich_item_topics], group_name="enrich",
           kinds={"duckdb"})
 def enrich_user_profiles(
@@ -204,7 +204,7 @@ def enrich_user_profiles(
     })
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["enrich", "text_embeddings"], deps=[["raw", "items"], enrich_item_topics, enrich_user_profiles],
+@dg.asset(pool=WAREHOUSE_POOL, key=["enrich", "text_embeddings"], deps=[["raw", "items"], enrich_item_topics, enrich_user_profiles],
           group_name="enrich", kinds={"duckdb"})
 def enrich_text_embeddings(
     context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.common import WRITES_TAG, gate, markdown_table, png_markdown
+from assets.common import WAREHOUSE_POOL, gate, markdown_table, png_markdown
 from assets.llm_calls import ask, known_answers
 from assets.models import models_two_tower
 from assets.resources import Crossfade, LLMBackend, Warehouse
@@ -25,7 +25,7 @@ from warehouse.store import run_sql, scalar, table_exists
 PLOTTED = ("hr@10", "mrr@100", "coverage@100", "recall@20", "ndcg@10", "served")
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["eval", "offline_metrics"], deps=[models_two_tower], group_name="eval", kinds={"duckdb"})
+@dg.asset(pool=WAREHOUSE_POOL, key=["eval", "offline_metrics"], deps=[models_two_tower], group_name="eval", kinds={"duckdb"})
 def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade,
                          warehouse: Warehouse) -> dg.MaterializeResult:
     """Every model side by side: HR@10, MRR, coverage, Recall@K, NDCG@K for all, warm, cold and long-tail users,
@@ -139,7 +139,7 @@ def _with_profile_text(profiles: pl.DataFrame) -> pl.DataFrame:
         lambda row: judge.profile_text(row["narrative_json"], row["facts_json"]), return_dtype=pl.String))
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["eval", "judge_scores"], deps=[eval_offline_metrics, ["enrich", "user_profiles"]],
+@dg.asset(pool=WAREHOUSE_POOL, key=["eval", "judge_scores"], deps=[eval_offline_metrics, ["enrich", "user_profiles"]],
           group_name="eval", kinds={"duckdb"})
 def eval_judge_scores(context: dg.AssetExecutionContext, config: JudgeRun, crossfade: Crossfade,
                       warehouse: Warehouse, llm: LLMBackend) -> dg.MaterializeResult:

@@ -3,7 +3,7 @@
 import dagster as dg
 import duckdb
 
-from assets.common import WRITES_TAG, gate, markdown_table, preview
+from assets.common import WAREHOUSE_POOL, gate, markdown_table, preview
 from assets.resources import Crossfade, Warehouse
 from quality import check
 from warehouse.features import build_table, left_out
@@ -51,7 +51,7 @@ def _user_counts(con: duckdb.DuckDBPyConnection) -> dict:
 # features.interactions (it joins raw.items), users missing from raw.users at features.user_stats.
 _FACTS = {"co_listen_edges": _edge_counts, "user_stats": lambda con: _user_counts(con) | left_out(con),
           "interactions": left_out}
-_ASSET = {"op_tags": WRITES_TAG, "group_name": "features", "kinds": {"duckdb"}}
+_ASSET = {"pool": WAREHOUSE_POOL, "group_name": "features", "kinds": {"duckdb"}}
 
 
 @dg.asset(key=["features", "splits"], deps=[["raw", "events"]], **_ASSET)

@@ -9,7 +9,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from assets.common import WRITES_TAG, gate, markdown_table, png_markdown, preview
+from assets.common import WAREHOUSE_POOL, gate, markdown_table, png_markdown, preview
 from assets.resources import Crossfade, Warehouse
 from models import hgnn, protocol, two_tower
 from models.bundle import BUNDLED_MODEL, ModelBundle, empty_slices, slice_metrics
@@ -48,7 +48,7 @@ def _with_seed(config: dg.Config, seed: int) -> dict:
     return {**values, "seed": seed if values["seed"] is None else values["seed"]}
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["models", "hgnn_item_embeddings"], group_name="models", kinds={"pytorch", "duckdb"},
+@dg.asset(pool=WAREHOUSE_POOL, key=["models", "hgnn_item_embeddings"], group_name="models", kinds={"pytorch", "duckdb"},
           deps=[["features", "co_listen_edges"], ["enrich", "text_embeddings"], ["raw", "items"]])
 def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNRun, crossfade: Crossfade,
                                 warehouse: Warehouse) -> dg.MaterializeResult:
@@ -107,7 +107,7 @@ def models_hgnn_item_embeddings_gate(crossfade: Crossfade, warehouse: Warehouse)
     return gate(report, warehouse, "models.hgnn_item_embeddings")
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["models", "two_tower"], group_name="models", kinds={"pytorch", "duckdb"},
+@dg.asset(pool=WAREHOUSE_POOL, key=["models", "two_tower"], group_name="models", kinds={"pytorch", "duckdb"},
           deps=[models_hgnn_item_embeddings, ["features", "interactions"], ["features", "user_stats"],
                 ["features", "item_stats"], ["features", "splits"], ["enrich", "text_embeddings"]])
 def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, crossfade: Crossfade,
@@ -195,7 +195,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     })
 
 
-@dg.asset_check(asset=models_two_tower, blocking=True, name="models_two_tower_promotion_gate", op_tags=WRITES_TAG,
+@dg.asset_check(asset=models_two_tower, blocking=True, name="models_two_tower_promotion_gate", pool=WAREHOUSE_POOL,
                 description="Gate on validation: finite losses; the plan serves at least the best baseline's cold "
                             "HR@10 (all users' when fewer than 10 cold users have a validation target; the verdict "
                             "says which); no regression beyond promotion_tolerance (default 10%) against the "
@@ -217,7 +217,7 @@ def models_two_tower_promotion_gate(crossfade: Crossfade, warehouse: Warehouse) 
                                                        "tolerance": tolerance})
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["models", "registry"], deps=[models_two_tower], group_name="models", kinds={"duckdb"})
+@dg.asset(pool=WAREHOUSE_POOL, key=["models", "registry"], deps=[models_two_tower], group_name="models", kinds={"duckdb"})
 def models_registry(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Promotes the newest candidate whose promotion gate passed (the gate published it); the old promoted model
     retires. Older candidates still waiting, whose runs stopped before a verdict, are rejected as superseded.

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.common import WRITES_TAG, gate, markdown_table, preview
+from assets.common import WAREHOUSE_POOL, gate, markdown_table, preview
 from assets.partitions import events_partitions
 from assets.resources import Crossfade, Warehouse
 from quality import check
@@ -19,7 +19,7 @@ def _accounting(result: ingest.IngestResult) -> dict:
     }
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["raw", "items"], group_name="raw", kinds={"duckdb"})
+@dg.asset(pool=WAREHOUSE_POOL, key=["raw", "items"], group_name="raw", kinds={"duckdb"})
 def raw_items(crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResult:
     """The catalogue: the newest record per item_id across landing/items/* (last file by name wins)."""
     settings = crossfade.settings()
@@ -33,7 +33,7 @@ def raw_items(crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResul
     })
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["raw", "users"], group_name="raw", kinds={"duckdb"})
+@dg.asset(pool=WAREHOUSE_POOL, key=["raw", "users"], group_name="raw", kinds={"duckdb"})
 def raw_users(crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResult:
     """Users: the newest record per user_id across landing/users/*."""
     with warehouse.write("raw.users") as con:
@@ -43,7 +43,7 @@ def raw_users(crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResul
 
 
 @dg.asset(
-    op_tags=WRITES_TAG, key=["raw", "events"], group_name="raw", kinds={"duckdb"}, deps=[raw_items],
+    pool=WAREHOUSE_POOL, key=["raw", "events"], group_name="raw", kinds={"duckdb"}, deps=[raw_items],
     partitions_def=events_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def raw_events(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse) -> dg.MaterializeResult:

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from assets.common import WRITES_TAG, gate, markdown_table
+from assets.common import WAREHOUSE_POOL, gate, markdown_table
 from assets.partitions import events_partitions
 from assets.resources import Crossfade, Warehouse
 from models.bundle import ModelBundle
@@ -74,7 +74,7 @@ def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt
 
 
 @dg.asset(
-    op_tags=WRITES_TAG, key=["serving", "candidates_staging"], partitions_def=events_partitions, group_name="serving", kinds={"duckdb"},
+    pool=WAREHOUSE_POOL, key=["serving", "candidates_staging"], partitions_def=events_partitions, group_name="serving", kinds={"duckdb"},
     deps=[["models", "registry"], ["features", "splits"], ["features", "interactions"], ["features", "user_stats"],
           ["features", "item_stats"], ["raw", "items"], ["enrich", "text_embeddings"]],
 )
@@ -122,7 +122,7 @@ def serving_candidates_staging_gate(context: dg.AssetCheckExecutionContext, cros
     return _gate(context, crossfade, warehouse, STAGING)
 
 
-@dg.asset(op_tags=WRITES_TAG, key=["serving", "candidates"], deps=[serving_candidates_staging], partitions_def=events_partitions,
+@dg.asset(pool=WAREHOUSE_POOL, key=["serving", "candidates"], deps=[serving_candidates_staging], partitions_def=events_partitions,
           group_name="serving", kinds={"duckdb"})
 def serving_candidates(context: dg.AssetExecutionContext, crossfade: Crossfade,
                        warehouse: Warehouse) -> dg.MaterializeResult:

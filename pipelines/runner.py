@@ -1,6 +1,7 @@
 """`crossfade run`: the nightly chain in-process on CROSSFADE_HOME, recorded in its Dagster instance."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import yaml
 
 from assets.resources import AS_OF_TAG
 from pipelines.summary import print_summary
@@ -20,23 +22,80 @@ from warehouse.ingest import changed_partitions
 from warehouse.store import NothingPublishedError, Store
 
 DAGSTER_YAML = """\
-# Written by crossfade: one run at a time, since every run writes the one DuckDB file.
-run_queue:
-  max_concurrent_runs: 1
+# Written by crossfade: one run at a time, and across all runs one step at a time per concurrency pool;
+# every step that writes the DuckDB file is in the pool assets.common.WAREHOUSE_POOL. Granularity op: each
+# such step claims a slot in the instance's storage before it starts, whichever executor runs it (run would
+# only hold runs in the run queue, which `crossfade run`, executing in process, never enters).
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+  pools:
+    default_limit: 1
+    granularity: op
 telemetry:
   enabled: false
 """
+POOL_SETTINGS = yaml.safe_load(DAGSTER_YAML)["concurrency"]["pools"]
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
     """Create CROSSFADE_HOME/dagster with its dagster.yaml (unless DAGSTER_HOME points elsewhere)."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).absolute()
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    ensure_instance_config(home)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def ensure_instance_config(home: Path) -> Path:
+    """Write home/dagster.yaml, or add the pool settings to one without them; what a person set there stays."""
+    path = home / "dagster.yaml"
+    if not path.exists():
+        path.write_text(DAGSTER_YAML)
+        return path
+    config = yaml.safe_load(path.read_text()) or {}
+    merged = with_pool_settings(config)
+    if merged != config:
+        path.write_text("# crossfade added concurrency.pools: one warehouse-writing step at a time across runs\n"
+                        + yaml.safe_dump(merged, sort_keys=False))
+    return path
+
+
+def with_pool_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A dagster.yaml's settings with POOL_SETTINGS wherever it sets none.
+
+    Dagster refuses `concurrency:` beside run limits set the older way (run_queue, or the QueuedRunCoordinator's
+    config, as crossfade wrote them before pools), so those move to concurrency.runs.
+    """
+    merged = copy.deepcopy(config)
+    concurrency = merged["concurrency"] = merged.get("concurrency") or {}
+    for older in (merged.get("run_queue"), (merged.get("run_coordinator") or {}).get("config")):
+        for field in ("max_concurrent_runs", "tag_concurrency_limits"):
+            if isinstance(older, dict) and older.get(field) is not None:
+                concurrency.setdefault("runs", {}).setdefault(field, older.pop(field))
+    if merged.get("run_queue") == {}:
+        del merged["run_queue"]
+    concurrency["pools"] = {**POOL_SETTINGS, **(concurrency.get("pools") or {})}
+    return merged
+
+
+def free_slots_of_ended_runs(instance: dg.DagsterInstance) -> None:
+    """Free the pool slots still held by runs that ended; name the unfinished runs that hold one.
+
+    A step frees its slot when it succeeds or fails, but a process killed mid-step (kill -9, out of memory)
+    leaves its run started and its slot held, and every later writing step would wait for it forever.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    for run_id in sorted(storage.get_concurrency_run_ids()):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            storage.free_concurrency_slots_for_run(run_id)
+        else:
+            _say(f"run {run_id[:8]} ({run.job_name}, {run.status.value}) holds or awaits a pool slot: writing steps "
+                 f"wait for it. If its process is gone, mark it canceled in the UI (Terminate, force) or delete it: "
+                 f"DAGSTER_HOME={instance.root_directory} dagster run delete {run_id}")
 
 
 def _say(message: str) -> None:
@@ -135,6 +194,7 @@ def run_nightly(settings: Settings, stages: tuple[str, ...], ops: Mapping[str, A
     started = time.perf_counter()
     prepare_dagster_home(settings)
     instance = dg.DagsterInstance.get()
+    free_slots_of_ended_runs(instance)
     if not landing.event_partitions(settings.landing):
         print(f"crossfade run: no events in {settings.landing / 'events'}; run `crossfade simulate --out "
               f"{settings.landing}` or land files there (see README, Landing zone)", file=sys.stderr)

@@ -41,13 +41,6 @@ def test_every_foundation_table_has_a_blocking_suite() -> None:
     assert {key: blocking.get(key) for key in FOUNDATION} == dict.fromkeys(FOUNDATION, True)
 
 
-def test_every_asset_step_queues_behind_the_writes_tag() -> None:
-    """deploy/k8s limits steps tagged crossfade/writes=duckdb to one at a time: every asset writes DuckDB."""
-    untagged = [spec.key.to_user_string() for assets in defs.assets for spec in assets.specs
-                if assets.op.tags.get("crossfade/writes") != "duckdb"]
-    assert untagged == []
-
-
 def test_only_raw_events_is_partitioned_by_arrival_day() -> None:
     graph = defs.resolve_asset_graph()
     partitions = graph.get(RAW_EVENTS).partitions_def
