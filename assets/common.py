@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import dagster as dg
@@ -11,9 +12,9 @@ import polars as pl
 from assets.resources import Warehouse
 from quality import Report
 
-# The Dagster concurrency pool of every step that writes the DuckDB file: every asset and the promotion gate.
+# The Dagster concurrency pool of every step that writes the warehouse: every asset and the promotion gate.
 # The instance limits it to one step at a time across all runs (pipelines/runner.py, deploy/k8s/dagster.yaml),
-# since DuckDB takes one writing process and a network volume may not honour the store's file lock.
+# since the warehouse takes one writer at a time and a network volume may not honour the store's file lock.
 WAREHOUSE_POOL = "crossfade_warehouse"
 
 
@@ -43,7 +44,10 @@ def gate(report: Report, warehouse: Warehouse, stage: str, extra: dict[str, Any]
     """A blocking check that guards readers: when it passes, what `stage` wrote is published to them; when it
     fails, readers stay on the last published state and the stage's tables stay pending for the next run."""
     if report.success:
-        facts = {"published": True, "published_tables": dg.MetadataValue.json(warehouse.publish(stage))}
+        started = time.perf_counter()
+        tables = warehouse.publish(stage)
+        facts = {"published": True, "published_tables": dg.MetadataValue.json(tables),
+                 "publish_seconds": round(time.perf_counter() - started, 4)}
     else:
         facts = {"published": False, "unpublished_tables": dg.MetadataValue.json(warehouse.store().pending(stage))}
     return check_result(report, {**(extra or {}), **facts},

@@ -199,7 +199,7 @@ def ingest_raw(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> tuple[int, 
 
 def _ours(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
-    with Store(args.database).write(publish=False) as con:
+    with Store(args.database).write(stage="bench") as con:  # unpublished, as a stage before its gate
         read, phases = ingest_raw(con, args.landing)
         params = features.FeatureParams(as_of=features.latest_as_of(con))
         for name in features.FEATURE_TABLES:
@@ -267,7 +267,7 @@ def _store(args: argparse.Namespace) -> dict:
 
 def _edges(args: argparse.Namespace) -> dict:
     """Rebuild features.co_listen_edges alone on the database ours left behind."""
-    with Store(args.database).write(publish=False) as con:
+    with Store(args.database).write(stage="bench") as con:  # unpublished, as a stage before its gate
         params = features.FeatureParams(as_of=features.latest_as_of(con))
         built = features.build_table(con, "co_listen_edges", params)
     return {"seconds": built.seconds, "edges": built.rows}
@@ -275,7 +275,7 @@ def _edges(args: argparse.Namespace) -> dict:
 
 def _naive(args: argparse.Namespace) -> dict:
     """Every pair of graph-type items sharing a listener in the train period, from raw.events, no cap."""
-    with Store(args.database).write(publish=False) as con:
+    with Store(args.database).write(stage="bench") as con:  # unpublished, as a stage before its gate
         if args.memory_limit:
             con.execute(f"set memory_limit = '{args.memory_limit}'")
         params = features.FeatureParams(as_of=features.latest_as_of(con))

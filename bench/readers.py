@@ -1,4 +1,4 @@
-"""Concurrent readers: processes querying the published snapshot in a loop while `crossfade run` writes."""
+"""Concurrent readers: processes querying the published state in a loop while `crossfade run` writes."""
 from pathlib import Path
 import argparse
 import datetime as dt
@@ -64,7 +64,7 @@ def main() -> None:
 
 
 def _reader(database: Path, stop_file: Path, max_seconds: float, out: Path) -> None:
-    """Query the published snapshot until told to stop; record every error and every answer per snapshot."""
+    """Query the published state until told to stop; record every error and every answer per published snapshot."""
     from warehouse.store import Store
 
     store = Store(database)
@@ -77,8 +77,8 @@ def _reader(database: Path, stop_file: Path, max_seconds: float, out: Path) -> N
     while not stop_file.exists() and time.perf_counter() - started < max_seconds:
         try:
             with store.read() as con:
-                snapshot = Path(con.execute(
-                    "select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]).name
+                catalog = con.execute("select database_name from duckdb_databases() where type = 'ducklake'").fetchone()[0]
+                snapshot = str(con.execute(f"select id from ducklake_current_snapshot('{catalog}')").fetchone()[0])
                 answer = {name: con.execute(sql).fetchall()[0] for name, sql in QUERIES.items()}
                 has_features = con.execute(
                     "select count(*) from duckdb_tables() where schema_name = 'features' and table_name = 'splits'"

@@ -171,7 +171,7 @@ def _ingest(args: argparse.Namespace) -> dict:
     from warehouse.store import Store
 
     started = time.perf_counter()
-    with Store(args.database).write(publish=False) as con:
+    with Store(args.database).write(stage="bench") as con:  # unpublished, as a stage before its gate
         _, phases = ingest_raw(con, args.landing)
     return {"seconds": time.perf_counter() - started, "phases": phases}
 
@@ -182,7 +182,7 @@ def _features(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
-    with Store(args.database).write() as con:  # published: the chain stages read the published snapshot
+    with Store(args.database).write() as con:  # published: the chain stages read the published state
         params = features.FeatureParams(as_of=features.latest_as_of(con))
         for name in features.FEATURE_TABLES:
             phases[name] = features.build_table(con, name, params).seconds
@@ -196,7 +196,7 @@ def _retrieval(args: argparse.Namespace) -> dict:
     from models.retrieval import top_k_items
     from warehouse.store import Store
 
-    with Store(args.database).write(publish=False) as con:
+    with Store(args.database).audit() as con:
         users = con.execute("select count(*) from features.user_stats").fetchall()[0][0]
         items = con.execute("select count(*) from raw.items where item_type = 'audiobook'").fetchall()[0][0]
     rng = np.random.default_rng(0)

@@ -120,14 +120,19 @@ def _sql(args: argparse.Namespace) -> int:
     from warehouse.store import NothingPublishedError, Store
 
     settings = load_settings()
+    store = Store(settings.database)
     try:
-        with Store(settings.database).read() as con:
+        with store.read() as con:
             frame = con.execute(args.query).pl()
     except NothingPublishedError as error:
         print(f"crossfade sql: {error}", file=sys.stderr)
         return 1
     except duckdb.Error as error:
         print(f"crossfade sql: {error}", file=sys.stderr)
+        pending = store.pending_stages()
+        if isinstance(error, duckdb.CatalogException) and pending:
+            print(f"crossfade sql: readers see each table as its gate last published it; not published yet: "
+                  f"{', '.join(sorted(pending))} (their gates failed or have not run)", file=sys.stderr)
         return 1
     if args.format == "csv":
         sys.stdout.write(frame.write_csv())
