@@ -1,18 +1,17 @@
-"""Promotion and serving read only what a gate published: materialising them alone never skips a gate."""
+"""Promotion reads only what a gate published: materialising models/registry alone never skips a gate.
+
+(Serving's counterpart is in test_serving.py, beside its world.)"""
 from __future__ import annotations
 
-import datetime as dt
-import shutil
 from pathlib import Path
 
 import dagster as dg
 
-from assets import models, serving
+from assets import models
 from assets.resources import Crossfade, Warehouse
-from tests.assets.test_serving import Served, published, served  # noqa: F401 (fixture)
 from tests.conftest import WORLD_AS_OF
 from warehouse import registry
-from warehouse.store import Store, sql_text
+from warehouse.store import Store
 
 
 def register_candidate(store: Store, version: str, stage: str | None) -> None:
@@ -55,21 +54,3 @@ def test_a_newer_ungated_candidate_is_neither_promoted_nor_rejected(tmp_path: Pa
     with store.audit() as con:
         assert registry.get(con, "v1")["status"] == "promoted"
         assert registry.get(con, "v2")["status"] == "candidate"
-
-
-def test_serving_never_publishes_lists_whose_gate_did_not_pass(served: Served, tmp_path: Path) -> None:  # noqa: F811
-    home = tmp_path / "home"
-    shutil.copytree(served.store.root, home / "warehouse")
-    store = Store(home / "warehouse" / "crossfade.duckdb")
-    before = published(store).sort("user_id", "rank")
-    later = WORLD_AS_OF + dt.timedelta(days=1)
-    with store.write(serving.STAGING) as con:  # lists staged for tomorrow, by hand or a shard job; no gate yet
-        con.execute(sql_text("serving/tables"))
-        con.execute("insert into serving.candidates_staging select * replace ($d::date as as_of) "
-                    "from serving.candidates_staging where as_of = $today", {"d": later, "today": WORLD_AS_OF})
-    result = dg.materialize([serving.serving_candidates], partition_key=WORLD_AS_OF.isoformat(), raise_on_error=False,
-                            resources={"crossfade": Crossfade(home=str(home)),
-                                       "warehouse": Warehouse(database=str(store.database))})
-    assert not result.success
-    assert f"no gated lists for {later}" in failure(result)
-    assert published(store).sort("user_id", "rank").equals(before)

@@ -1,7 +1,7 @@
 """Nightly candidates on the sample world: the list contract, the gate before publish, readers during a write."""
 import dataclasses
-import shutil
 import datetime as dt
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from pipelines import cli
 from assets.resources import Crossfade, Warehouse
 from tests.conftest import WORLD_AS_OF, IngestedWorld
 from warehouse import registry
-from warehouse.store import Store, run_sql
+from warehouse.store import Store, run_sql, sql_text
 from tests.conftest import TYPES
 
 K = 100  # settings' default
@@ -207,3 +207,22 @@ def test_rows_without_a_model_fail_the_gate(served: Served, tmp_path: Path, monk
     gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "serving_candidates_staging_suite"]
     assert len(gate) == 1 and not gate[0].passed
     assert any(f["column"] == "count_rows_without_model" for f in gate[0].metadata["failures"].value)
+
+
+def test_serving_never_publishes_lists_whose_gate_did_not_pass(served: Served, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(served.store.root, home / "warehouse")
+    store = Store(home / "warehouse" / "crossfade.duckdb")
+    before = published(store).sort("user_id", "rank")
+    later = WORLD_AS_OF + dt.timedelta(days=1)
+    with store.write(serving.STAGING) as con:  # lists staged for tomorrow, by hand or a shard job; no gate yet
+        con.execute(sql_text("serving/tables"))
+        con.execute("insert into serving.candidates_staging select * replace ($d::date as as_of) "
+                    "from serving.candidates_staging where as_of = $today", {"d": later, "today": WORLD_AS_OF})
+    result = dg.materialize([serving.serving_candidates], partition_key=WORLD_AS_OF.isoformat(), raise_on_error=False,
+                            resources={"crossfade": Crossfade(home=str(home)),
+                                       "warehouse": Warehouse(database=str(store.database))})
+    assert not result.success
+    failure = next(event for event in result.all_events if event.event_type_value == "STEP_FAILURE")
+    assert f"no gated lists for {later}" in failure.event_specific_data.user_failure_data.description
+    assert published(store).sort("user_id", "rank").equals(before)
