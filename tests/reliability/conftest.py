@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import select
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from warehouse.store import Store
+from warehouse.store import CLIENT_SQL, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_TABLES = (
@@ -69,25 +68,24 @@ def ingest_totals(con: duckdb.DuckDBPyConnection) -> tuple:
     ).fetchall()[0]
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @contextlib.contextmanager
 def published_state_kept(store: Store) -> Iterator[None]:
-    """Asserts on the way out that the pointer and the bytes of the published snapshot did not change."""
-    pointer = (store.snapshots / "CURRENT").read_text()
-    digest = file_digest(store.current_snapshot())
+    """Asserts on the way out that the published state files kept their bytes and a reader gets the same answers."""
+    paths = (store.state_path, store.root / CLIENT_SQL)
+    published = [path.read_bytes() for path in paths]
+    with store.read() as con:
+        answers = checksums(con)
     yield
-    assert (store.snapshots / "CURRENT").read_text() == pointer
-    assert file_digest(store.snapshots / pointer.strip()) == digest
+    assert [path.read_bytes() for path in paths] == published
+    with store.read() as con:
+        assert checksums(con) == answers
 
 
-# A writer that pauses after the n-th run of one SQL file (or inside the snapshot copy) so that it can be
-# killed at a known point: with a transaction open, between two feature tables, or mid-publish.
+# A writer that pauses after the n-th run of one SQL file (or just before published.json is replaced) so that
+# it can be killed at a known point: with a transaction open, between two feature tables, or mid-publish.
 KILLABLE_WRITER = """
 import datetime as dt
-import shutil
+import os
 import sys
 from pathlib import Path
 
@@ -100,7 +98,7 @@ landing_dir = Path(landing_dir)
 pause_points.arm(pause_at, int(occurrence))
 ingest.run_sql = pause_points.after_sql(ingest.run_sql)
 features.run_sql = pause_points.after_sql(features.run_sql)
-shutil.copyfile = pause_points.half_copy_then_pause(shutil.copyfile)
+os.replace = pause_points.before_publish(os.replace)
 with store.Store(Path(database)).write() as con:
     print("writing", flush=True)
     if "ingest" in steps:

@@ -1,7 +1,7 @@
-"""Pause points for killable child processes: wrap a function so the process stops after its n-th call.
+"""Pause points for killable child processes: wrap a function so the process stops at its n-th call.
 
 A child process (see KILLABLE_WRITER in conftest.py and KILLABLE_RUN in test_kill_train_serve.py) wraps
-the functions it may be killed after, prints "paused" at the chosen point and sleeps until SIGKILL.
+the functions it may be killed at, prints "paused" at the chosen point and sleeps until SIGKILL.
 """
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from warehouse.store import STATE
 
 _point = {"name": "", "occurrence": 1, "seen": 0}
 
@@ -43,12 +45,14 @@ def after_sql(run_sql: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-def half_copy_then_pause(copyfile: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    """shutil.copyfile that writes half the file, passes the point "publish", then copies it whole."""
-    def copy(source: Any, target: Any) -> Any:
-        with open(source, "rb") as reader, open(target, "wb") as writer:
-            writer.write(reader.read(Path(source).stat().st_size // 2))  # half a snapshot on disk
-            writer.flush()
-        pause("publish")
-        return copyfile(source, target)
-    return copy
+def before_publish(replace: Callable[..., None]) -> Callable[..., None]:
+    """os.replace that passes the point "publish" before it moves a file onto published.json.
+
+    The write has committed and its new state is written beside published.json, which still names what
+    readers see: a kill here is a kill mid-publish.
+    """
+    def run(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(target).name == STATE:
+            pause("publish")
+        replace(source, target, *args, **kwargs)
+    return run

@@ -1,4 +1,4 @@
-"""Fault injection: killed writers, broken landing files, a held DuckDB file, a full disk, a failing LLM endpoint."""
+"""Fault injection: killed writers, broken landing files, a held write lock, a full disk, a failing LLM endpoint."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from models.enrichment import run_batch
 from models.item_topics import item_request
 from models.llm import OpenAICompatible
+from tests.conftest import with_gates
 from tests.reliability.conftest import (
     ROOT,
     checksums,
@@ -34,7 +34,7 @@ from warehouse import ingest, landing
 from warehouse.enrichment_tables import BufferedCache
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
 from warehouse.llm_cache import LLMCache
-from warehouse.store import Store, WarehouseBusyError
+from warehouse.store import STATE, Store, WarehouseBusyError
 
 pytestmark = pytest.mark.slow
 ITEM_TYPES = ("music", "podcast", "audiobook")
@@ -102,26 +102,37 @@ def test_killed_mid_features_retry_equals_a_clean_run(ingested_world, tmp_path: 
         assert checksums(con) == expected
 
 
-def test_killed_mid_publish_leaves_the_pointer_and_is_cleaned_by_the_next_write(ingested_world, tmp_path: Path) -> None:
+def test_killed_mid_publish_leaves_readers_on_the_published_state_and_the_next_write_publishes(
+    ingested_world, tmp_path: Path
+) -> None:
     store = ingested_world.copy_to(tmp_path / "home")
     landing_dir = tmp_path / "home" / "landing"
+    before = set(os.listdir(store.root))
+    versions = {table: store.published_version(f"features.{table}") for table in FEATURE_TABLES}
+    other_as_of = ingested_world.params.as_of - dt.timedelta(days=5)
     with published_state_kept(store):
-        writer = start_writer(store.database, landing_dir, pause_at="publish", as_of=ingested_world.params.as_of.isoformat(),
+        # every feature table rebuilt for another as-of and committed; published.json not yet replaced
+        writer = start_writer(store.database, landing_dir, pause_at="publish", as_of=other_as_of.isoformat(),
                               steps="features")
         wait_for(writer, "paused")
-        assert list(store.snapshots.glob(".*.partial"))  # half a copy on disk
+        with store.audit() as con:
+            assert con.execute("select max(end_at)::date from features.splits").fetchall() == [(other_as_of,)]
+        unplaced = {path.name for path in store.root.glob(f".{STATE}.*")}
+        assert unplaced  # the new state written beside published.json
         sigkill(writer)
     _retry(store, landing_dir, ingested_world.params.as_of)
-    assert not list(store.snapshots.glob(".*.partial"))
+    assert all(store.published_version(f"features.{table}") > version for table, version in versions.items())
     expected, _ = _clean(ingested_world)
     with store.read() as con:
         assert checksums(con) == expected
+    # what the killed process left is its unplaced state file, which nothing reads; the retry left nothing
+    assert set(os.listdir(store.root)) - before <= unplaced
 
 
 def test_killed_at_random_moments_converges(ingested_world, fresh_home) -> None:
     home, store = fresh_home
     with store.write() as con:
-        con.execute("select 1")  # publish an empty warehouse so the pointer exists
+        con.execute("select 1")  # publish the empty tables: a state for readers to keep
     rng = random.Random(7)
     for _ in range(2):
         with published_state_kept(store):
@@ -257,70 +268,95 @@ def test_a_corrupt_file_is_quarantined_by_name_and_the_rest_of_its_partition_sto
     assert _stored_ids(hand_store) == ["a0", "a1", "a2", "a3"]
 
 
-# --- the working file held by another process; a full disk -------------------------------------
+# --- the write lock held by another process; a reader mid-transaction; a full disk ----------------
 
-HOLDER = """
-import sys, duckdb
-con = duckdb.connect(sys.argv[1])
-print("holding", flush=True)
-sys.stdin.readline()
-"""
-
-
-def test_a_duckdb_client_holding_the_file_gives_a_clear_busy_error(ingested_world, tmp_path: Path) -> None:
+def test_another_writer_holding_the_lock_gives_a_clear_busy_error(ingested_world, tmp_path: Path, writer_process) -> None:
     store = ingested_world.copy_to(tmp_path / "home")
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.database)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        wait_for(holder, "holding")
+    with writer_process(store.database) as holder:
         impatient = Store(store.database, lock_timeout_s=1.0)
-        with published_state_kept(store):
+        with published_state_kept(store):  # the holder has written, not published
             started = time.monotonic()
-            with pytest.raises(WarehouseBusyError, match="held by another process") as raised, impatient.write():
+            with pytest.raises(WarehouseBusyError) as raised, impatient.write():
                 pass
             assert time.monotonic() - started < 20
             with store.read() as con:  # readers are not affected
                 assert con.execute("select count(*) from raw.users").fetchall() == [(ingested_world.summary.users,)]
-        assert str(store.database) in str(raised.value) and "crossfade sql" in str(raised.value)
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-    with store.write() as con:  # once the other client is gone, writes go through
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    assert str(store.root / "crossfade.sqlite") in str(raised.value) and "wait for its run" in str(raised.value)
+    with store.write() as con:  # once the other writer is done, writes go through
         con.execute("select 1")
+    with store.read() as con:
+        assert con.execute("select answer from main.written_meanwhile").fetchall() == [(42,)]
 
 
-@pytest.mark.parametrize("failing", ["copyfile", "replace"])
-def test_a_full_disk_on_publish_keeps_the_snapshot_and_cleans_up(
+# A reader inside a transaction, as during any query it runs: it holds the catalog until it ends or is killed.
+READER = """
+import sys
+from pathlib import Path
+
+from warehouse.store import Store
+
+with Store(Path(sys.argv[1])).read() as con:
+    con.execute("begin transaction")
+    con.execute("select count(*) from raw.users").fetchall()
+    print("reading", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_reader_in_a_transaction_never_blocks_a_writer(ingested_world, tmp_path: Path) -> None:
+    store = ingested_world.copy_to(tmp_path / "home")
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(store.database)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        wait_for(reader, "reading")
+        started = time.monotonic()
+        with store.write() as con:
+            con.execute("create table main.tonight as select 1 as answer")
+        assert time.monotonic() - started < 20
+        assert reader.poll() is None  # the reader was still in its transaction all along
+    finally:
+        reader.kill()
+        reader.wait(timeout=30)
+    with store.read() as con:
+        assert con.execute("select answer from main.tonight").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("failing", ["write", "replace"])
+def test_a_full_disk_on_publish_keeps_the_published_state_and_cleans_up(
     ingested_world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     store = ingested_world.copy_to(tmp_path / "home")
-    before = set(os.listdir(store.snapshots))
+    before = set(os.listdir(store.root))
+    real_write_text, real_replace = Path.write_text, os.replace
 
-    def copy_half_then_fail(source: str, target: str) -> None:
-        with open(source, "rb") as reader, open(target, "wb") as writer:
-            writer.write(reader.read(1 << 16))
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    def write_half_then_fail(path: Path, text: str, *args: str | None, **kwargs: str | None) -> int:
+        if not path.name.startswith(f".{STATE}."):
+            return real_write_text(path, text, *args, **kwargs)
+        real_write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    real_replace = os.replace
-
-    def replace_pointer_fails(source, target) -> None:
-        if Path(target).name == "CURRENT":
+    def replace_state_fails(source: str | Path, target: str | Path) -> None:
+        if Path(target).name == STATE:
             raise OSError(errno.ENOSPC, "No space left on device", str(target))
         real_replace(source, target)
 
-    if failing == "copyfile":
-        monkeypatch.setattr(shutil, "copyfile", copy_half_then_fail)
+    if failing == "write":
+        monkeypatch.setattr(Path, "write_text", write_half_then_fail)
     else:
-        monkeypatch.setattr(os, "replace", replace_pointer_fails)
-    with published_state_kept(store):
+        monkeypatch.setattr(os, "replace", replace_state_fails)
+    with published_state_kept(store):  # committed in the catalog, never published
         with pytest.raises(OSError, match="No space left"), store.write() as con:
             con.execute("create table main.tonight as select 1 as answer")
-        assert set(os.listdir(store.snapshots)) == before  # no partial copy, no stray pointer, no orphan
+    left = set(os.listdir(store.root)) - before
     monkeypatch.undo()
-    with store.write() as con:  # space again: the next write publishes what the failed one wrote
-        con.execute("select 1")
+    with store.write() as con:  # space again: the retried write publishes
+        con.execute("create or replace table main.tonight as select 1 as answer")
     with store.read() as con:
         assert con.execute("select answer from main.tonight").fetchall() == [(1,)]
+    assert left == set(), f"the failed publish left {sorted(left)} in {store.root}"
 
 
 # --- the LLM endpoint down, slow, or answering garbage -------------------------------------------
@@ -371,7 +407,7 @@ def test_the_item_topics_asset_completes_with_the_endpoint_down(ingested_world, 
         "llm_call_budget": 6, "llm_max_concurrency": 3,
     }))
     result = dg.materialize(
-        [enrich.enrich_item_topics], resources={"crossfade": Crossfade(), "warehouse": Warehouse(), "llm": LLMBackend()},
+        with_gates([enrich.enrich_item_topics]), resources={"crossfade": Crossfade(), "warehouse": Warehouse(), "llm": LLMBackend()},
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
     )
     assert result.success
