@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import shutil
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
@@ -75,6 +76,8 @@ def attached(root: Path, read_only: bool = False, version: int | None = None
     process; the catalog is detached when the connection closes.
     """
     base = _base(root)
+    if not read_only:
+        _write_ahead_log(root / CATALOG)
     name = f"lake_{uuid.uuid4().hex[:12]}"
     # the data path is the catalog's neighbour wherever CROSSFADE_HOME was copied or moved to
     options = [f"DATA_PATH {_literal(str(root / DATA) + '/')}", "OVERRIDE_DATA_PATH TRUE"]
@@ -94,6 +97,17 @@ def attached(root: Path, read_only: bool = False, version: int | None = None
             cleanup.execute(f"detach database if exists {name}")
         finally:
             cleanup.close()
+
+
+def _write_ahead_log(catalog: Path) -> None:
+    """The SQLite catalog in WAL mode: a reader's open transaction then never makes a writer's commit wait."""
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(catalog, timeout=30)) as con:
+        if con.execute("pragma journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                con.execute("pragma journal_mode = wal")  # persists in the file; needs no reader inside it
+            except sqlite3.OperationalError:
+                pass  # a reader holds it now: the next writer switches it
 
 
 def latest_version(con: duckdb.DuckDBPyConnection, catalog: str) -> int:

@@ -144,22 +144,30 @@ class Store:
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to the published state: each table as its gate last published it."""
-        published = self._state()["tables"]
-        if not published:
-            raise NothingPublishedError(
-                f"nothing published yet in {self.root}; run `crossfade run` (or `make demo`) first"
-            )
-        version = max(published.values())
-        with lake.attached(self.root, read_only=True, version=version) as (con, catalog):
-            views = f"published_{catalog}"
-            con.execute(f"attach ':memory:' as {views}")
+        for attempt in range(3):
+            published = self._state()["tables"]
+            if not published:
+                raise NothingPublishedError(
+                    f"nothing published yet in {self.root}; run `crossfade run` (or `make demo`) first"
+                )
+            version = max(published.values())
+            stack = contextlib.ExitStack()
             try:
+                con, catalog = stack.enter_context(lake.attached(self.root, read_only=True, version=version))
+                views = f"published_{catalog}"
+                con.execute(f"attach ':memory:' as {views}")
+                stack.callback(con.execute, f"detach {views}")
+                stack.callback(con.execute, "use memory")
                 for statement in published_views(con, catalog, views, published, version):
                     con.execute(statement)
-                yield con
-            finally:
-                con.execute("use memory")
-                con.execute(f"detach {views}")
+                break
+            except duckdb.Error as error:
+                stack.close()
+                # published.json moved on and maintenance expired what it named meanwhile: read it again
+                if attempt == 2 or "snapshot" not in str(error).lower():
+                    raise
+        with stack:
+            yield con
 
     @contextlib.contextmanager
     def audit(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -170,9 +178,9 @@ class Store:
             con.execute(f"use {catalog}")
             yield con
 
-    def published_sql(self) -> str:
+    def published_sql(self, state: dict[str, Any] | None = None) -> str:
         """The statements that open the published state in any DuckDB client (also written to published.sql)."""
-        published = self._state()["tables"]
+        published = (state or self._state())["tables"]
         if not published:
             return "-- nothing published yet: run `crossfade run`\n"
         version = max(published.values())
@@ -196,11 +204,21 @@ class Store:
         return json.loads(self.state_path.read_text())
 
     def _save(self, state: dict[str, Any]) -> None:
-        for path, text in ((self.state_path, json.dumps(state, indent=1, sort_keys=True)),
-                           (self.root / CLIENT_SQL, None)):
-            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-            partial.write_text(text if text is not None else self.published_sql())
-            os.replace(partial, path)
+        """Both files written beside their places first, then moved over them: a failure changes neither."""
+        for leftover in self.root.glob(f".{STATE}.*"), self.root.glob(f".{CLIENT_SQL}.*"):  # of a killed writer
+            for path in leftover:  # the caller holds the write lock: no other save is under way
+                path.unlink(missing_ok=True)
+        texts = {self.state_path: json.dumps(state, indent=1, sort_keys=True),
+                 self.root / CLIENT_SQL: self.published_sql(state)}
+        partials = {path: path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}") for path in texts}
+        try:
+            for path, text in texts.items():
+                partials[path].write_text(text)
+            for path, partial in partials.items():
+                os.replace(partial, path)
+        finally:
+            for partial in partials.values():
+                partial.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
