@@ -14,7 +14,7 @@ from models.item_topics import ItemTopics, item_request
 from models.llm import LLMError, OpenAICompatible, generate
 from pipelines import cli
 from tests.reliability.conftest import llm_stub
-from warehouse import landing
+from warehouse import lake, landing
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
 from warehouse.store import Store
 
@@ -113,16 +113,24 @@ def test_the_events_asset_refuses_a_path_as_a_partition(crossfade_home: Path) ->
 
 # --- a planted API key ---------------------------------------------------------------------------
 
-def _tables_containing(database: Path, needle: str) -> list[str]:
-    con = duckdb.connect(str(database), read_only=True)
-    try:
+def _tables_containing(store: Store, needle: str) -> list[str]:
+    """Tables of the newest state, published or not (a gate may yet publish them), with a row holding `needle`."""
+    with store.audit() as con:
         names = [f"{schema}.{table}" for schema, table in con.execute(
-            "select schema_name, table_name from duckdb_tables()").fetchall()]
+            "select schema_name, table_name from duckdb_tables() where database_name = current_database()").fetchall()]
         return [name for name in names
                 if con.execute(f"select count(*) from {name} as t where strpos(cast(t as varchar), $n) > 0",
                                {"n": needle}).fetchall()[0][0]]
-    finally:
-        con.close()
+
+
+def _data_files_containing(store: Store, needle: str) -> list[Path]:
+    """Every Parquet file of the lake, older snapshots' and deletion files too, with a row holding `needle`: their
+    pages are compressed, so a byte scan alone would not find it."""
+    files = sorted((store.root / lake.DATA).rglob("*.parquet"))
+    with duckdb.connect() as con:
+        return [path for path in files if con.execute(
+            "select count(*) from read_parquet($path) as t where strpos(cast(t as varchar), $n) > 0",
+            {"path": str(path), "n": needle}).fetchall()[0][0]]
 
 
 @pytest.mark.parametrize("mode", ["echo_401", "echo_200"])
@@ -162,8 +170,11 @@ def test_a_planted_api_key_never_leaves_the_request(
     assert key not in output.out + output.err + caplog.text
     assert "[redacted api key]" in answered and key not in answered + repr(model)
     assert key not in (generation.error or "") + generation.raw_text
-    database = crossfade_home / "warehouse" / "crossfade.duckdb"
-    assert _tables_containing(database, key) == []
-    assert _tables_containing(Store(database).current_snapshot(), key) == []
+    store = Store(crossfade_home / "warehouse" / "crossfade.duckdb")
+    # both scans reach the run's rows, unpublished (no gate ran) and naming the stub model
+    assert "enrich.item_topics" in _tables_containing(store, "stub") and _data_files_containing(store, "stub")
+    assert _tables_containing(store, key) == []
+    assert _data_files_containing(store, key) == []
+    # the rest byte for byte: the DuckLake catalog (SQLite), published.json and .sql, Dagster's event log
     leaked = [path for path in crossfade_home.rglob("*") if path.is_file() and key.encode() in path.read_bytes()]
     assert leaked == []

@@ -23,16 +23,16 @@ from models.candidates import SERVING_PERIODS
 from models.recommender import FeatureFrames
 from assets.resources import Crossfade, Warehouse
 from tests.assets.test_serving import promote_bundle
-from tests.conftest import WORLD_AS_OF
+from tests.conftest import WORLD_AS_OF, with_gates
 from tests.reliability.conftest import ROOT, published_state_kept, sigkill, wait_for
-from warehouse import readers, registry
+from warehouse import lake, readers, registry
 from warehouse.features import FEATURE_TABLES, FeatureParams, build_table
-from warehouse.store import Store
+from warehouse.store import Store, scalar, table_exists
 
 pytestmark = pytest.mark.slow
-# The promotion gate is left out: on the small shared world Popularity wins on cold users, and the gate's
-# verdict is not what these tests are about; models_registry then promotes whatever was registered.
-TRAINING = [models.models_hgnn_item_embeddings, models.models_two_tower, models.models_registry]
+# With their gates: the HGNN vectors reach readers when their suite passes, and models_registry promotes only
+# a candidate its promotion gate published (the plan serves the best validated model, so the gate passes here).
+TRAINING = with_gates([models.models_hgnn_item_embeddings, models.models_two_tower, models.models_registry])
 TRAIN_CONFIG = {"ops": {"models__hgnn_item_embeddings": {"config": {"max_epochs": 2, "patience": 2}},
                         "models__two_tower": {"config": {"epochs": 2}}}}
 SERVING = [serving.serving_candidates_staging, serving.serving_candidates_staging_gate, serving.serving_candidates,
@@ -61,16 +61,17 @@ def train(home: Path) -> dg.ExecuteInProcessResult:
 
 
 def serve(home: Path, partition: str = TONIGHT) -> dg.ExecuteInProcessResult:
-    """Staging, its gate, publish and the published suite: the serving stage of `crossfade run`."""
+    """Staging, its gate (publishing the staged lists), the copy to the served table and its gate: the serving
+    stage of `crossfade run`."""
     return dg.materialize(SERVING, run_config=SERVE_CONFIG, partition_key=partition, resources=resources(home),
                           raise_on_error=False)
 
 
 # One of the steps above in a process that pauses after the n-th pass through a named point, to be killed
 # there: after an HGNN epoch, after the two-tower's second label draw (its first epoch done), after the
-# bundle is on disk, after a SQL file of the serving stage, or with half a snapshot copied.
+# bundle is on disk, after a SQL file of the serving stage, or as a passing gate is about to publish its
+# stage ("publish/<stage>": the stage's writes are committed, readers do not see them yet).
 KILLABLE_RUN = """
-import shutil
 import sys
 from pathlib import Path
 
@@ -79,6 +80,7 @@ from models import hgnn, two_tower
 from models.bundle import ModelBundle
 from tests.reliability import pause_points
 from tests.reliability import test_kill_train_serve as steps
+from warehouse.store import Store
 
 home, step, pause_at, occurrence = sys.argv[1:5]
 pause_points.arm(pause_at, int(occurrence))
@@ -88,8 +90,14 @@ hgnn.train = lambda *args, **kwargs: train_hgnn(*args, **kwargs, on_epoch=lambda
 two_tower.split_labels = after(two_tower.split_labels, "two_tower/labels")
 ModelBundle.save = after(ModelBundle.save, "bundle/saved")
 serving.run_sql = pause_points.after_sql(serving.run_sql)
-if pause_at == "publish":
-    shutil.copyfile = pause_points.half_copy_then_pause(shutil.copyfile)
+
+
+def publish(store, stage, publish=Store.publish):
+    pause_points.pause(f"publish/{stage}")
+    return publish(store, stage)
+
+
+Store.publish = publish
 two_tower.TwoTowerConfig = steps.TinyTwoTower
 print("running", flush=True)
 result = steps.train(Path(home)) if step == "train" else steps.serve(Path(home))
@@ -111,9 +119,10 @@ def digest(con: duckdb.DuckDBPyConnection, query: str) -> tuple[int, str]:
     """).fetchall()[0]
 
 
-def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(con.execute("select count(*) from duckdb_tables() where schema_name = $s and table_name = $t",
-                            {"s": schema, "t": table}).fetchall()[0][0])
+def newest_version(store: Store) -> int:
+    """The newest snapshot of the lake, published or not: it moves with every committed write."""
+    with store.audit() as con:
+        return lake.latest_version(con, scalar(con, "select current_database()"))
 
 
 def folders(home: Path) -> set[str]:
@@ -170,7 +179,7 @@ def clean_training(ingested_world, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.mark.parametrize(("pause_at", "occurrence", "left_on_disk"), [
     ("hgnn/epoch", 1, {"hgnn": 0, "2t-hgnn": 0}),  # nothing written yet
-    ("two_tower/labels", 2, {"hgnn": 1, "2t-hgnn": 0}),  # HGNN vectors published, two-tower past epoch 1
+    ("two_tower/labels", 2, {"hgnn": 1, "2t-hgnn": 0}),  # HGNN vectors gated and published, two-tower past epoch 1
     ("bundle/saved", 1, {"hgnn": 1, "2t-hgnn": 1}),  # a complete bundle on disk, not registered
 ])
 def test_killed_mid_training_the_retry_registers_one_version_equal_to_a_clean_run(
@@ -179,15 +188,22 @@ def test_killed_mid_training_the_retry_registers_one_version_equal_to_a_clean_ru
 ) -> None:
     home = tmp_path / "home"
     store = ingested_world.copy_to(home)
-    # Killed before its first write, the run leaves the published snapshot as it was, byte for byte.
+    newest = newest_version(store)
+    # Killed before its first write, the run leaves the published state as it was, byte for byte, and commits nothing.
     with published_state_kept(store) if pause_at == "hgnn/epoch" else contextlib.nullcontext():
         trainer = start_run(home, "train", pause_at, occurrence)
         wait_for(trainer, "paused")
         sigkill(trainer)
-    with store.read() as con, duckdb.connect(str(store.database), read_only=True) as working:
-        for view in (con, working):  # what readers see, and what the retry will publish
-            assert registry.latest(view) is None  # nothing half-registered
-            assert has_table(view, "models", "hgnn_item_embeddings") == bool(left_on_disk["hgnn"])
+    if pause_at == "hgnn/epoch":
+        assert newest_version(store) == newest
+    # One connection at a time: the lake connections of a process share one DuckDB, and table_exists sees them all.
+    with store.read() as con:
+        assert registry.latest(con) is None  # nothing half-registered: not for readers ...
+    with store.audit() as con:
+        assert registry.latest(con) is None  # ... nor in the newest state the retry starts from
+        assert table_exists(con, "models.hgnn_item_embeddings") == bool(left_on_disk["hgnn"])
+    assert store.pending_stages() == {}  # what was written passed its gate: the vectors are what readers see
+    assert (store.published_version("models.hgnn_item_embeddings") is not None) == bool(left_on_disk["hgnn"])
     stray = folders(home)  # named <prefix>-<as-of>-<run id>: hgnn-2026... and 2t-hgnn-2026...
     assert {prefix: sum(name.startswith(f"{prefix}-2") for name in stray) for prefix in left_on_disk} == left_on_disk
     if left_on_disk["2t-hgnn"]:
@@ -206,20 +222,24 @@ def test_killed_mid_training_the_retry_registers_one_version_equal_to_a_clean_ru
 def test_killed_after_registering_before_publish_the_retry_supersedes_that_version(
     ingested_world, clean_training: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Killed copying the snapshot of the registration: the row is committed in the working file only.
+    """Killed as the promotion gate, passed, was about to publish the registration: the row is committed in the
+    newest state only, pending for the models.two_tower stage.
 
-    Readers never see it; the retry publishes it with its own run's row, and models_registry rejects it as
-    superseded (a complete bundle whose run stopped before a verdict), so one row more than a clean run.
+    Readers never see it; the retry's gate publishes it with its own run's row, and models_registry rejects it
+    as superseded (a complete bundle whose run stopped before a verdict), so one row more than a clean run.
     """
     home = tmp_path / "home"
     store = ingested_world.copy_to(home)
-    trainer = start_run(home, "train", "publish", 2)  # publish 1: the HGNN vectors; 2: the registration
+    trainer = start_run(home, "train", "publish/models.two_tower", 1)
     wait_for(trainer, "paused")
     with published_state_kept(store):
         sigkill(trainer)
-    with store.read() as con, duckdb.connect(str(store.database), read_only=True) as working:
+    assert "models.registry" in store.pending("models.two_tower")
+    assert store.published_version("models.registry") is None
+    with store.read() as con:
         assert registry.latest(con) is None
-        killed = registry.latest(working)
+    with store.audit() as con:
+        killed = registry.latest(con)
     assert killed["status"] == "candidate"
     ModelBundle.load(killed["checkpoint_dir"])  # the registered bundle is complete
 
@@ -274,9 +294,9 @@ def copy_home(source: Path, home: Path) -> Store:
     return Store(database(home))
 
 
-def tonight_in_working_file(store: Store) -> tuple[int, int]:
-    """(staged, published) rows of tonight's date in the working file: what the retry starts from."""
-    with duckdb.connect(str(store.database), read_only=True) as con:
+def tonight_in_newest_state(store: Store) -> tuple[int, int]:
+    """(staged, served) rows of tonight's date in the newest state, published or not: what the retry starts from."""
+    with store.audit() as con:
         return con.execute(f"""
             select (select count(*) from serving.candidates_staging where as_of = '{WORLD_AS_OF}'),
                    (select count(*) from serving.candidates where as_of = '{WORLD_AS_OF}')
@@ -285,8 +305,8 @@ def tonight_in_working_file(store: Store) -> tuple[int, int]:
 
 @pytest.mark.parametrize(("pause_at", "occurrence", "left"), [
     ("serving/candidates_staging_insert", 2, "part staged"),  # one chunk committed, the second inserted
-    ("serving/candidates_unpublish", 1, "all staged"),  # in the publish transaction, the date's old lists deleted
-    ("publish", 2, "all published"),  # lists committed in the working file, half the snapshot copied
+    ("serving/candidates_unpublish", 1, "all staged"),  # staging gated; in the copy's transaction, old lists deleted
+    ("publish/serving.candidates", 1, "all served"),  # lists committed, their gate passed, not yet published
 ])
 def test_killed_mid_candidate_writing_readers_keep_last_night_and_the_retry_equals_a_clean_run(
     yesterday: Path, clean_serving, tmp_path: Path, pause_at: str, occurrence: int, left: str,
@@ -301,9 +321,9 @@ def test_killed_mid_candidate_writing_readers_keep_last_night_and_the_retry_equa
     sigkill(writer)
     assert candidates_digest(store) == last_night
     tonight = clean_serving[1][0]
-    staged, published = tonight_in_working_file(store)
-    assert {"part staged": 0 < staged < tonight and published == 0, "all staged": (staged, published) == (tonight, 0),
-            "all published": (staged, published) == (tonight, tonight)}[left], (staged, published, tonight)
+    staged, served = tonight_in_newest_state(store)
+    assert {"part staged": 0 < staged < tonight and served == 0, "all staged": (staged, served) == (tonight, 0),
+            "all served": (staged, served) == (tonight, tonight)}[left], (staged, served, tonight)
 
     assert serve(home).success
     assert candidates_digest(store) == clean_serving  # same rows, so nothing lost or doubled
