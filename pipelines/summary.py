@@ -59,7 +59,7 @@ def print_summary(settings: Settings) -> None:
     try:
         with store.read() as con:
             print("\nrows per table (published state):")
-            for name, rows in row_counts(con):
+            for name, rows in row_counts(con, store.published_tables()):
                 print(f"  {name:34s} {rows:>12,}" if rows is not None else f"  {name:34s} {'not published':>12}")
             for table, title, query in SECTIONS:
                 try:
@@ -82,16 +82,11 @@ def print_summary(settings: Settings) -> None:
             print(f"  {stage:34s} {', '.join(sorted(tables))}")
 
 
-def row_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int | None]]:
+def row_counts(con: duckdb.DuckDBPyConnection, published: set[str]) -> list[tuple[str, int | None]]:
     """Rows per table readers see; None for a table that exists but was never published."""
     names = [row[0] for row in con.execute(
         "select distinct schema_name || '.' || name from (select schema_name, table_name as name from duckdb_tables() "
         "union all select schema_name, view_name from duckdb_views() where not internal) "
         "where schema_name in (select unnest($schemas)) order by 1", {"schemas": list(SCHEMAS)}).fetchall()]
-    counts = []
-    for name in names:
-        try:
-            counts.append((name, con.execute(f"select count(*) from {name}").fetchone()[0]))
-        except duckdb.Error:  # a table never published reads as an error that says so
-            counts.append((name, None))
-    return counts
+    return [(name, con.execute(f"select count(*) from {name}").fetchone()[0] if name in published else None)
+            for name in names]

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -50,11 +51,14 @@ def one_row(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, Any
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Whether `table` ('schema.name') exists in the connected database (a table, or a reader's published view)."""
-    schema, name = table.split(".")
-    return bool(scalar(con, "select count(*) from (select schema_name, table_name from duckdb_tables() union all "
-                            "select schema_name, view_name from duckdb_views()) where schema_name = $schema "
-                            "and table_name = $name", {"schema": schema, "name": name}))
+    """Whether `table` ('schema.name') is there for this connection: a table, or a reader's published view."""
+    if not re.fullmatch(r"\w+\.\w+", table):
+        raise ValueError(f"table must be 'schema.name' (got {table!r})")
+    try:  # resolved as the connection resolves names: its own catalog, never another connection's
+        con.execute(f"select 1 from {table} limit 0").fetchall()
+    except duckdb.CatalogException:
+        return False
+    return True
 
 
 def scalar(con: duckdb.DuckDBPyConnection, query: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -128,6 +132,9 @@ class Store:
             expired = len(versions)
             removed = len(con.execute(f"call ducklake_cleanup_old_files('{catalog}', cleanup_all => true)").fetchall())
         return {"files_merged": merged, "snapshots_expired": expired, "files_removed": removed}
+
+    def published_tables(self) -> set[str]:
+        return set(self._state()["tables"])
 
     def published_version(self, table: str) -> int | None:
         """The snapshot at which readers see `table`; None when it was never published."""
@@ -248,7 +255,7 @@ def published_views(con: duckdb.DuckDBPyConnection, catalog: str, views: str, pu
     published state, with its views in the database `views`.
 
     Most tables are read at `version` itself; a table written since its own publish (its gate failed or has
-    not run) is a view at its published snapshot, and one never published is a view that says so.
+    not run) is a view at its published snapshot, and one never published is an empty view of its columns.
     """
     changed = lake.changed_tables(con, catalog, min(published.values()), version)
     stale = {table: pinned for table, pinned in published.items() if changed.get(table, 0) > pinned}
@@ -260,9 +267,8 @@ def published_views(con: duckdb.DuckDBPyConnection, catalog: str, views: str, pu
     statements = [f"create schema if not exists {views}.{schema}" for schema in schemas]
     statements += [f"create view {views}.{table} as select * from {catalog}.{table} at (version => {int(pinned)})"
                    for table, pinned in sorted(stale.items())]
-    statements += [f"create view {views}.{table} as select error("
-                   f"{_literal(f'{table} is not published: its gate has not passed')}) as not_published"
-                   for table in hidden]
+    # never published: empty, with its columns, so readers see no rows rather than unchecked ones
+    statements += [f"create view {views}.{table} as select * from {catalog}.{table} where false" for table in hidden]
     search = [f"{views}.{schema}" for schema in schemas] + [f"{catalog}.{schema}" for schema in schemas]
     return [*statements, f"use {views}", f"set search_path = {_literal(','.join(search))}"]
 
