@@ -96,8 +96,8 @@ class Ran:
 
 
 def run_world(shape: shapes.Shape, home: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch,
-              capsys: pytest.CaptureFixture, landed: shapes.World | None = None) -> Ran:
-    """`crossfade run` on the landing zone of `shape` under CROSSFADE_HOME (written first unless `landed`)."""
+              capsys: pytest.CaptureFixture, landed: shapes.World | None = None, args: tuple[str, ...] = ()) -> Ran:
+    """`crossfade run [args]` on the landing zone of `shape` under CROSSFADE_HOME (written first unless `landed`)."""
     world = landed or shapes.write(shapes.build(shape), home / "landing")
     for name, value in {"CROSSFADE_LLM_BACKEND": "http", "CROSSFADE_LLM_BASE_URL": endpoint,
                         "CROSSFADE_LLM_MODEL": "refusing", "CROSSFADE_LLM_CALL_BUDGET": "1",
@@ -109,7 +109,7 @@ def run_world(shape: shapes.Shape, home: Path, endpoint: str, monkeypatch: pytes
         monkeypatch.setenv(name, value)
     capsys.readouterr()
     started = time.perf_counter()
-    code = main(["run"])
+    code = main(["run", *args])
     seconds = time.perf_counter() - started
     captured = capsys.readouterr()
     return Ran(code, captured.out + captured.err, world, Store(home / "warehouse" / "crossfade.duckdb"), seconds)
