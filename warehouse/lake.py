@@ -80,14 +80,14 @@ def attached(root: Path, read_only: bool = False, version: int | None = None
         _write_ahead_log(root / CATALOG)
     name = f"lake_{uuid.uuid4().hex[:12]}"
     # the data path is the catalog's neighbour wherever CROSSFADE_HOME was copied or moved to
-    options = [f"DATA_PATH {_literal(str(root / DATA) + '/')}", "OVERRIDE_DATA_PATH TRUE"]
+    options = [f"DATA_PATH {literal(str(root / DATA) + '/')}", "OVERRIDE_DATA_PATH TRUE"]
     if read_only:
         options.append("READ_ONLY")
     if version is not None:
         options.append(f"SNAPSHOT_VERSION {int(version)}")
     con = base.cursor()
     try:
-        con.execute(f"attach {_literal('ducklake:sqlite:' + str(root / CATALOG))} as {name} ({', '.join(options)})")
+        con.execute(f"attach {literal('ducklake:sqlite:' + str(root / CATALOG))} as {name} ({', '.join(options)})")
         con.execute("set TimeZone = 'UTC'")
         yield con, name
     finally:
@@ -144,5 +144,5 @@ def changed_tables(con: duckdb.DuckDBPyConnection, catalog: str, after: int, unt
     return changed
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"

@@ -95,12 +95,13 @@ class Store:
             started = lake.latest_version(con, catalog)
             con.execute(f"use {catalog}")
             schema = sql_text("schema")
-            if self._state().get("schema") != _digest(schema):  # creating what exists costs a catalog round trip each
+            digest = _digest(schema)
+            if self._state().get("schema") != digest:  # creating what exists costs a catalog round trip each
                 con.execute(schema)
             yield con
             changed = lake.changed_tables(con, catalog, started)
             state = self._state()
-            state["schema"] = _digest(sql_text("schema"))
+            state["schema"] = digest
             if stage is None:
                 _pin(state["tables"], changed)
             else:
@@ -196,11 +197,11 @@ class Store:
                      for statement in published_views(con, catalog, "memory", published, version)]
         lines = [
             "-- crossfade's published state (each table as its gate last published it): duckdb -init published.sql",
-            f"set extension_directory = {_literal(str(lake.extension_directory(self.root)))};",
+            f"set extension_directory = {lake.literal(str(lake.extension_directory(self.root)))};",
             "load ducklake;",
             "load sqlite;",
-            f"attach {_literal('ducklake:sqlite:' + str(self.root / lake.CATALOG))} as {lake.LAKE} "
-            f"(DATA_PATH {_literal(str(self.root / lake.DATA) + '/')}, OVERRIDE_DATA_PATH TRUE, READ_ONLY, SNAPSHOT_VERSION {version});",
+            f"attach {lake.literal('ducklake:sqlite:' + str(self.root / lake.CATALOG))} as {lake.LAKE} "
+            f"(DATA_PATH {lake.literal(str(self.root / lake.DATA) + '/')}, OVERRIDE_DATA_PATH TRUE, READ_ONLY, SNAPSHOT_VERSION {version});",
             *[f"{statement};" for statement in views],
         ]
         return "\n".join(lines) + "\n"
@@ -270,7 +271,7 @@ def published_views(con: duckdb.DuckDBPyConnection, catalog: str, views: str, pu
     # never published: empty, with its columns, so readers see no rows rather than unchecked ones
     statements += [f"create view {views}.{table} as select * from {catalog}.{table} where false" for table in hidden]
     search = [f"{views}.{schema}" for schema in schemas] + [f"{catalog}.{schema}" for schema in schemas]
-    return [*statements, f"use {views}", f"set search_path = {_literal(','.join(search))}"]
+    return [*statements, f"use {views}", f"set search_path = {lake.literal(','.join(search))}"]
 
 
 def _pin(pins: dict[str, int], changed: Mapping[str, int]) -> None:
@@ -281,7 +282,3 @@ def _pin(pins: dict[str, int], changed: Mapping[str, int]) -> None:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
