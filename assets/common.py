@@ -42,14 +42,14 @@ def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
 
 def gate(report: Report, warehouse: Warehouse, stage: str, extra: dict[str, Any] | None = None) -> dg.AssetCheckResult:
     """A blocking check that guards readers: when it passes, what `stage` wrote is published to them; when it
-    fails, readers stay on the last published state and the stage's tables stay pending for the next run."""
+    fails, readers stay on the last published state, and the stage's next write starts again from it."""
     if report.success:
         started = time.perf_counter()
         tables = warehouse.publish(stage)
         facts = {"published": True, "published_tables": dg.MetadataValue.json(tables),
                  "publish_seconds": round(time.perf_counter() - started, 4)}
     else:
-        facts = {"published": False, "unpublished_tables": dg.MetadataValue.json(warehouse.store().pending(stage))}
+        facts = {"published": False, "unpublished_tables": dg.MetadataValue.json(warehouse.store().reject(stage))}
     return check_result(report, {**(extra or {}), **facts},
                         failure_note="; not published: readers keep the last published state")
 

@@ -4,6 +4,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,11 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the pac
 END_DATE = dt.date(2026, 1, 31)  # fixed, so a cached world stays valid on later days
 ITEM_SHARES = {"music": 0.5, "podcast": 0.3, "audiobook": 0.2}  # of --items
 STAGES = ("ingest", "features", "retrieval", "enrich", "models", "eval", "serving")
-# Stages after the feature tables run as `crossfade run --select <stage>` on the bench's CROSSFADE_HOME:
+# Every stage but retrieval runs as `crossfade run --select <chain stage>` on the bench's CROSSFADE_HOME:
 # the nightly chain's own assets, gates and publishes, each stage in a fresh process.
-CHAIN_STAGES = ("enrich", "models", "eval", "serving")
+CHAIN_STAGES = {"ingest": "raw", "features": "features", "enrich": "enrich", "models": "models", "eval": "eval",
+                "serving": "serving"}
+STEP_TIME = re.compile(r"\((?P<step>[\d.]+) s(?:, publish (?P<publish>[\d.]+) s)?\)\s*$")
 LLM_CALL_BUDGET = 8  # LLM calls per enrichment asset, as in the demo: SmolLM2 on 2 cores takes seconds a call
 RETRIEVAL_DIM = 64
 RETRIEVAL_K = 100
@@ -38,7 +41,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path,
                         help="keep the CROSSFADE_HOME of the run here (one --fractions value), so later stages can "
                              "run again on it with --stages; default: a temporary folder under --cache")
-    parser.add_argument("--stage", choices=(*STAGES, "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=tuple(STAGE_WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -76,7 +79,7 @@ def _run_stage(stage: str, landing_dir: Path, database: Path) -> dict:
     """One stage in a fresh process; wait4 gives that process's own peak RSS."""
     if stage in CHAIN_STAGES:
         home = database.parent.parent
-        command = [str(Path(sys.executable).with_name("crossfade")), "run", "--select", stage]
+        command = [str(Path(sys.executable).with_name("crossfade")), "run", "--select", CHAIN_STAGES[stage]]
         env = os.environ | {"CROSSFADE_HOME": str(home), "CROSSFADE_LLM_CALL_BUDGET": str(LLM_CALL_BUDGET)}
     else:
         command = [sys.executable, __file__, f"--stage={stage}", f"--landing={landing_dir}", f"--database={database}"]
@@ -89,7 +92,7 @@ def _run_stage(stage: str, landing_dir: Path, database: Path) -> dict:
     if process.returncode != 0:
         raise SystemExit(f"stage {stage} failed:\n{stdout[-3000:]}")
     if stage in CHAIN_STAGES:
-        result = {"seconds": time.perf_counter() - started, "detail": _chain_detail(stdout)}
+        result = {"seconds": time.perf_counter() - started, "detail": _chain_detail(stdout), **_gate_seconds(stdout)}
         (home / f"scale-{stage}.log").write_text(stdout)
     else:
         result = json.loads(stdout.strip().splitlines()[-1])
@@ -122,9 +125,11 @@ def _measure(args: argparse.Namespace, fraction: float, stages: tuple[str, ...])
         for stage in stages:
             result = _run_stage(stage, landing_dir, database)
             results[stage] = result
-            detail = result.get("detail") or ", ".join(f"{key} {value:.1f}" for key, value in result["phases"].items())
+            shares = (f"  gates {result['gate_s']:.1f} s ({result['gate_s'] / result['seconds']:.1%}), publish "
+                      f"{result['publish_s']:.2f} s ({result['publish_s'] / result['seconds']:.2%}, at most "
+                      f"{result['publish_max_s']:.2f} s)" if "gate_s" in result else "")
             print(f"  {stage:<32}{result['seconds']:8.1f} s  cpu {result['cpu_s']:7.1f} s  peak {result['peak_gib']:5.2f} GiB"
-                  f"  [{detail}]", flush=True)
+                  f"{shares}  [{result['detail']}]", flush=True)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -137,6 +142,15 @@ def _chain_detail(output: str) -> str:
     failed = [line.split("check", 1)[1].split()[0] for line in output.splitlines() if " FAILED" in line and " check " in line]
     tables = ", ".join(f"{words[0]} {words[1]}" if len(words) > 1 else words[0] for words in done)
     return tables + (f"; FAILED checks: {', '.join(failed)}" if failed else "")
+
+
+def _gate_seconds(output: str) -> dict[str, float]:
+    """Seconds the stage's gates took (audit and publish) and its publishes alone, from the runner's check lines."""
+    times = [STEP_TIME.search(line) for line in output.splitlines() if "  check " in line]
+    times = [match for match in times if match]
+    publishes = [float(match["publish"]) for match in times if match["publish"]]
+    return {"gate_s": sum(float(match["step"]) for match in times), "gates": len(times),
+            "publish_s": sum(publishes), "publish_max_s": max(publishes, default=0.0)}
 
 
 def _run_stage_baseline(landing_dir: Path, work: Path) -> dict:
@@ -158,35 +172,16 @@ def _print_growth(runs: dict[float, dict], stages: tuple[str, ...]) -> None:
         print(f"{stage:<12}{cells}{high['seconds'] / low['seconds']:>13.1f}x{high['cpu_s'] / max(low['cpu_s'], 1e-3):>11.1f}x")
     size_growth = runs[fractions[-1]]["rows"] / runs[fractions[0]]["rows"]
     print(f"event rows grew {size_growth:.1f}x")
+    print(f"\n{'stage':<12}" + "".join(f"{f'{f:g}: gates s':>15}{'publish s':>11}{'max':>7}" for f in fractions))
+    for stage in [name for name in stages if all("gate_s" in runs[f].get(name, {}) for f in fractions)]:
+        print(f"{stage:<12}" + "".join(f"{runs[f][stage]['gate_s']:>15.1f}{runs[f][stage]['publish_s']:>11.2f}"
+                                      f"{runs[f][stage]['publish_max_s']:>7.2f}" for f in fractions))
     top = runs[fractions[-1]]
     if "ingest" not in top:
         return
     ours = top["rows"] / top["ingest"]["seconds"] * 60
     baseline = top["rows"] / top["baseline"]["seconds"] * 60
     print(f"RESULT scale_ingest ours={ours:.0f} baseline={baseline:.0f} ratio={ours / baseline:.3f} unit=events/min")
-
-
-def _ingest(args: argparse.Namespace) -> dict:
-    from bench.ingest import ingest_raw
-    from warehouse.store import Store
-
-    started = time.perf_counter()
-    with Store(args.database).write(stage="bench") as con:  # unpublished, as a stage before its gate
-        _, phases = ingest_raw(con, args.landing)
-    return {"seconds": time.perf_counter() - started, "phases": phases}
-
-
-def _features(args: argparse.Namespace) -> dict:
-    from warehouse import features
-    from warehouse.store import Store
-
-    started = time.perf_counter()
-    phases: dict[str, float] = {}
-    with Store(args.database).write() as con:  # published: the chain stages read the published state
-        params = features.FeatureParams(as_of=features.latest_as_of(con))
-        for name in features.FEATURE_TABLES:
-            phases[name] = features.build_table(con, name, params).seconds
-    return {"seconds": time.perf_counter() - started, "phases": phases}
 
 
 def _retrieval(args: argparse.Namespace) -> dict:
@@ -232,7 +227,7 @@ def _baseline(args: argparse.Namespace) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
-STAGE_WORKERS = {"ingest": _ingest, "features": _features, "retrieval": _retrieval, "baseline": _baseline}
+STAGE_WORKERS = {"retrieval": _retrieval, "baseline": _baseline}
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ class RunConfigError(SettingsError):
 def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
     """Print what each step materialised and each check's verdict; True when the run succeeded."""
     partitions: dict[str, int] = {}
+    seconds = _step_seconds(result)
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
             materialization = event.event_specific_data.materialization
@@ -152,11 +153,13 @@ def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
                     continue  # one line per asset, however many partitions it wrote
             rows = materialization.metadata.get("dagster/row_count")
             rows_text = f"{rows.value:,} rows" if rows is not None else ""
-            _say(f"  materialised {name:32s} {rows_text}")
+            _say(f"  materialised {name:32s} {rows_text}{_timing(seconds.get(event.step_key))}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             verdict = "passed" if evaluation.passed else "FAILED"
-            _say(f"  check {evaluation.check_name:38s} {verdict}")
+            publish = evaluation.metadata.get("publish_seconds")
+            _say(f"  check {evaluation.check_name:38s} {verdict}"
+                 f"{_timing(seconds.get(event.step_key), publish.value if publish is not None else None)}")
             if not evaluation.passed:
                 details = evaluation.metadata.get("details")
                 if details is not None:
@@ -168,6 +171,20 @@ def _report(result: dg.ExecuteInProcessResult, label: str) -> bool:
         _say(f"  {name}: {count} partition(s)")
     _say(f"{label}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id[:8]})")
     return result.success
+
+
+def _step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+    """Wall seconds of each finished step (an asset's write, a gate's audit and publish), by step key."""
+    return {event.step_key: event.event_specific_data.duration_ms / 1000 for event in result.all_events
+            if event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")
+            and getattr(event.event_specific_data, "duration_ms", None) is not None}
+
+
+def _timing(step_s: float | None, publish_s: float | None = None) -> str:
+    """' (12.3 s)' or ' (1.2 s, publish 0.05 s)': the step's time, and the part of it its publish took."""
+    if step_s is None:
+        return ""
+    return f"  ({step_s:.1f} s" + (f", publish {publish_s:.2f} s)" if publish_s is not None else ")")
 
 
 def _maintain(settings: Settings) -> None:

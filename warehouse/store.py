@@ -98,6 +98,9 @@ class Store:
             digest = _digest(schema)
             if self._state().get("schema") != digest:  # creating what exists costs a catalog round trip each
                 con.execute(schema)
+            rejected = self._state().get("rejected", {}).get(stage, {}) if stage else {}
+            if rejected:  # the stage's last gate failed: this write starts again from what readers see
+                _roll_back(con, rejected, self._state()["tables"])
             yield con
             changed = lake.changed_tables(con, catalog, started)
             state = self._state()
@@ -106,6 +109,7 @@ class Store:
                 _pin(state["tables"], changed)
             else:
                 _pin(state["pending"].setdefault(stage, {}), changed)
+                state.get("rejected", {}).pop(stage, None)
             self._save(state)
 
     def publish(self, stage: str) -> dict[str, int]:
@@ -116,6 +120,19 @@ class Store:
             _pin(state["tables"], pending)
             self._save(state)
         return pending
+
+    def reject(self, stage: str) -> dict[str, int]:
+        """The stage's gate failed: readers stay where they were, and its writes stay in the newest state for a
+        person to inspect (and by time travel after that) until the stage writes again. That next write first
+        puts each of its tables back to the version readers see (a copy, on this path only), so a retry never
+        builds on rows its gate refused. Returns the refused tables with their versions."""
+        with self._write_lock():
+            state = self._state()
+            refused = dict(state["pending"].get(stage, {}))
+            if refused:
+                state.setdefault("rejected", {})[stage] = refused
+                self._save(state)
+        return refused
 
     def maintain(self, retention_days: int) -> dict[str, int]:
         """Compact small files, expire snapshots older than `retention_days` (never one a reader sees), delete the
@@ -188,15 +205,17 @@ class Store:
 
     def published_sql(self, state: dict[str, Any] | None = None) -> str:
         """The statements that open the published state in any DuckDB client (also written to published.sql)."""
-        published = (state or self._state())["tables"]
+        state = state or self._state()
+        published = state["tables"]
         if not published:
-            return "-- nothing published yet: run `crossfade run`\n"
+            return f"-- nothing published yet: run `crossfade run`\n{_pins_line(state)}\n"
         version = max(published.values())
         with lake.attached(self.root, read_only=True, version=version) as (con, catalog):
             views = [statement.replace(catalog, lake.LAKE)
                      for statement in published_views(con, catalog, "memory", published, version)]
         lines = [
             "-- crossfade's published state (each table as its gate last published it): duckdb -init published.sql",
+            _pins_line(state),
             f"set extension_directory = {lake.literal(str(lake.extension_directory(self.root)))};",
             "load ducklake;",
             "load sqlite;",
@@ -212,12 +231,17 @@ class Store:
         return json.loads(self.state_path.read_text())
 
     def _save(self, state: dict[str, Any]) -> None:
-        """Both files written beside their places first, then moved over them: a failure changes neither."""
+        """Both files written beside their places first, then moved over them: a failure changes neither.
+
+        published.sql names the published versions only, so it is written again only when they moved (a write
+        left pending, or one that changed nothing, leaves it as it is)."""
         for leftover in self.root.glob(f".{STATE}.*"), self.root.glob(f".{CLIENT_SQL}.*"):  # of a killed writer
             for path in leftover:  # the caller holds the write lock: no other save is under way
                 path.unlink(missing_ok=True)
-        texts = {self.state_path: json.dumps(state, indent=1, sort_keys=True),
-                 self.root / CLIENT_SQL: self.published_sql(state)}
+        texts = {self.state_path: json.dumps(state, indent=1, sort_keys=True)}
+        client_sql = self.root / CLIENT_SQL
+        if not client_sql.exists() or _pins_line(state) not in client_sql.read_text().splitlines():
+            texts[client_sql] = self.published_sql(state)
         partials = {path: path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}") for path in texts}
         try:
             for path, text in texts.items():
@@ -248,6 +272,23 @@ class Store:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _roll_back(con: duckdb.DuckDBPyConnection, refused: Mapping[str, int], published: Mapping[str, int]) -> None:
+    """Each refused table back to its published rows (emptied when it was never published); a table published
+    again since (by a write without a stage) is left as it is."""
+    for table, version in refused.items():
+        was = published.get(table)
+        if was is not None and was >= version:
+            continue
+        con.execute(f"delete from {table}")
+        if was is not None:
+            con.execute(f"insert into {table} select * from {table} at (version => {int(was)})")
+
+
+def _pins_line(state: Mapping[str, Any]) -> str:
+    """The comment of published.sql naming the versions it opens; it is rewritten when they differ."""
+    return "-- versions: " + json.dumps(state["tables"], sort_keys=True, separators=(",", ":"))
 
 
 def published_views(con: duckdb.DuckDBPyConnection, catalog: str, views: str, published: Mapping[str, int],

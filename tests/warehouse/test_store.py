@@ -97,6 +97,29 @@ def test_a_failed_gate_keeps_readers_on_the_last_publish_while_others_publish(st
         assert scalar(con, "select score from features.scores") == 2
 
 
+def test_after_a_refused_write_the_stage_s_next_write_starts_from_the_published_rows(store: Store) -> None:
+    with store.write("features.scores") as con:
+        con.execute("create table features.scores as select 1 as score")
+    store.publish("features.scores")
+    with store.write("features.scores") as con:  # an incremental stage appends rows its gate will refuse
+        con.execute("insert into features.scores values (-1)")
+        con.execute("create table features.fresh as select 5 as value")  # and a table never published
+    assert set(store.reject("features.scores")) == {"features.scores", "features.fresh"}
+    with store.audit() as con:  # kept for a person to inspect until the stage writes again
+        assert sorted(row[0] for row in con.execute("select score from features.scores").fetchall()) == [-1, 1]
+    with store.write("features.scores") as con:  # the retry, appending again: it sees the published rows only
+        assert [row[0] for row in con.execute("select score from features.scores").fetchall()] == [1]
+        assert con.execute("select count(*) from features.fresh").fetchall() == [(0,)]
+        con.execute("insert into features.scores values (2)")
+    assert "rejected" not in json.loads(store.state_path.read_text()) or \
+        not json.loads(store.state_path.read_text())["rejected"]
+    with store.write("features.scores") as con:  # later writes of the stage, before its gate, roll nothing back
+        con.execute("insert into features.scores values (3)")
+    store.publish("features.scores")
+    with store.read() as con:
+        assert sorted(row[0] for row in con.execute("select score from features.scores").fetchall()) == [1, 2, 3]
+
+
 def test_publishing_moves_a_version_number_and_copies_no_data(store: Store) -> None:
     with store.write("features.big") as con:
         con.execute("create table features.big as select range as n from range(100000)")
@@ -121,6 +144,21 @@ def test_any_duckdb_client_opens_the_published_state_with_published_sql(store: S
         client.execute(statement)
     assert client.execute("select score from features.scores").fetchall() == [(1,)]
     assert client.execute("select text from main.notes").fetchall() == [("first",)]
+
+
+def test_published_sql_is_rewritten_only_when_the_published_versions_move(store: Store) -> None:
+    client_sql = store.root / CLIENT_SQL
+    first = (client_sql.stat().st_ino, client_sql.read_text())
+    with store.write("features.scores") as con:  # pending: readers' versions did not move
+        con.execute("create table features.scores as select 1 as score")
+    assert (client_sql.stat().st_ino, client_sql.read_text()) == first
+    store.publish("features.scores")
+    published = client_sql.read_text()
+    assert published != first[1] and f'"features.scores":{store.published_version("features.scores")}' in published
+    client_sql.write_text(published.replace("features.scores", "features.stale"))  # out of step, e.g. a kill
+    with store.write("features.scores") as con:  # any later save puts it back in step
+        con.execute("insert into features.scores values (2)")
+    assert client_sql.read_text() == published
 
 
 def test_time_travel_answers_what_was_published_before(store: Store) -> None:

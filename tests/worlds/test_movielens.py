@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -215,7 +216,7 @@ PASSED_BEFORE_PROMOTION = (
 
 def verdicts(stdout: str) -> dict[str, str]:
     """check name -> passed / FAILED, from the `  check <name>  <verdict>` lines `crossfade run` prints."""
-    return dict(line.split()[-2:] for line in stdout.splitlines() if "]   check " in line)
+    return dict(re.findall(r"\]   check (\S+) +(passed|FAILED)", stdout))
 
 
 @pytest.mark.slow
