@@ -53,11 +53,14 @@ demo: $(STAMP)
 	CROSSFADE_LLM_CALL_BUDGET=$${CROSSFADE_LLM_CALL_BUDGET:-$(DEMO_LLM_CALL_BUDGET)} \
 		CROSSFADE_LLM_THREADS=$${CROSSFADE_LLM_THREADS:-$(DEMO_LLM_THREADS)} $(VENV)/bin/crossfade run
 
+# Test processes (pytest-xdist); each test file stays in one process, so a module's fixtures are built once.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(ML100K)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) $(ML100K)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 ui: $(STAMP)
 	mkdir -p "$(DAGSTER_HOME)"

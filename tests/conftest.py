@@ -88,6 +88,21 @@ def ingested_world(tmp_path_factory: pytest.TempPathFactory) -> IngestedWorld:
     return IngestedWorld(home, store, summary, items, users, events, params)
 
 
+# The files that run the whole chain, longest first: they start first, so with `pytest -n 2` (make test)
+# the other files fill the second worker around them instead of leaving one of these to run alone at the end.
+LONGEST_FIRST = ("tests/worlds/test_movielens.py", "tests/worlds/test_world_matrix.py",
+                 "tests/pipelines/test_write_audit_publish.py", "tests/assets/test_models.py",
+                 "tests/worlds/test_torn_file.py", "tests/reliability/test_readers.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.path)).as_posix()
+        return next((n for n, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
+
+
 @pytest.fixture
 def crossfade_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty CROSSFADE_HOME (with its DAGSTER_HOME) that settings and Dagster resources point at."""
