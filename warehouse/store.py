@@ -208,14 +208,14 @@ class Store:
         state = state or self._state()
         published = state["tables"]
         if not published:
-            return f"-- nothing published yet: run `crossfade run`\n{_pins_line(state)}\n"
+            return f"-- nothing published yet: run `crossfade run`\n{_pins_line(state, self.root)}\n"
         version = max(published.values())
         with lake.attached(self.root, read_only=True, version=version) as (con, catalog):
             views = [statement.replace(catalog, lake.LAKE)
                      for statement in published_views(con, catalog, "memory", published, version)]
         lines = [
             "-- crossfade's published state (each table as its gate last published it): duckdb -init published.sql",
-            _pins_line(state),
+            _pins_line(state, self.root),
             f"set extension_directory = {lake.literal(str(lake.extension_directory(self.root)))};",
             "load ducklake;",
             "load sqlite;",
@@ -240,7 +240,7 @@ class Store:
                 path.unlink(missing_ok=True)
         texts = {self.state_path: json.dumps(state, indent=1, sort_keys=True)}
         client_sql = self.root / CLIENT_SQL
-        if not client_sql.exists() or _pins_line(state) not in client_sql.read_text().splitlines():
+        if not client_sql.exists() or _pins_line(state, self.root) not in client_sql.read_text().splitlines():
             texts[client_sql] = self.published_sql(state)
         partials = {path: path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}") for path in texts}
         try:
@@ -286,9 +286,10 @@ def _roll_back(con: duckdb.DuckDBPyConnection, refused: Mapping[str, int], publi
             con.execute(f"insert into {table} select * from {table} at (version => {int(was)})")
 
 
-def _pins_line(state: Mapping[str, Any]) -> str:
-    """The comment of published.sql naming the versions it opens; it is rewritten when they differ."""
-    return "-- versions: " + json.dumps(state["tables"], sort_keys=True, separators=(",", ":"))
+def _pins_line(state: Mapping[str, Any], root: Path) -> str:
+    """The comment of published.sql naming the versions it opens and the warehouse whose paths it holds; the
+    file is rewritten when either differs (a publish, or a CROSSFADE_HOME copied elsewhere)."""
+    return f"-- versions: {json.dumps(state['tables'], sort_keys=True, separators=(',', ':'))} in {root}"
 
 
 def published_views(con: duckdb.DuckDBPyConnection, catalog: str, views: str, published: Mapping[str, int],

@@ -193,6 +193,9 @@ def test_a_second_writer_waits_then_gives_up_naming_the_warehouse(store: Store) 
 def test_a_copied_home_is_a_warehouse_of_its_own(store: Store, tmp_path: Path) -> None:
     subprocess.run(["cp", "-r", str(store.root), str(tmp_path / "copy")], check=True)
     copy = Store(tmp_path / "copy" / "crossfade.duckdb")
+    with copy.write("features.scores") as con:  # pending: nothing published moved, but the paths are the copy's
+        con.execute("create table features.scores as select 1 as score")
+    assert str(store.root) not in (copy.root / CLIENT_SQL).read_text().replace(str(copy.root), "")
     with copy.write() as con:
         con.execute("insert into main.notes values ('only in the copy')")
     with copy.read() as con:
