@@ -166,8 +166,8 @@ def real_ml100k() -> Path:
 
 # Short training keeps the whole chain to minutes on 2 cores; the verdicts below do not depend on it
 # (Popularity is the ceiling for ml-100k's cold users, who joined during the holdout).
-SHORT_TRAINING = ("ops:\n  models__hgnn_item_embeddings: {config: {max_epochs: 2}}\n"
-                  "  models__two_tower: {config: {epochs: 4}}\n")
+SHORT_TRAINING = ("ops:\n  models__hgnn_item_embeddings: {config: {max_epochs: 1}}\n"
+                  "  models__two_tower: {config: {epochs: 2}}\n")
 
 
 def crossfade_run(home: Path, *args: str, timeout: float, llm_endpoint: str = "") -> subprocess.CompletedProcess:
