@@ -96,11 +96,12 @@ class Store:
             con.execute(f"use {catalog}")
             schema = sql_text("schema")
             digest = _digest(schema)
-            if self._state().get("schema") != digest:  # creating what exists costs a catalog round trip each
+            before = self._state()  # under the write lock: no other writer changes it meanwhile
+            if before.get("schema") != digest:  # creating what exists costs a catalog round trip each
                 con.execute(schema)
-            rejected = self._state().get("rejected", {}).get(stage, {}) if stage else {}
+            rejected = before.get("rejected", {}).get(stage, {}) if stage else {}
             if rejected:  # the stage's last gate failed: this write starts again from what readers see
-                _roll_back(con, rejected, self._state()["tables"])
+                _roll_back(con, rejected, before["tables"])
             yield con
             changed = lake.changed_tables(con, catalog, started)
             state = self._state()
