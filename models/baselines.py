@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from scipy.linalg import lapack
 import torch
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
@@ -238,6 +239,36 @@ class EaseConfig:
     max_items: int = 20_000
 
 
+def ease_weights(gram: np.ndarray, regularization: float) -> np.ndarray:
+    """B = I - P / diag(P) with P = (G + lambda I)^-1, zero diagonal, in float32, overwriting `gram`.
+
+    G + lambda I is symmetric positive definite, so P comes from its Cholesky factor (LAPACK potrf, potri):
+    a third of the work of a general inverse, in single precision and in place. At 20,000 items this takes
+    one 1.6 GB matrix instead of three 3.2 GB ones; the rankings agree with the float64 inverse.
+    """
+    # LAPACK works in place on Fortran order; G is symmetric, so its transpose is such a view of the same numbers
+    matrix = np.ascontiguousarray(gram, dtype=np.float32).T
+    if matrix.shape[0] == 0:
+        return matrix
+    matrix[np.diag_indices_from(matrix)] += regularization
+    factor, info = lapack.spotrf(matrix, lower=False, overwrite_a=True, clean=False)
+    if info == 0:
+        inverse, info = lapack.spotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: X^T X + {regularization} I is not positive definite (LAPACK info {info}); "
+                                    "raise the regularization")
+    n = inverse.shape[0]
+    for start in range(0, n, 2048):  # potri fills the upper triangle: mirror it, a block of rows at a time
+        stop = min(start + 2048, n)
+        inverse[start:stop, :start] = inverse[:start, start:stop].T
+        block = inverse[start:stop, start:stop]
+        inverse[start:stop, start:stop] = np.triu(block) + np.triu(block, 1).T
+    diagonal = np.diag(inverse).copy()
+    inverse /= -diagonal  # column j divided by -P_jj
+    inverse[np.diag_indices_from(inverse)] = 0.0
+    return inverse
+
+
 def ease(frames: FeatureFrames, candidates: pl.Series, target_type: str,
          config: EaseConfig = EaseConfig(), periods: Sequence[str] = ("train",)) -> ScoreRecommender:
     """EASE (Steck 2019) on the binary user x item matrix of every item type in `periods`.
@@ -257,11 +288,7 @@ def ease(frames: FeatureFrames, candidates: pl.Series, target_type: str,
         binary, items = binary[:, kept], items.gather(kept)
         known = np.asarray(binary.sum(axis=1)).ravel() > 0
         binary, users = binary[known], users.filter(pl.Series(known))
-    gram = (binary.T @ binary).toarray().astype(np.float64)  # (I, I)
-    gram[np.diag_indices_from(gram)] += config.regularization
-    inverse = np.linalg.inv(gram)
-    b = -inverse / np.diag(inverse)  # column j divided by P_jj
-    b[np.diag_indices_from(b)] = 0.0
+    b = ease_weights((binary.T @ binary).toarray(), config.regularization)  # (I, I)
     allowed = _candidate_columns(candidates, items)
     weights = np.ascontiguousarray(b[:, allowed["src"].to_numpy()], dtype=np.float32)  # (I, C)
     return ScoreRecommender(users, binary.tocsr(), allowed["item_id"], weights,

@@ -155,6 +155,27 @@ def test_ease_recovers_the_withheld_item_of_a_planted_block(frames_from) -> None
         assert hits.height == len(withheld)
 
 
+@pytest.mark.parametrize("items", [7, 2500])  # 2500 spans more than one mirrored block of rows
+def test_ease_weights_match_the_closed_form_of_a_float64_inverse(items: int) -> None:
+    rng = np.random.default_rng(items)
+    x = (rng.random((4 * items, items)) < 0.05).astype(np.float32)
+    gram = x.T @ x
+    p = np.linalg.inv(gram.astype(np.float64) + 50.0 * np.eye(items))
+    expected = -p / np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    got = baselines.ease_weights(gram.copy(), 50.0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())  # single precision
+    k = min(10, items)
+    top = [np.argsort(-(x[:50] @ b), axis=1)[:, :k] for b in (got, expected)]
+    assert np.mean([len(set(a) & set(b)) / k for a, b in zip(*top)]) >= 0.98  # the same top k, but near ties
+
+
+def test_ease_weights_refuse_a_matrix_that_is_not_positive_definite() -> None:
+    with pytest.raises(np.linalg.LinAlgError, match="raise the regularization"):
+        baselines.ease_weights(-np.eye(3, dtype=np.float32), 0.5)
+
+
 def test_ease_keeps_the_most_popular_items_and_serves_only_users_with_one(frames_from) -> None:
     events = [("train", u, "a0", "play") for u in ("u1", "u2", "u3")] + [("train", "u1", "p0", "play"),
               ("train", "u2", "p0", "play"), ("train", "rare", "a1", "play")]
