@@ -38,6 +38,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = (rng.random((args.users, args.items), dtype=np.float32) < 0.01).astype(np.float32)
     gram = x.T @ x
+    warm = gram[:64, :64]  # first LAPACK calls start its threads: not part of either solve
+    float64_inverse(warm, args.regularization), ease_weights(warm.copy(), args.regularization)
     started = time.perf_counter()
     baseline = float64_inverse(gram, args.regularization)
     baseline_s = time.perf_counter() - started
@@ -51,7 +53,9 @@ def main() -> None:
           f"float32 Cholesky {ours_s:.2f} s ({ours.nbytes / 2**30:.2f} GiB); top-10 agreement {agreement:.4f}; "
           f"max |difference| {np.abs(ours - baseline).max():.2e}; process peak "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
-    print(f"RESULT ease_solve ours={ours_s:.3f} baseline={baseline_s:.3f} ratio={ours_s / baseline_s:.3f} unit=s")
+    ours_rate, baseline_rate = 3600 / ours_s, 3600 / baseline_s  # a rate, so that ratio > 1 is better
+    print(f"RESULT ease_solve ours={ours_rate:.1f} baseline={baseline_rate:.1f} ratio={ours_rate / baseline_rate:.3f} "
+          "unit=solves/hour")
 
 
 if __name__ == "__main__":
