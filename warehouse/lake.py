@@ -2,7 +2,8 @@
 
 Nothing is downloaded at run time: the `ducklake` and `sqlite` extensions ship as the PyPI wheels
 duckdb-extension-ducklake and duckdb-extension-sqlite (pinned to the DuckDB version); their files are
-copied into an extension directory beside the catalog and loaded with auto-install off.
+linked (or, across file systems, copied) into an extension directory beside the catalog and loaded with
+auto-install off.
 """
 from __future__ import annotations
 
@@ -44,8 +45,12 @@ def extension_directory(root: Path) -> Path:
             )
         folder.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
         with resources.as_file(source) as path:
-            shutil.copyfile(path, partial)
+            try:  # a hard link: every home on the wheel's file system shares the wheel's ~70 MB, read only
+                os.link(path, partial)
+            except OSError:  # another file system, or links not allowed: a copy
+                shutil.copyfile(path, partial)
         partial.replace(target)
     return root / EXTENSIONS
 

@@ -1,0 +1,41 @@
+"""warehouse/lake.py: the DuckLake extensions come from the installed wheels, linked into each home, never downloaded."""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from warehouse import lake
+
+
+def _wheel_file(package: str) -> Path:
+    name = lake.WHEELS[package].split("_")[0]
+    return Path(str(resources.files(package).joinpath("extensions", f"v{duckdb.__version__}", f"{name}.duckdb_extension")))
+
+
+def test_each_home_links_the_wheels_extensions_and_loads_them_with_autoinstall_off(tmp_path: Path) -> None:
+    homes = [tmp_path / "a", tmp_path / "b"]
+    for home in homes:
+        folder = lake.extension_directory(home)
+        con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                     "extension_directory": str(folder)})
+        con.execute("load ducklake; load sqlite")  # raises if the files are missing or broken
+        con.close()
+    for package in lake.WHEELS:
+        source = _wheel_file(package)
+        linked = [next((home / lake.EXTENSIONS).rglob(f"{lake.WHEELS[package]}.duckdb_extension")) for home in homes]
+        assert all(path.read_bytes() == source.read_bytes() for path in linked)
+        if os.stat(source).st_dev != os.stat(tmp_path).st_dev:
+            pytest.skip("the wheels live on another file system here: the homes hold copies")
+        assert all(path.samefile(source) for path in linked)  # one file on disk, however many homes
+
+
+def test_a_second_call_keeps_the_files_and_leaves_no_partial(tmp_path: Path) -> None:
+    folder = lake.extension_directory(tmp_path)
+    before = {path: path.stat().st_ino for path in folder.rglob("*.duckdb_extension")}
+    assert lake.extension_directory(tmp_path) == folder
+    assert {path: path.stat().st_ino for path in folder.rglob("*.duckdb_extension")} == before
+    assert not list(folder.rglob("*.partial"))
