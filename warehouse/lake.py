@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import duckdb
@@ -28,6 +29,12 @@ LAKE = "lake"  # the catalog's name in published.sql, for other DuckDB clients
 WHEELS = {"duckdb_extension_ducklake": "ducklake", "duckdb_extension_sqlite": "sqlite_scanner"}
 
 
+def wheel_extension(package: str) -> Traversable:
+    """The extension file that the wheel `package` (a key of WHEELS) ships for the installed DuckDB."""
+    name = WHEELS[package].split("_")[0]  # the wheels name sqlite_scanner's file sqlite.duckdb_extension
+    return resources.files(package).joinpath("extensions", f"v{duckdb.__version__}", f"{name}.duckdb_extension")
+
+
 def extension_directory(root: Path) -> Path:
     """`root`/.extensions laid out as DuckDB expects (version/platform/name.duckdb_extension), filled once."""
     version = f"v{duckdb.__version__}"
@@ -37,7 +44,7 @@ def extension_directory(root: Path) -> Path:
         target = folder / f"{name}.duckdb_extension"
         if target.is_file():
             continue
-        source = resources.files(package).joinpath("extensions", version, f"{name.split('_')[0]}.duckdb_extension")
+        source = wheel_extension(package)
         if not source.is_file():
             raise RuntimeError(
                 f"{package} has no extension for DuckDB {duckdb.__version__} ({source}); install "

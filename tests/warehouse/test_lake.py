@@ -2,18 +2,12 @@
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from warehouse import lake
-
-
-def _wheel_file(package: str) -> Path:
-    name = lake.WHEELS[package].split("_")[0]
-    return Path(str(resources.files(package).joinpath("extensions", f"v{duckdb.__version__}", f"{name}.duckdb_extension")))
 
 
 def test_each_home_links_the_wheels_extensions_and_loads_them_with_autoinstall_off(tmp_path: Path) -> None:
@@ -25,7 +19,7 @@ def test_each_home_links_the_wheels_extensions_and_loads_them_with_autoinstall_o
         con.execute("load ducklake; load sqlite")  # raises if the files are missing or broken
         con.close()
     for package in lake.WHEELS:
-        source = _wheel_file(package)
+        source = Path(str(lake.wheel_extension(package)))
         linked = [next((home / lake.EXTENSIONS).rglob(f"{lake.WHEELS[package]}.duckdb_extension")) for home in homes]
         assert all(path.read_bytes() == source.read_bytes() for path in linked)
         if os.stat(source).st_dev != os.stat(tmp_path).st_dev:
