@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from models.recommender import (RECOMMENDATION_SCHEMA, FeatureFrames, VectorRecommender, consumed_pairs,
                                 embedding_table, mean_by_user, positions, topic_table, topic_vocabulary)
+from models.retrieval import top_k_rows
 
 # Weight of the topic part in LLM-KNN's item vectors: an item is [text | w * topics / |topics|] / sqrt(1 + w^2),
 # so two items sharing every topic gain w^2 / (1 + w^2) = 0.2 of cosine over what their texts give.
@@ -160,8 +161,7 @@ class ScoreRecommender:
             if exclude_consumed:
                 mine = (drop_u >= start) & (drop_u < stop)
                 scores[drop_u[mine] - start, drop_i[mine]] = -np.inf
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # ties keep item order
-            top = np.take_along_axis(scores, order, axis=1)
+            order, top = top_k_rows(scores, k)  # ties keep item order
             keep = np.isfinite(top)
             users = np.repeat(np.arange(start, stop), k).reshape(-1, k)
             ranks = np.tile(np.arange(1, k + 1), stop - start).reshape(-1, k)
@@ -239,6 +239,27 @@ class EaseConfig:
     max_items: int = 20_000
 
 
+def dense_gram(matrix: sp.csr_matrix, pairs_per_block: int = 1 << 25) -> np.ndarray:
+    """X^T X of a sparse (U, I) matrix as a dense float32 (I, I), summed over blocks of users.
+
+    The sparse product of all users at once holds every co-occurring item pair (at 1M users over 20,000
+    items, hundreds of millions of 12-byte entries beside the dense result); a block of users whose rows
+    make at most `pairs_per_block` pairs keeps that to a few hundred MB.
+    """
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    out = np.zeros((matrix.shape[1], matrix.shape[1]), dtype=np.float32)
+    pairs = np.cumsum(np.diff(matrix.indptr).astype(np.int64) ** 2)  # pairs made by users 0..u
+    start = 0
+    while start < matrix.shape[0]:
+        done = pairs[start - 1] if start else 0
+        stop = max(int(np.searchsorted(pairs, done + pairs_per_block, side="right")), start + 1)
+        block = matrix[start:stop]
+        product = (block.T.tocsr() @ block).tocoo()  # canonical: each (row, col) once
+        out[product.row, product.col] += product.data
+        start = stop
+    return out
+
+
 def ease_weights(gram: np.ndarray, regularization: float) -> np.ndarray:
     """B = I - P / diag(P) with P = (G + lambda I)^-1, zero diagonal, in float32, overwriting `gram`.
 
@@ -288,7 +309,7 @@ def ease(frames: FeatureFrames, candidates: pl.Series, target_type: str,
         binary, items = binary[:, kept], items.gather(kept)
         known = np.asarray(binary.sum(axis=1)).ravel() > 0
         binary, users = binary[known], users.filter(pl.Series(known))
-    b = ease_weights((binary.T @ binary).toarray(), config.regularization)  # (I, I)
+    b = ease_weights(dense_gram(binary), config.regularization)  # (I, I)
     allowed = _candidate_columns(candidates, items)
     weights = np.ascontiguousarray(b[:, allowed["src"].to_numpy()], dtype=np.float32)  # (I, C)
     return ScoreRecommender(users, binary.tocsr(), allowed["item_id"], weights,

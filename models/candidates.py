@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,6 +22,7 @@ from models.two_tower import TwoTowerModel
 
 SERVING_PERIODS = ("train", "valid", "holdout")  # at serve time the whole window through as_of is history
 HISTORY_ITEMS = 20  # explanations compare each candidate with the user's most engaged items only
+EXPLAIN_FLOATS = 1 << 24  # candidate text floats explained at once (64 MiB; 65,536 users x K 100 x d 384 is 10 GB)
 USER_BATCH = 65_536  # users whose tower inputs are built at once; bounds memory on large user tables
 FALLBACK_MODEL = "popularity"  # model_version of fallback rows
 FALLBACK = "fallback"  # their model
@@ -46,25 +48,46 @@ class ServingInputs:
     hgnn_embeddings: pl.DataFrame | None = None  # (item_id, embedding) of the promoted bundle
     profile_embeddings: pl.DataFrame | None = None  # (user_id, embedding): enrich.text_embeddings of users
 
+    # Each is computed once per ServingInputs: serving reads them many times over tens of millions of rows.
     def history(self) -> pl.DataFrame:
-        return self.frames.history(SERVING_PERIODS)
+        return self._history
 
     def active_users(self) -> pl.Series:
         """Users with any interaction in the window through as_of."""
-        return self.history()["user_id"].cast(pl.String).unique().sort()
+        return self._active_users
 
     def catalogue(self) -> pl.DataFrame:
         """Target-type items released before as_of: (item_id, title, language, genres), by item_id."""
+        return self._catalogue
+
+    def consumed(self) -> pl.DataFrame:
+        """(user_id, item_id) of every target-type item a user touched in the window, skips included."""
+        return self._consumed
+
+    def warm_users(self) -> pl.Series:
+        """Users who touched the target type in the window: the plan's warm slice; everyone else is cold."""
+        return self._warm_users
+
+    @cached_property
+    def _history(self) -> pl.DataFrame:
+        return self.frames.history(SERVING_PERIODS)
+
+    @cached_property
+    def _active_users(self) -> pl.Series:
+        return self.history()["user_id"].cast(pl.String).unique().sort()
+
+    @cached_property
+    def _catalogue(self) -> pl.DataFrame:
         released = self.frames.released(self.target_type, self.as_of).cast(pl.String).to_frame("item_id")
         return released.join(self.frames.items.select(pl.col("item_id").cast(pl.String), "title", "language", "genres")
                               .unique("item_id"), on="item_id", how="left").sort("item_id")
 
-    def consumed(self) -> pl.DataFrame:
-        """(user_id, item_id) of every target-type item a user touched in the window, skips included."""
+    @cached_property
+    def _consumed(self) -> pl.DataFrame:
         return consumed_pairs(self.history(), self.target_type).cast(pl.String)
 
-    def warm_users(self) -> pl.Series:
-        """Users who touched the target type in the window: the plan's warm slice; everyone else is cold."""
+    @cached_property
+    def _warm_users(self) -> pl.Series:
         return self.consumed()["user_id"].unique()
 
 
@@ -198,32 +221,37 @@ class Explainer:
                                             pl.coalesce(pl.col("title"), pl.col("item_id")).alias("title"))
         return Explainer(engaged, titles.unique("item_id"), ids, text)
 
+    @cached_property
+    def _padded(self) -> torch.Tensor:
+        """The text vectors with a zero row appended (row n), for slots without an item."""
+        return torch.cat([self.text, torch.zeros(1, self.text.shape[1])])
+
     def explain(self, frame: pl.DataFrame, model_version: str, model: str) -> pl.DataFrame:
-        """The frame (user_id, item_id, rank, score) with explanation, is_fallback = false, model_version and model."""
+        """The frame (user_id, item_id, rank, score) with explanation, is_fallback = false, model_version and model.
+
+        Lookups are joins over the whole frame; only the similarity runs a slice of users at a time, so the
+        candidate text vectors held at once (users x K x d floats) stay near EXPLAIN_FLOATS.
+        """
         users = frame["user_id"].unique(maintain_order=True)
-        k = int(frame["rank"].max() or 0)
+        k = max(int(frame["rank"].max() or 0), 1)
         row_of = positions(users, "user_id").rename({"row": "u"})
-        history = self.history.join(row_of, on="user_id")
-        d = self.text.shape[1]
-        # Text vectors of each user's history (U, H, d) and of their candidates (U, K, d), zero where absent.
-        hist_rows = _rows(history["item_id"], self.text_ids)
-        hist = torch.zeros(users.len(), HISTORY_ITEMS, d)
-        present = torch.zeros(users.len(), HISTORY_ITEMS, dtype=torch.bool)
-        u, h = history["u"].to_torch(), history["h"].cast(pl.Int64).to_torch()
-        hist[u, h] = self.text[hist_rows.clamp(min=0)]
-        present[u, h] = hist_rows >= 0
-        ranked = frame.join(row_of, on="user_id")
-        cand_rows = _rows(ranked["item_id"], self.text_ids)
-        cand = torch.zeros(users.len(), k, d)
-        cu, cr = ranked["u"].to_torch(), ranked["rank"].cast(pl.Int64).to_torch() - 1
-        cand[cu, cr] = torch.where((cand_rows >= 0)[:, None], self.text[cand_rows.clamp(min=0)], 0.0)
-        similarity = torch.bmm(cand, hist.transpose(1, 2)).masked_fill_(~present[:, None, :], -torch.inf)  # (U, K, H)
-        best = similarity.argmax(2)[cu, cr]  # (rows,)
-        has_history = present[cu].any(1)
+        text_row = positions(self.text_ids, "item_id").rename({"row": "t"})
+        ranked = (frame.select("user_id", "item_id", "rank").join(row_of, on="user_id")
+                  .join(text_row, on="item_id", how="left").sort("u"))
+        history = self.history.join(row_of, on="user_id").join(text_row, on="item_id", how="left").sort("u")
+        best = np.zeros(ranked.height, dtype=np.int64)  # per ranked row: h of the nearest history item
+        has_history = np.zeros(ranked.height, dtype=bool)
+        step = max(1, EXPLAIN_FLOATS // (k * max(self.text.shape[1], 1)))
+        ranked_u, history_u = ranked["u"].to_numpy(), history["u"].to_numpy()
+        for lo in range(0, users.len(), step):
+            hi = min(lo + step, users.len())
+            r0, r1 = np.searchsorted(ranked_u, [lo, hi])
+            h0, h1 = np.searchsorted(history_u, [lo, hi])
+            best[r0:r1], has_history[r0:r1] = self._nearest(ranked.slice(r0, r1 - r0), history.slice(h0, h1 - h0),
+                                                            lo, hi - lo, k)
         because = (
-            ranked.select("user_id", "item_id", "u", pl.Series("h", best.numpy()).alias("h"),
-                          pl.Series("has_history", has_history.numpy()))
-            .join(history.select("user_id", "h", pl.col("item_id").alias("because_id"), "verb"),
+            ranked.select("user_id", "item_id", pl.Series("h", best, pl.Int64), pl.Series("has_history", has_history))
+            .join(history.select("user_id", pl.col("h").cast(pl.Int64), pl.col("item_id").alias("because_id"), "verb"),
                   on=["user_id", "h"], how="left")
             .join(self.titles.rename({"item_id": "because_id"}), on="because_id", how="left")
             .select("user_id", "item_id", pl.when(pl.col("has_history") & pl.col("title").is_not_null())
@@ -234,11 +262,23 @@ class Explainer:
                 .with_columns(is_fallback=pl.lit(False), model_version=pl.lit(model_version), model=pl.lit(model))
                 .select(list(COLUMNS)).cast(COLUMNS))  # type: ignore[arg-type]
 
-
-def _rows(ids: pl.Series, table_ids: pl.Series) -> torch.Tensor:
-    """Row of each id in the embedding table, -1 where it has none."""
-    found = ids.to_frame("id").join(positions(table_ids, "id"), on="id", how="left", maintain_order="left")
-    return found["row"].fill_null(-1).to_torch()
+    def _nearest(self, ranked: pl.DataFrame, history: pl.DataFrame, first: int, n_users: int,
+                 k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per ranked row of users first .. first + n_users - 1 (column u; t its text row or null): the h of the
+        user's history item whose text is nearest the candidate's, and whether the user has any such item."""
+        # Text rows of each user's history (U, H) and candidates (U, K); absent slots point at a zero row.
+        zero = self.text.shape[0]
+        u, h = history["u"].to_torch() - first, history["h"].cast(pl.Int64).to_torch()
+        hist_grid = torch.full((n_users, HISTORY_ITEMS), zero, dtype=torch.int64)
+        hist_grid[u, h] = history["t"].fill_null(zero).to_torch()
+        cu, cr = ranked["u"].to_torch() - first, ranked["rank"].cast(pl.Int64).to_torch() - 1
+        cand_grid = torch.full((n_users, k), zero, dtype=torch.int64)
+        cand_grid[cu, cr] = ranked["t"].fill_null(zero).to_torch()
+        present = hist_grid != zero
+        # one gather per side, (U, K, d) and (U, H, d), then (U, K, H) cosines; absent history never wins
+        similarity = torch.bmm(self._padded[cand_grid], self._padded[hist_grid].transpose(1, 2))
+        similarity.masked_fill_(~present[:, None, :], -torch.inf)
+        return similarity.argmax(2)[cu, cr].numpy(), present[cu].any(1).numpy()
 
 
 def user_tastes(inputs: ServingInputs, users: pl.Series) -> pl.DataFrame:

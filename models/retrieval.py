@@ -213,6 +213,25 @@ class _Plan:
         return rows * self.n_cols + cols
 
 
+def top_k_rows(scores: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top k columns of each row of a dense score matrix, best first, ties by column order: the first k of a
+    stable argsort of -scores, without sorting whole rows. Returns (columns, scores), each (rows, min(k, C))."""
+    scores = torch.as_tensor(scores, dtype=torch.float32)
+    k = min(k, scores.shape[1])
+    if k == 0 or scores.shape[0] == 0:
+        return np.zeros((scores.shape[0], k), dtype=np.int64), np.zeros((scores.shape[0], k), dtype=np.float32)
+    kth = torch.topk(scores, k, dim=1, sorted=False).values.amin(1, keepdim=True)  # (R, 1) k-th largest
+    above = scores > kth
+    ties = scores == kth
+    # of the columns tied at the k-th score, the lowest ones fill the places the higher scores leave
+    room = k - above.sum(1, keepdim=True)
+    chosen = above | (ties & (torch.cumsum(ties, 1) <= room))  # exactly k per row
+    cols = chosen.nonzero()[:, 1].view(-1, k)  # ascending within a row
+    values = torch.gather(scores, 1, cols)
+    order = torch.sort(-values, dim=1, stable=True).indices  # descending score, ties keep column order
+    return torch.gather(cols, 1, order).numpy(), torch.gather(values, 1, order).numpy()
+
+
 def candidates_frame(
     chunks: Iterable[TopKChunk], user_ids: np.ndarray | pl.Series, item_ids: np.ndarray | pl.Series
 ) -> pl.DataFrame:

@@ -13,6 +13,10 @@ FEATURE_FRAMES = {
     "items": "raw.items",
     "splits": "features.splits",
 }
+# Interaction columns no model reads from the frame (profiles and the judge query them in SQL); leaving them
+# out saves 32 bytes a row, 1.4 GB at 1M users.
+UNREAD_INTERACTION_COLUMNS = ("ms_played_total", "completion_rate", "first_seen_at", "last_seen_at")
+BATCH_ROWS = 1_000_000  # rows fetched at a time: DuckDB never holds a whole result beside its polars frame
 
 
 def feature_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame | None]:
@@ -21,11 +25,23 @@ def feature_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame | N
     item_topics is (item_id, topics): the column enrich.item_topics offers downstream (the LLM's topics where
     they passed their floor, else the floor's); None in a warehouse enrichment has not reached.
     """
-    frames: dict[str, pl.DataFrame | None] = {
-        name: con.sql(f"select * from {table}").pl() for name, table in FEATURE_FRAMES.items()}
+    frames: dict[str, pl.DataFrame | None] = {}
+    for name, table in FEATURE_FRAMES.items():
+        columns = [column for column in con.sql(f"select * from {table} limit 0").columns
+                   if name != "interactions" or column not in UNREAD_INTERACTION_COLUMNS]
+        frames[name] = frame(con, "select " + ", ".join(f'"{column}"' for column in columns) + f" from {table}")
     frames["item_topics"] = (con.sql("select item_id, topics from enrich.item_topics").pl()
                              if table_exists(con, "enrich.item_topics") else None)
     return frames
+
+
+def frame(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
+    """A query's rows as a polars frame, fetched BATCH_ROWS at a time (chunks are kept, not copied into one)."""
+    reader = con.sql(query).fetch_record_batch(BATCH_ROWS)
+    batches = [pl.from_arrow(batch) for batch in reader]
+    if not batches:
+        return pl.from_arrow(reader.schema.empty_table())  # type: ignore[return-value]
+    return pl.concat(batches, rechunk=False)  # type: ignore[arg-type]
 
 
 def item_text_embeddings(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, str] | None:

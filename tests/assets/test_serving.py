@@ -226,3 +226,18 @@ def test_serving_never_publishes_lists_whose_gate_did_not_pass(served: Served, t
     failure = next(event for event in result.all_events if event.event_type_value == "STEP_FAILURE")
     assert f"no gated lists for {later}" in failure.event_specific_data.user_failure_data.description
     assert published(store).sort("user_id", "rank").equals(before)
+
+
+def test_explanations_do_not_depend_on_how_many_users_are_explained_at_once(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    with served.store.read() as con:
+        frames = FeatureFrames(**readers.feature_tables(con))
+    text = hashed_text_embeddings(frames.items)
+    inputs = candidates.ServingInputs(frames, text, WORLD_AS_OF, "audiobook", 10)
+    model = two_tower.fit(frames, SMALL, text_embeddings=text)
+    whole = pl.concat(list(candidates.generate(inputs, model, "v1")))
+    monkeypatch.setattr(candidates, "EXPLAIN_FLOATS", 3 * 10 * text["embedding"][0].len())  # 3 users a slice
+    sliced = pl.concat(list(candidates.generate(inputs, model, "v1")))
+    assert whole["user_id"].n_unique() > 3
+    assert whole["explanation"].str.starts_with("because you ").mean() > 0.5
+    assert sliced.equals(whole)

@@ -1,5 +1,6 @@
 """Baselines: popularity order, ALS, item KNN and EASE on planted blocks, mean-embedding KNN, and who each serves."""
 import numpy as np
+import scipy.sparse as sp
 import polars as pl
 import pytest
 
@@ -169,6 +170,19 @@ def test_ease_weights_match_the_closed_form_of_a_float64_inverse(items: int) -> 
     k = min(10, items)
     top = [np.argsort(-(x[:50] @ b), axis=1)[:, :k] for b in (got, expected)]
     assert np.mean([len(set(a) & set(b)) / k for a, b in zip(*top)]) >= 0.98  # the same top k, but near ties
+
+
+@pytest.mark.parametrize("pairs_per_block", [1, 50, 1 << 25])  # 1: a user per block, even one over the limit
+def test_dense_gram_sums_blocks_of_users_to_the_whole_product(pairs_per_block: int) -> None:
+    rng = np.random.default_rng(3)
+    x = sp.random(200, 40, density=0.1, format="csr", random_state=rng, dtype=np.float32)
+    x.data[:] = rng.integers(1, 4, x.nnz)
+    x = (sp.diags((np.arange(200) != 5).astype(np.float32)) @ x).tocsr()  # user 5 has no items
+    x.eliminate_zeros()
+    got = baselines.dense_gram(x, pairs_per_block)
+    assert got.dtype == np.float32 and got.shape == (40, 40)
+    np.testing.assert_array_equal(got, (x.T @ x).toarray())
+    assert baselines.dense_gram(sp.csr_matrix((0, 3), dtype=np.float32)).shape == (3, 3)
 
 
 def test_ease_weights_refuse_a_matrix_that_is_not_positive_definite() -> None:

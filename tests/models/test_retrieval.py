@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from models.retrieval import TopKChunk, candidates_frame, top_k_items
+from models.retrieval import TopKChunk, candidates_frame, top_k_items, top_k_rows
 
 
 def _world(n_users: int, n_items: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,3 +205,22 @@ def test_bad_inputs_say_what_is_wrong(kwargs: dict, message: str) -> None:
     users, items = _world(2, 10, 4, seed=9)
     with pytest.raises(ValueError, match=message):
         next(top_k_items(users, items, 3, **kwargs))
+
+
+@pytest.mark.parametrize("k", [1, 5, 12, 40])
+def test_top_k_rows_is_the_head_of_a_stable_descending_argsort(k: int) -> None:
+    rng = np.random.default_rng(k)
+    scores = rng.integers(0, 4, (30, 12)).astype(np.float32)  # many ties, also at the k-th place
+    scores[rng.random(scores.shape) < 0.2] = -np.inf  # excluded items
+    scores[3] = -np.inf  # a user who consumed everything
+    scores[4] = 0.0
+    cols, values = top_k_rows(scores, k)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(cols, expected)
+    np.testing.assert_array_equal(values, np.take_along_axis(scores, expected, axis=1))
+    assert cols.shape == (30, min(k, 12))
+
+
+def test_top_k_rows_of_an_empty_matrix() -> None:
+    cols, values = top_k_rows(np.zeros((0, 5), dtype=np.float32), 3)
+    assert cols.shape == values.shape == (0, 3)
