@@ -1,6 +1,7 @@
 """Serving stage: nightly candidate lists staged, gated, then published to serving.candidates in one transaction."""
 
 import datetime as dt
+from collections.abc import Iterator
 import time
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ from warehouse.store import run_sql, scalar, sql_text
 
 STAGING = "serving.candidates_staging"
 PUBLISHED = "serving.candidates"
+INSERT_ROWS = 2_000_000  # candidate rows per insert: each insert writes its own Parquet file
 
 
 class CandidatesRun(dg.Config):
@@ -105,11 +107,21 @@ def serving_candidates_staging(context: dg.AssetExecutionContext, config: Candid
     routed = routes(inputs, promoted, settings)
     with warehouse.write(STAGING) as con:
         con.execute(sql_text("serving/tables"))
-        run_sql(con, "serving/candidates_staging_clear", {"as_of": as_of})
-        for chunk in generate(inputs, model, model_version, chunk_users=config.chunk_users or None, routed=routed):
-            con.register("chunk", chunk.to_arrow())
-            run_sql(con, "serving/candidates_staging_insert", {"as_of": as_of})
-            con.unregister("chunk")
+        con.begin()  # one snapshot: readers of the staging table never see a half-written day
+        try:
+            run_sql(con, "serving/candidates_staging_clear", {"as_of": as_of})
+            lists = generate(inputs, model, model_version, chunk_users=config.chunk_users or None, routed=routed)
+            staged = 0
+            for rows in _batched(lists, INSERT_ROWS):
+                con.register("chunk", rows.to_arrow())
+                run_sql(con, "serving/candidates_staging_insert", {"as_of": as_of})
+                con.unregister("chunk")
+                staged += rows.height
+                context.log.info(f"{STAGING}: {staged:,} rows staged in {time.perf_counter() - started:.0f} s")
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
         return _staged(context, con, as_of, time.perf_counter() - started, f"model {model_version}",
                        {"model_version": model_version, "text_embeddings": text_source, "k": settings.k})
 
@@ -167,6 +179,20 @@ def serving_candidates(context: dg.AssetExecutionContext, crossfade: Crossfade,
 def serving_candidates_gate(context: dg.AssetCheckExecutionContext, crossfade: Crossfade,
                             warehouse: Warehouse) -> dg.AssetCheckResult:
     return _gate(context, crossfade, warehouse, PUBLISHED)
+
+
+def _batched(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """The frames concatenated into frames of at least `rows` rows (the last may hold fewer), in order."""
+    buffer: list[pl.DataFrame] = []
+    held = 0
+    for frame in frames:
+        buffer.append(frame)
+        held += frame.height
+        if held >= rows:
+            yield pl.concat(buffer)
+            buffer, held = [], 0
+    if buffer:
+        yield pl.concat(buffer)
 
 
 def _stage_shards(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse, uri: str,
