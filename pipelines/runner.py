@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -20,6 +21,9 @@ from warehouse.settings import Settings, SettingsError
 from warehouse import lake, landing
 from warehouse.ingest import changed_partitions
 from warehouse.store import NothingPublishedError, Store
+
+HOST_TAG = "crossfade/host"  # the host and process id of the `crossfade run` that started a run
+PID_TAG = "crossfade/pid"
 
 DAGSTER_YAML = """\
 # Written by crossfade: one run at a time, and across all runs one step at a time per concurrency pool;
@@ -84,18 +88,45 @@ def free_slots_of_ended_runs(instance: dg.DagsterInstance) -> None:
 
     A step frees its slot when it succeeds or fails, but a process killed mid-step (kill -9, out of memory)
     leaves its run started and its slot held, and every later writing step would wait for it forever.
+    A run `crossfade run` started on this host whose process is gone is marked failed, then freed.
     """
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return
     for run_id in sorted(storage.get_concurrency_run_ids()):
         run = instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished and process_gone(run.tags):
+            instance.report_run_failed(run, f"its process {run.tags[PID_TAG]} on {run.tags[HOST_TAG]} is gone "
+                                            "(killed, or out of memory); its pool slot is freed")
+            _say(f"run {run_id[:8]} ({run.job_name}): its process {run.tags[PID_TAG]} is gone; marked failed")
+            run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             storage.free_concurrency_slots_for_run(run_id)
         else:
             _say(f"run {run_id[:8]} ({run.job_name}, {run.status.value}) holds or awaits a pool slot: writing steps "
                  f"wait for it. If its process is gone, mark it canceled in the UI (Terminate, force) or delete it: "
                  f"DAGSTER_HOME={instance.root_directory} dagster run delete {run_id}")
+
+
+def process_tags() -> dict[str, str]:
+    """The tags naming this process, which `crossfade run` puts on its runs."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def process_gone(tags: Mapping[str, str]) -> bool:
+    """Whether the tags name a process on this host that no longer runs (False where they name none)."""
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return False
+    pid = int(tags[PID_TAG])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
 
 
 def _say(message: str) -> None:
@@ -119,7 +150,7 @@ def _execute(job_name: str, tags: dict[str, str], partition_key: str | None, ins
 
     job = defs().resolve_job_def(job_name)
     return job.execute_in_process(
-        instance=instance, tags=tags, partition_key=partition_key, raise_on_error=False,
+        instance=instance, tags={**tags, **process_tags()}, partition_key=partition_key, raise_on_error=False,
         asset_selection=asset_selection,
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}, **({"ops": dict(ops)} if ops else {})},
     )

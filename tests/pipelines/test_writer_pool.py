@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,10 @@ import yaml
 
 from assets.common import WAREHOUSE_POOL
 from pipelines.definitions import defs as load_definitions
-from pipelines.runner import DAGSTER_YAML, POOL_SETTINGS, ensure_instance_config, free_slots_of_ended_runs
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+from dagster._core.utils import make_new_run_id
+from pipelines.runner import (DAGSTER_YAML, HOST_TAG, PID_TAG, POOL_SETTINGS, ensure_instance_config,
+                              free_slots_of_ended_runs)
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "k8s"
 
@@ -129,6 +134,27 @@ def test_a_slot_still_held_by_an_ended_run_is_freed(home: Path) -> None:
         assert storage.claim_concurrency_slot(WAREHOUSE_POOL, run_id, "table").is_claimed  # as if never freed
         free_slots_of_ended_runs(instance)
         assert storage.get_concurrency_run_ids() == set()
+
+
+def test_a_slot_held_by_a_run_whose_process_is_gone_is_freed_and_the_run_marked_failed(home: Path) -> None:
+    ensure_instance_config(home)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with dg.DagsterInstance.get() as instance:
+        dg.materialize([table], instance=instance)  # the pool gets its slots
+        storage = instance.event_log_storage
+        runs = {}
+        for name, pid in (("killed", gone.pid), ("alive", os.getpid()), ("elsewhere", gone.pid)):
+            tags = {HOST_TAG: socket.gethostname() if name != "elsewhere" else "another-host", PID_TAG: str(pid)}
+            run = instance.add_run(DagsterRun(job_name=name, run_id=make_new_run_id(), tags=tags,
+                                              status=DagsterRunStatus.STARTED))
+            assert storage.claim_concurrency_slot(WAREHOUSE_POOL, run.run_id, name).is_claimed or name != "killed"
+            runs[name] = run.run_id
+        free_slots_of_ended_runs(instance)
+        assert instance.get_run_by_id(runs["killed"]).status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(runs["alive"]).status == DagsterRunStatus.STARTED  # still running: kept
+        assert instance.get_run_by_id(runs["elsewhere"]).status == DagsterRunStatus.STARTED  # can't tell: kept
+        assert storage.get_concurrency_run_ids() == {runs["alive"], runs["elsewhere"]}
 
 
 definitions = load_definitions()
