@@ -26,12 +26,12 @@ from warehouse.store import run_sql, scalar, sql_text
 
 STAGING = "serving.candidates_staging"
 PUBLISHED = "serving.candidates"
-INSERT_ROWS = 2_000_000  # candidate rows per insert: each insert writes its own Parquet file
 
 
 class CandidatesRun(dg.Config):
     chunk_users: int = 0  # 0: retrieval sizes chunks to about 128 MiB of scores per worker
     shards: int = 0  # 0: score here; N: stage the N shard files the candidate_shards job wrote to the exchange
+    insert_rows: int = 2_000_000  # candidate rows per insert (and commit); each writes its own Parquet file
 
 
 class PromotedModel(NamedTuple):
@@ -107,21 +107,18 @@ def serving_candidates_staging(context: dg.AssetExecutionContext, config: Candid
     routed = routes(inputs, promoted, settings)
     with warehouse.write(STAGING) as con:
         con.execute(sql_text("serving/tables"))
-        con.begin()  # one snapshot: readers of the staging table never see a half-written day
-        try:
-            run_sql(con, "serving/candidates_staging_clear", {"as_of": as_of})
-            lists = generate(inputs, model, model_version, chunk_users=config.chunk_users or None, routed=routed)
-            staged = 0
-            for rows in _batched(lists, INSERT_ROWS):
-                con.register("chunk", rows.to_arrow())
-                run_sql(con, "serving/candidates_staging_insert", {"as_of": as_of})
-                con.unregister("chunk")
-                staged += rows.height
-                context.log.info(f"{STAGING}: {staged:,} rows staged in {time.perf_counter() - started:.0f} s")
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
+        # Each insert commits on its own: DuckLake holds a transaction's rows in memory until it commits (at 1M
+        # users one transaction for the day took the process past 24 GB). Staged rows reach no reader before
+        # the gate, and a retry clears the day's rows first.
+        run_sql(con, "serving/candidates_staging_clear", {"as_of": as_of})
+        lists = generate(inputs, model, model_version, chunk_users=config.chunk_users or None, routed=routed)
+        staged = 0
+        for rows in _batched(lists, max(config.insert_rows, 1)):
+            con.register("chunk", rows.to_arrow())
+            run_sql(con, "serving/candidates_staging_insert", {"as_of": as_of})
+            con.unregister("chunk")
+            staged += rows.height
+            context.log.info(f"{STAGING}: {staged:,} rows staged in {time.perf_counter() - started:.0f} s")
         return _staged(context, con, as_of, time.perf_counter() - started, f"model {model_version}",
                        {"model_version": model_version, "text_embeddings": text_source, "k": settings.k})
 
