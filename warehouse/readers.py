@@ -25,23 +25,22 @@ def feature_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame | N
     item_topics is (item_id, topics): the column enrich.item_topics offers downstream (the LLM's topics where
     they passed their floor, else the floor's); None in a warehouse enrichment has not reached.
     """
-    frames: dict[str, pl.DataFrame | None] = {}
-    for name, table in FEATURE_FRAMES.items():
-        columns = [column for column in con.sql(f"select * from {table} limit 0").columns
-                   if name != "interactions" or column not in UNREAD_INTERACTION_COLUMNS]
-        frames[name] = frame(con, "select " + ", ".join(f'"{column}"' for column in columns) + f" from {table}")
+    frames: dict[str, pl.DataFrame | None] = {
+        name: frame(con, f"select * from {table}", drop=UNREAD_INTERACTION_COLUMNS if name == "interactions" else ())
+        for name, table in FEATURE_FRAMES.items()}
     frames["item_topics"] = (con.sql("select item_id, topics from enrich.item_topics").pl()
                              if table_exists(con, "enrich.item_topics") else None)
     return frames
 
 
-def frame(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
-    """A query's rows as a polars frame, fetched BATCH_ROWS at a time (chunks are kept, not copied into one)."""
+def frame(con: duckdb.DuckDBPyConnection, query: str, drop: tuple[str, ...] = ()) -> pl.DataFrame:
+    """A query's rows as a polars frame, fetched BATCH_ROWS at a time (chunks are kept, not copied into one),
+    without the columns in `drop` (each batch's are let go as it arrives; absent ones are ignored)."""
     reader = con.sql(query).fetch_record_batch(BATCH_ROWS)
-    batches = [pl.from_arrow(batch) for batch in reader]
+    batches = [pl.DataFrame(pl.from_arrow(batch)).drop(drop, strict=False) for batch in reader]
     if not batches:
-        return pl.from_arrow(reader.schema.empty_table())  # type: ignore[return-value]
-    return pl.concat(batches, rechunk=False)  # type: ignore[arg-type]
+        return pl.DataFrame(pl.from_arrow(reader.schema.empty_table())).drop(drop, strict=False)
+    return pl.concat(batches, rechunk=False)
 
 
 def item_text_embeddings(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, str] | None:

@@ -34,3 +34,18 @@ def test_frames_read_the_topics_column_downstream_uses() -> None:
     assert ids.to_list() == ["a1"] and table.tolist() == [[0.0, 1.0]]  # a2 has no topic: no row
     assert topic_table(None, ["jazz"])[1].shape == (0, 1)
     assert topic_table(pl.DataFrame({"item_id": ["a1"], "topics": [["jazz"]]}), [])[1].shape == (0, 0)
+
+
+def test_frames_arrive_in_batches_whole_and_without_the_unread_interaction_columns(monkeypatch) -> None:
+    con = feature_warehouse()
+    con.execute("drop table features.interactions")
+    con.execute("""create table features.interactions as
+                   select 'u' || (i % 7) as user_id, 'i' || i as item_id, i as count_events, i * 1.5 as ms_played_total,
+                          0.5 as completion_rate, now() as first_seen_at, now() as last_seen_at
+                   from range(25) as t(i)""")
+    monkeypatch.setattr(readers, "BATCH_ROWS", 4)  # 7 batches
+    interactions = readers.feature_tables(con)["interactions"]
+    assert interactions.columns == ["user_id", "item_id", "count_events"]
+    assert interactions.sort("count_events")["count_events"].to_list() == list(range(25))
+    con.execute("delete from features.interactions")
+    assert readers.feature_tables(con)["interactions"].schema == interactions.schema  # empty: same columns
