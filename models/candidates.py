@@ -16,7 +16,7 @@ import torch
 from models import protocol
 from models.evaluate import PRODUCTION_MODEL, EvaluateConfig, model_builders
 from models.recommender import FeatureFrames, consumed_pairs, embedding_table, positions
-from models.retrieval import TopKChunk, top_k_items
+from models.retrieval import candidates_frame, top_k_items
 from models.shards import in_shard
 from models.two_tower import TwoTowerModel
 
@@ -144,7 +144,8 @@ def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: 
         chunks = top_k_items(user_vectors, item_vectors, inputs.k, exclude_indptr=indptr, exclude_indices=indices,
                              chunk_users=chunk_users)
         for chunk in chunks:
-            yield explainer.explain(_chunk_frame(chunk, user_ids, item_ids), model_version, PRODUCTION_MODEL)
+            yield explainer.explain(candidates_frame([chunk], user_ids.cast(pl.String), item_ids.cast(pl.String)),
+                                    model_version, PRODUCTION_MODEL)
 
 
 def plan_routes(inputs: ServingInputs, plan: Mapping[str, Mapping[str, Any]] | None,
@@ -181,16 +182,6 @@ def consumed_csr(consumed: pl.DataFrame, user_ids: pl.Series, item_ids: pl.Serie
     counts = np.bincount(pairs["u"].to_numpy(), minlength=user_ids.len())
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return indptr, pairs["i"].to_numpy().astype(np.int64)
-
-
-def _chunk_frame(chunk: TopKChunk, user_ids: pl.Series, item_ids: pl.Series) -> pl.DataFrame:
-    rows, cols = np.nonzero(chunk.items >= 0)
-    return pl.DataFrame({
-        "user_id": user_ids.cast(pl.String).gather(chunk.user_start + rows),
-        "item_id": item_ids.cast(pl.String).gather(chunk.items[rows, cols]),
-        "rank": pl.Series(cols + 1, dtype=pl.Int32),
-        "score": pl.Series(chunk.scores[rows, cols], dtype=pl.Float32),
-    })
 
 
 @dataclass(frozen=True)
