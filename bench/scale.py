@@ -24,6 +24,9 @@ STEP_TIME = re.compile(r"\((?P<step>[\d.]+) s(?:, publish (?P<publish>[\d.]+) s)
 LLM_CALL_BUDGET = 8  # LLM calls per enrichment asset, as in the demo: SmolLM2 on 2 cores takes seconds a call
 RETRIEVAL_DIM = 64
 RETRIEVAL_K = 100
+# --smoke: the same night on a world small enough for about 15 minutes on 2 cores (explicit flags still win)
+SMOKE = {"users": 5_000, "items": 1_000, "events": 250_000, "fractions": "1.0", "stages": ",".join(STAGES)}
+NIGHT = tuple(CHAIN_STAGES)  # the stages `crossfade run` runs in a night, in order
 
 
 def main() -> None:
@@ -41,9 +44,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path,
                         help="keep the CROSSFADE_HOME of the run here (one --fractions value), so later stages can "
                              "run again on it with --stages; default: a temporary folder under --cache")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"the whole night on a small world ({SMOKE['users']:,} users, {SMOKE['items']:,} items, "
+                             f"{SMOKE['events']:,} events): about 15 minutes here")
     parser.add_argument("--stage", choices=tuple(STAGE_WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
+    if parser.parse_known_args()[0].smoke:
+        parser.set_defaults(**SMOKE)
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(STAGE_WORKERS[args.stage](args)))
@@ -58,7 +66,9 @@ def main() -> None:
     if args.work and len(fractions) != 1:
         raise SystemExit("--work keeps one run's home: give one --fractions value with it")
     runs = {fraction: _measure(args, fraction, stages) for fraction in fractions}
-    _print_growth(runs, stages)
+    if len(fractions) > 1:
+        _print_growth(runs, stages)
+    _print_night(runs[fractions[-1]])
 
 
 def _world(args: argparse.Namespace, fraction: float) -> tuple[Path, dict]:
@@ -178,12 +188,43 @@ def _print_growth(runs: dict[float, dict], stages: tuple[str, ...]) -> None:
     for stage in [name for name in stages if all("gate_s" in runs[f].get(name, {}) for f in fractions)]:
         print(f"{stage:<12}" + "".join(f"{runs[f][stage]['gate_s']:>15.1f}{runs[f][stage]['publish_s']:>11.2f}"
                                       f"{runs[f][stage]['publish_max_s']:>7.2f}" for f in fractions))
-    top = runs[fractions[-1]]
-    if "ingest" not in top:
+
+
+def _print_night(results: dict) -> None:
+    """The largest run's stages as a table, the night's total, and its RESULT lines."""
+    ran = [stage for stage in ("baseline", *STAGES) if stage in results]
+    print(f"\n{'stage':<12}{'s':>10}{'cpu s':>10}{'peak GiB':>10}{'gates s':>10}{'publish s':>11}")
+    for stage in ran:
+        result = results[stage]
+        gates = (f"{result['gate_s']:>10.1f}{result['publish_s']:>11.2f}" if "gate_s" in result else "")
+        print(f"{stage:<12}{result['seconds']:>10.1f}{result['cpu_s']:>10.1f}{result['peak_gib']:>10.2f}{gates}")
+    if "ingest" in results:
+        ours = results["rows"] / results["ingest"]["seconds"] * 60
+        baseline = results["rows"] / results["baseline"]["seconds"] * 60
+        print(f"RESULT scale_ingest ours={ours:.0f} baseline={baseline:.0f} ratio={ours / baseline:.3f} unit=events/min")
+    night = night_figures(results)
+    if night is None:
         return
-    ours = top["rows"] / top["ingest"]["seconds"] * 60
-    baseline = top["rows"] / top["baseline"]["seconds"] * 60
-    print(f"RESULT scale_ingest ours={ours:.0f} baseline={baseline:.0f} ratio={ours / baseline:.3f} unit=events/min")
+    print(f"{'night':<12}{night['seconds']:>10.1f}{night['cpu_s']:>10.1f}{night['peak_gib']:>10.2f}{night['gate_s']:>10.1f}"
+          f"{night['publish_s']:>11.2f}   plain baselines (load + retrieval) {night['baseline_s']:.1f} s")
+    print(f"RESULT night ours={night['ours']:.1f} baseline={night['baseline']:.1f} ratio={night['ratio']:.4f} "
+          "unit=events/s")
+
+
+def night_figures(results: dict) -> dict | None:
+    """The whole night against the sum of its plain baselines (the plain DuckDB load and the retrieval
+    arithmetic), as events per second of each; None unless every night stage and both baselines ran."""
+    if not all(stage in results for stage in (*NIGHT, "baseline", "retrieval")):
+        return None
+    stages = [results[stage] for stage in NIGHT]
+    seconds = sum(stage["seconds"] for stage in stages)
+    baseline_s = results["baseline"]["seconds"] + results["retrieval"]["seconds"]
+    ours, baseline = results["rows"] / seconds, results["rows"] / baseline_s
+    return {"seconds": seconds, "cpu_s": sum(stage["cpu_s"] for stage in stages),
+            "peak_gib": max(stage["peak_gib"] for stage in stages),
+            "gate_s": sum(stage.get("gate_s", 0.0) for stage in stages),
+            "publish_s": sum(stage.get("publish_s", 0.0) for stage in stages),
+            "baseline_s": baseline_s, "ours": ours, "baseline": baseline, "ratio": ours / baseline}
 
 
 def _retrieval(args: argparse.Namespace) -> dict:

@@ -26,6 +26,22 @@ def test_gate_seconds_sum_every_check_and_publish_only_where_one_ran() -> None:
     assert seconds["publish_max_s"] == 0.16
 
 
+def stage(seconds: float, peak: float, gates: float = 0.0) -> dict:
+    return {"seconds": seconds, "cpu_s": seconds * 1.5, "peak_gib": peak, "gate_s": gates, "publish_s": gates / 10}
+
+
+def test_the_night_is_every_chain_stage_against_the_plain_load_plus_the_retrieval_arithmetic() -> None:
+    results = {"rows": 36_000, "baseline": stage(2, 0.1), "retrieval": stage(1, 0.2), "ingest": stage(10, 1, 2),
+               "features": stage(20, 3, 4), "enrich": stage(30, 2), "models": stage(40, 5, 1), "eval": stage(50, 4),
+               "serving": stage(30, 2, 3)}
+    night = scale.night_figures(results)
+    assert (night["seconds"], night["peak_gib"], night["gate_s"], night["baseline_s"]) == (180, 5, 10, 3)
+    assert (night["ours"], night["baseline"], night["ratio"]) == (200, 12_000, 200 / 12_000)
+    assert abs(night["publish_s"] - 1.0) < 1e-9
+    del results["retrieval"]
+    assert scale.night_figures(results) is None  # a partial night has no whole-night figure
+
+
 def test_samples_go_to_the_deepest_own_frame_and_totals_count_each_own_frame_once_per_stack() -> None:
     lines = [
         "<module> (crossfade:6);main (pipelines/cli.py:72);train (models/hgnn.py:184);"
