@@ -15,7 +15,7 @@ import torch
 
 from models import protocol
 from models.evaluate import PRODUCTION_MODEL, EvaluateConfig, model_builders
-from models.recommender import FeatureFrames, consumed_pairs, embedding_table, positions
+from models.recommender import FeatureFrames, consumed_csr, consumed_pairs, embedding_table, positions
 from models.retrieval import candidates_frame, top_k_items
 from models.shards import in_shard
 from models.two_tower import TwoTowerModel
@@ -173,15 +173,6 @@ def scorable_users(inputs: ServingInputs, users: pl.Series) -> pl.Series:
     history = inputs.history().select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
     ok = history.join(known.unique(), on="item_id", how="semi")["user_id"].unique()
     return users.filter(users.is_in(ok.implode()))
-
-
-def consumed_csr(consumed: pl.DataFrame, user_ids: pl.Series, item_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """CSR over `user_ids` rows: row r lists the rows of `item_ids` that user r must not get."""
-    pairs = (consumed.join(positions(user_ids, "user_id").rename({"row": "u"}), on="user_id")
-             .join(positions(item_ids, "item_id").rename({"row": "i"}), on="item_id").sort("u", "i"))
-    counts = np.bincount(pairs["u"].to_numpy(), minlength=user_ids.len())
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return indptr, pairs["i"].to_numpy().astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,20 @@ def positions(ids: pl.Series, name: str) -> pl.DataFrame:
     return pl.DataFrame({name: ids.cast(pl.String), "row": pl.int_range(ids.len(), dtype=pl.Int64, eager=True)})
 
 
+def consumed_csr(consumed: pl.DataFrame, user_ids: pl.Series, item_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """CSR over `user_ids` rows: row r lists, once each and in order, the rows of `item_ids` that user r
+    consumed (pairs of `consumed`), so a top-K over those items can leave them out."""
+    pairs = (
+        consumed.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+        .join(positions(user_ids, "user_id").rename({"row": "u"}), on="user_id")
+        .join(positions(item_ids, "item_id").rename({"row": "i"}), on="item_id")
+        .unique(["u", "i"]).sort("u", "i")
+    )
+    counts = np.bincount(pairs["u"].to_numpy(), minlength=user_ids.len())
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return indptr, pairs["i"].to_numpy().astype(np.int64)
+
+
 def mean_by_user(
     pairs: pl.DataFrame, user_ids: pl.Series, item_ids: pl.Series, table: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,20 +175,9 @@ class VectorRecommender:
         users = self.user_vectors[rows["row"].to_torch()]  # (R, d)
         indptr = indices = None
         if exclude_consumed:
-            indptr, indices = self._consumed_csr(rows["user_id"])
+            indptr, indices = consumed_csr(self.consumed, rows["user_id"], self.item_ids)
         chunks = top_k_items(users, self.item_vectors, k, exclude_indptr=indptr, exclude_indices=indices,
                              chunk_users=1024)
         frame = candidates_frame(chunks, rows["user_id"], self.item_ids.cast(pl.String))
         return frame.cast(RECOMMENDATION_SCHEMA)  # type: ignore[arg-type]
 
-    def _consumed_csr(self, user_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """CSR over the requested users: row r lists the item rows user r already consumed."""
-        pairs = (
-            self.consumed.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).unique()
-            .join(positions(user_ids, "user_id").rename({"row": "u"}), on="user_id")
-            .join(positions(self.item_ids, "item_id").rename({"row": "i"}), on="item_id")
-            .sort("u", "i")
-        )
-        counts = np.bincount(pairs["u"].to_numpy(), minlength=user_ids.len())
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return indptr, pairs["i"].to_numpy().astype(np.int64)
