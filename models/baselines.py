@@ -260,19 +260,23 @@ def dense_gram(matrix: sp.csr_matrix, pairs_per_block: int = 1 << 25) -> np.ndar
     return out
 
 
-def ease_weights(gram: np.ndarray, regularization: float) -> np.ndarray:
+def ease_weights(gram: np.ndarray, regularization: float, columns: np.ndarray | None = None) -> np.ndarray:
     """B = I - P / diag(P) with P = (G + lambda I)^-1, zero diagonal, in float32, overwriting `gram`.
 
     G + lambda I is symmetric positive definite, so P comes from its Cholesky factor (LAPACK potrf, potri):
     a third of the work of a general inverse, in single precision and in place. At 20,000 items this takes
     one 1.6 GB matrix instead of three 3.2 GB ones; the rankings agree with the float64 inverse.
+    With `columns` (item positions), only those columns of B, (I, len(columns)): P's columns come from
+    the factor by potrs against the unit vectors, which for a fifth of the items is a third of potri's time.
     """
     # LAPACK works in place on Fortran order; G is symmetric, so its transpose is such a view of the same numbers
     matrix = np.ascontiguousarray(gram, dtype=np.float32).T
     if matrix.shape[0] == 0:
-        return matrix
+        return matrix if columns is None else np.zeros((0, len(columns)), dtype=np.float32)
     matrix[np.diag_indices_from(matrix)] += regularization
     factor, info = lapack.spotrf(matrix, lower=False, overwrite_a=True, clean=False)
+    if info == 0 and columns is not None:
+        return _ease_columns(factor, np.asarray(columns, dtype=np.int64))
     if info == 0:
         inverse, info = lapack.spotri(factor, lower=False, overwrite_c=True)
     if info != 0:
@@ -288,6 +292,21 @@ def ease_weights(gram: np.ndarray, regularization: float) -> np.ndarray:
     inverse /= -diagonal  # column j divided by -P_jj
     inverse[np.diag_indices_from(inverse)] = 0.0
     return inverse
+
+
+def _ease_columns(factor: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """B[:, columns] from the upper Cholesky factor U of G + lambda I (U^T U): P[:, j] solves U^T U p = e_j."""
+    unit = np.zeros((factor.shape[0], len(columns)), dtype=np.float32, order="F")
+    if len(columns) == 0:
+        return unit
+    own = (columns, np.arange(len(columns)))  # each column's own item: P_jj, then B_jj = 0
+    unit[own] = 1.0
+    solved, info = lapack.spotrs(factor, unit, lower=False, overwrite_b=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: solving for {len(columns)} columns failed (LAPACK info {info})")
+    solved /= -solved[own]
+    solved[own] = 0.0
+    return solved
 
 
 def ease(frames: FeatureFrames, candidates: pl.Series, target_type: str,
@@ -309,8 +328,8 @@ def ease(frames: FeatureFrames, candidates: pl.Series, target_type: str,
         binary, items = binary[:, kept], items.gather(kept)
         known = np.asarray(binary.sum(axis=1)).ravel() > 0
         binary, users = binary[known], users.filter(pl.Series(known))
-    b = ease_weights(dense_gram(binary), config.regularization)  # (I, I)
     allowed = _candidate_columns(candidates, items)
-    weights = np.ascontiguousarray(b[:, allowed["src"].to_numpy()], dtype=np.float32)  # (I, C)
+    weights = np.ascontiguousarray(  # (I, C): only the candidates' columns of B are ever scored
+        ease_weights(dense_gram(binary), config.regularization, allowed["src"].to_numpy()), dtype=np.float32)
     return ScoreRecommender(users, binary.tocsr(), allowed["item_id"], weights,
                             consumed_pairs(frames.history(periods), target_type))

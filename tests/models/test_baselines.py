@@ -172,6 +172,17 @@ def test_ease_weights_match_the_closed_form_of_a_float64_inverse(items: int) -> 
     assert np.mean([len(set(a) & set(b)) / k for a, b in zip(*top)]) >= 0.98  # the same top k, but near ties
 
 
+@pytest.mark.parametrize("columns", [[4, 0, 6], [], list(range(7))])
+def test_ease_weights_of_some_columns_are_those_columns_of_the_whole_matrix(columns: list[int]) -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.random((60, 7)) < 0.3).astype(np.float32)
+    whole = baselines.ease_weights(x.T @ x, 5.0)
+    some = baselines.ease_weights(x.T @ x, 5.0, np.array(columns, dtype=np.int64))
+    assert some.dtype == np.float32 and some.shape == (7, len(columns))
+    np.testing.assert_allclose(some, whole[:, columns], atol=1e-6 * np.abs(whole).max())
+    assert all(some[item, n] == 0.0 for n, item in enumerate(columns))  # an item never recommends itself
+
+
 @pytest.mark.parametrize("pairs_per_block", [1, 50, 1 << 25])  # 1: a user per block, even one over the limit
 def test_dense_gram_sums_blocks_of_users_to_the_whole_product(pairs_per_block: int) -> None:
     rng = np.random.default_rng(3)
