@@ -9,8 +9,10 @@ read) beside holdout (scored once). Worlds:
 - sample100k: the same generator at 100,000 users;
 - ml100k: MovieLens-100K re-cast as listening logs (worlds/movielens.py; `make install` fetches it).
 
-The RESULT line compares what is served with the best baseline on the holdout's cold slice (all users when
-the cold slice is empty): ours = the 'served' rows' HR@10, baseline = the best baseline's.
+After the tables, one verdict per slice and metric on the holdout: what is served against the best baseline,
+and whether it is at least as good within one standard error (the larger of the two). The RESULT line compares
+what is served with the best baseline on the holdout's cold slice (all users when the cold slice is empty):
+ours = the 'served' rows' HR@10, baseline = the best baseline's.
 """
 from __future__ import annotations
 
@@ -35,7 +37,12 @@ from worlds.sample import WorldConfig, simulate  # noqa: E402
 
 OURS = "two_tower_hgnn"
 METRICS = ("hr@10", "ndcg@10", "recall@20")
-NOT_BASELINES = (OURS, SERVED, "hgnn", "two_tower")  # the production model, the plan, the ablations
+NOT_BASELINES = (SERVED, "hgnn", "two_tower")  # the plan and the ablations; so is every `two_tower_hgnn*` row
+
+
+def is_baseline(model: str) -> bool:
+    """A baseline row: not what is served, not 2T-HGNN and not one of its ablations."""
+    return model not in NOT_BASELINES and not model.startswith(OURS)
 WORLDS = {"demo": 2_000, "sample100k": 100_000}
 
 
@@ -108,6 +115,30 @@ def table(metrics: pl.DataFrame) -> dict[str, pl.DataFrame]:
     return out
 
 
+def verdicts(metrics: pl.DataFrame, split: str = "holdout") -> pl.DataFrame:
+    """Per slice and metric with users: served, the best baseline by value, and whether served holds within one
+    standard error of it (served >= best - max(se_served, se_best)); 2T-HGNN's own margin over that baseline."""
+    part = metrics.filter((pl.col("split") == split) & pl.col("metric").is_in(METRICS) & (pl.col("users") > 0)
+                          & pl.col("value").is_not_null())
+    rows = []
+    for (slice_name, metric), group in part.group_by("slice", "metric", maintain_order=True):
+        values = {model: (value, se or 0.0) for model, value, se in group.select("model", "value", "std_error").iter_rows()}
+        baselines = {name: pair for name, pair in values.items() if is_baseline(name)}
+        if SERVED not in values or not baselines:
+            continue
+        best, (best_value, best_se) = max(baselines.items(), key=lambda item: item[1][0])
+        served, served_se = values[SERVED]
+        ours = values.get(OURS, (None, None))[0]
+        rows.append({"slice": slice_name, "metric": metric, "served": served, "best_baseline": best,
+                     "baseline": best_value, "holds": served >= best_value - max(served_se, best_se),
+                     "two_tower_hgnn_margin": None if ours is None else ours - best_value})
+    order = {name: i for i, name in enumerate(SLICES)}
+    schema = {"slice": pl.String, "metric": pl.String, "served": pl.Float64, "best_baseline": pl.String,
+              "baseline": pl.Float64, "holds": pl.Boolean, "two_tower_hgnn_margin": pl.Float64}
+    return (pl.DataFrame(rows, schema=schema)
+            .sort(pl.col("slice").replace_strict(order, default=len(order)), pl.col("metric")))
+
+
 def report(world: str, metrics: pl.DataFrame, seconds: float) -> None:
     """The tables, users per slice and split, and the RESULT line."""
     users = (metrics.filter((pl.col("metric") == "hr@10") & (pl.col("model") == "popularity"))
@@ -117,11 +148,15 @@ def report(world: str, metrics: pl.DataFrame, seconds: float) -> None:
         print(f"\nusers with targets per slice:\n{users}")
         for slice_name, frame in table(metrics).items():
             print(f"\n{world}, {slice_name}:\n{frame}")
+        checked = verdicts(metrics)
+        print(f"\nholdout, served against the best baseline (holds: within one standard error):\n"
+              f"{checked.with_columns(pl.col('served', 'baseline', 'two_tower_hgnn_margin').round(4))}")
+        print(f"served holds on {checked['holds'].sum()} of {checked.height} slice x metric cells")
     holdout = metrics.filter((pl.col("split") == "holdout") & (pl.col("metric") == "hr@10"))
     slice_name = "cold" if (holdout.filter(pl.col("slice") == "cold")["users"].max() or 0) > 0 else "all"
     values = dict(holdout.filter(pl.col("slice") == slice_name).select("model", "value").iter_rows())
     ours = values.get(SERVED) or 0.0
-    baselines = {name: value for name, value in values.items() if name not in NOT_BASELINES and value is not None}
+    baselines = {name: value for name, value in values.items() if is_baseline(name) and value is not None}
     best, baseline = max(baselines.items(), key=lambda pair: pair[1])
     print(f"\nchain and evaluation, every gate: {seconds:.0f} s; holdout {slice_name} HR@10: served {ours:.4f}, "
           f"2T-HGNN {values.get(OURS) or 0.0:.4f}, best baseline {best} {baseline:.4f}")
