@@ -52,7 +52,12 @@ def main() -> None:
     parser.add_argument("--llm-call-budget", type=int, default=8, help="LLM calls per enrichment asset and judge")
     parser.add_argument("--keep", type=Path, default=None, help="use this CROSSFADE_HOME and keep it; a home whose world is already built "
                         "is run again as it is (ingest skips files it has read)")
+    parser.add_argument("--report", type=Path, default=None, metavar="HOME",
+                        help="only print the tables and verdicts of a CROSSFADE_HOME already run; runs nothing")
     args = parser.parse_args()
+    if args.report:
+        print_published(args.world, args.report, seconds=None)
+        return
     with tempfile.TemporaryDirectory(prefix=f"crossfade-bench-{args.world}-") as tmp:
         home = args.keep or Path(tmp) / "home"
         as_of = build(args.world, home)
@@ -65,13 +70,17 @@ def main() -> None:
                   "`crossfade run --select eval`", flush=True)
             if not crossfade_run(env, *extra, "--select", "eval"):
                 raise SystemExit("evaluation failed; its gate verdicts are above")
-        seconds = time.perf_counter() - started
-        with Store(home / "warehouse" / "crossfade.duckdb").read() as con:
-            metrics = con.execute("select split, model, slice, metric, value, std_error, users "
-                                  "from eval.offline_metrics").pl()
-            plan = con.execute("select metrics->'plan' from models.registry order by created_at desc limit 1").fetchone()
-        print(f"\nserving plan: {plan[0] if plan else 'none registered'}")
-        report(args.world, metrics, seconds)
+        print_published(args.world, home, time.perf_counter() - started)
+
+
+def print_published(world: str, home: Path, seconds: float | None) -> None:
+    """The serving plan and the tables of `home`'s published eval.offline_metrics."""
+    with Store(home / "warehouse" / "crossfade.duckdb").read() as con:
+        metrics = con.execute("select split, model, slice, metric, value, std_error, users "
+                              "from eval.offline_metrics").pl()
+        plan = con.execute("select metrics->'plan' from models.registry order by created_at desc limit 1").fetchone()
+    print(f"\nserving plan: {plan[0] if plan else 'none registered'}")
+    report(world, metrics, seconds)
 
 
 def build(world: str, home: Path) -> str | None:
@@ -139,7 +148,7 @@ def verdicts(metrics: pl.DataFrame, split: str = "holdout") -> pl.DataFrame:
             .sort(pl.col("slice").replace_strict(order, default=len(order)), pl.col("metric")))
 
 
-def report(world: str, metrics: pl.DataFrame, seconds: float) -> None:
+def report(world: str, metrics: pl.DataFrame, seconds: float | None) -> None:
     """The tables, users per slice and split, and the RESULT line."""
     users = (metrics.filter((pl.col("metric") == "hr@10") & (pl.col("model") == "popularity"))
              .pivot(on="split", index="slice", values="users"))
@@ -158,7 +167,8 @@ def report(world: str, metrics: pl.DataFrame, seconds: float) -> None:
     ours = values.get(SERVED) or 0.0
     baselines = {name: value for name, value in values.items() if is_baseline(name) and value is not None}
     best, baseline = max(baselines.items(), key=lambda pair: pair[1])
-    print(f"\nchain and evaluation, every gate: {seconds:.0f} s; holdout {slice_name} HR@10: served {ours:.4f}, "
+    took = "" if seconds is None else f"chain and evaluation, every gate: {seconds:.0f} s; "
+    print(f"\n{took}holdout {slice_name} HR@10: served {ours:.4f}, "
           f"2T-HGNN {values.get(OURS) or 0.0:.4f}, best baseline {best} {baseline:.4f}")
     ratio = ours / baseline if baseline else float("inf")
     print(f"RESULT quality_{world} ours={ours:.4f} baseline={baseline:.4f} ratio={ratio:.3f} unit=hr@10_{slice_name}")
