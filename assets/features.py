@@ -6,7 +6,7 @@ import duckdb
 from assets.common import WAREHOUSE_POOL, gate, markdown_table, preview
 from assets.resources import Crossfade, Warehouse
 from quality import check
-from warehouse.features import build_table, left_out
+from warehouse.features import build_table, days_with_events, left_out, thin_train_warning
 
 
 def _build(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: Warehouse,
@@ -22,6 +22,9 @@ def _build(context: dg.AssetExecutionContext, crossfade: Crossfade, warehouse: W
     left = {key: value for key, value in facts.items() if key.startswith("count_") and "not_in" in key and value}
     if left:
         context.log.warning(f"{table}: left out {left}; add them to landing/items or landing/users to keep them")
+    thin = thin_train_warning(facts) if "days_with_events_train" in facts else None
+    if thin:
+        context.log.warning(f"{table}: {thin}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": built.rows, "as_of": as_of.isoformat(), "seconds": round(built.seconds, 3),
         "preview": sample, **facts,
@@ -50,7 +53,7 @@ def _user_counts(con: duckdb.DuckDBPyConnection) -> dict:
 # Rows that leave the chain are counted where they leave: events of items dropped from the catalogue at
 # features.interactions (it joins raw.items), users missing from raw.users at features.user_stats.
 _FACTS = {"co_listen_edges": _edge_counts, "user_stats": lambda con: _user_counts(con) | left_out(con),
-          "interactions": left_out}
+          "interactions": lambda con: left_out(con) | days_with_events(con)}
 _ASSET = {"pool": WAREHOUSE_POOL, "group_name": "features", "kinds": {"duckdb"}}
 
 

@@ -76,3 +76,25 @@ def left_out(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     cursor = con.execute(sql_text("features/left_out"))
     names = [column[0] for column in cursor.description]
     return dict(zip(names, cursor.fetchone()))
+
+
+def days_with_events(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Per period of features.splits, the days on which raw.events holds at least one event."""
+    found = dict(con.execute("""
+        with days as (select distinct event_date as day from raw.events)
+        select s.split, count(d.day) from features.splits as s
+        left join days as d on d.day >= s.start_at and d.day < s.end_at
+        group by 1
+    """).fetchall())
+    return {f"days_with_events_{period}": found.get(period, 0) for period in PERIODS}
+
+
+def thin_train_warning(days: dict[str, int]) -> str | None:
+    """A warning when the train period has events on fewer days than validation: the models every choice reads
+    are then fitted on far less history than the ones refitted for the holdout and for serving."""
+    train, valid = days["days_with_events_train"], days["days_with_events_valid"]
+    if train >= valid:
+        return None
+    return (f"the train period has events on {train} days against {valid} in validation: choices on validation "
+            f"read models fitted on little history. Land more history before the validation period or lower "
+            f"valid_days / holdout_days in crossfade.yaml")

@@ -8,7 +8,8 @@ import pytest
 
 from quality.contracts import FEATURES as CONTRACTS  # what readers rely on, and the gates check
 from warehouse import ingest
-from warehouse.features import FEATURE_TABLES, FeatureParams, build_table, latest_as_of, left_out
+from warehouse.features import (FEATURE_TABLES, FeatureParams, build_table, days_with_events, latest_as_of,
+                               left_out, thin_train_warning)
 
 def rows(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple]:
     return con.execute(query).fetchall()
@@ -294,6 +295,18 @@ def test_an_earlier_as_of_moves_every_window(hand_features) -> None:
         ("holdout", "u1", "a1"), ("holdout", "u1", "m1"), ("holdout", "u1", "p1"), ("holdout", "u2", "p2"),
     ]
     assert warm == [("u2",)]
+
+
+def test_days_with_events_per_period_and_the_thin_train_warning(hand_features) -> None:
+    with hand_features() as con:
+        days = days_with_events(con)
+    # train [10-23, 10-30): every day holds an event (u4-p3 on 10-22 is before the window); no validation;
+    # holdout [10-30, 11-02): 10-30 and 11-01; events on and after as-of count nowhere
+    assert days == {"days_with_events_train": 7, "days_with_events_valid": 0, "days_with_events_holdout": 2}
+    assert thin_train_warning(days) is None
+    # a 30-day landing zone under 14 + 14 days of validation and holdout: 2 days of train
+    thin = thin_train_warning({"days_with_events_train": 2, "days_with_events_valid": 14, "days_with_events_holdout": 14})
+    assert thin is not None and "on 2 days against 14" in thin and "valid_days" in thin
 
 
 def test_rows_that_leave_the_chain_are_counted(hand_features, hand_landing, hand_store, ingest_hand) -> None:
