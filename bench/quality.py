@@ -38,12 +38,12 @@ from worlds.sample import WorldConfig, simulate  # noqa: E402
 OURS = "two_tower_hgnn"
 METRICS = ("hr@10", "ndcg@10", "recall@20")
 NOT_BASELINES = (SERVED, "hgnn", "two_tower")  # the plan and the ablations; so is every `two_tower_hgnn*` row
+WORLDS = {"demo": 2_000, "sample100k": 100_000}
 
 
 def is_baseline(model: str) -> bool:
     """A baseline row: not what is served, not 2T-HGNN and not one of its ablations."""
     return model not in NOT_BASELINES and not model.startswith(OURS)
-WORLDS = {"demo": 2_000, "sample100k": 100_000}
 
 
 def main() -> None:
