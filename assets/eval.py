@@ -14,7 +14,7 @@ from assets.models import models_two_tower
 from assets.resources import Crossfade, LLMBackend, Warehouse
 from models import judge, judge_panel, protocol
 from models.bundle import BUNDLED_MODEL, ModelBundle, evaluate_bundle
-from models.evaluate import LLM_ABLATION, MODELS, EvaluateConfig, plot_metrics
+from models.evaluate import EvaluateConfig, evaluated_models, plot_metrics
 from models.recommender import FeatureFrames
 from models.text_features import text_or_hashed
 from quality import check
@@ -49,7 +49,7 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
     bundle = ModelBundle.load(candidate["checkpoint_dir"])
     config = protocol.tuned(EvaluateConfig(
         target_type=settings.target_type, graph_types=settings.graph_types, k=settings.k,
-        max_users=settings.eval_max_users, seed=settings.seed, models=(*MODELS, LLM_ABLATION),
+        max_users=settings.eval_max_users, seed=settings.seed, models=evaluated_models(settings.eval_ablations),
         two_tower=bundle.two_tower.config),
         candidate["metrics"])
     started = time.perf_counter()
@@ -73,12 +73,12 @@ def eval_offline_metrics(context: dg.AssetExecutionContext, crossfade: Crossfade
              .select("split", "slice", "users"))
     # reported with users 0, not left out
     empty = users.filter((pl.col("users") == 0) & (pl.col("split") == "holdout"))["slice"].to_list()
-    context.log.info(f"eval.offline_metrics: {len(MODELS)} models scored in {seconds:.1f} s for {version}; "
+    context.log.info(f"eval.offline_metrics: {len(config.models)} models scored in {seconds:.1f} s for {version}; "
                      f"slices without users: {', '.join(empty) or 'none'}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows, "offline_lists_rows": list_rows, "as_of": as_of.isoformat(),
         "model_version": version, "text_features": text_source, "seconds": round(seconds, 2),
-        "eval_max_users": settings.eval_max_users,
+        "eval_max_users": settings.eval_max_users, "eval_ablations": settings.eval_ablations,
         "hr@10_by_model_and_slice": dg.MetadataValue.md(markdown_table(hr10)),
         "users_by_slice": dg.MetadataValue.md(markdown_table(users)),
         "empty_slices": ", ".join(empty) or "none",

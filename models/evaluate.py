@@ -46,6 +46,12 @@ LLM_ABLATION = f"{PRODUCTION_MODEL}_no_llm_features"  # eval/offline_metrics rep
 COLUMNS = ("model", "slice", "metric", "value", "std_error", "users")
 
 
+def evaluated_models(ablations: bool = True) -> tuple[str, ...]:
+    """What eval/offline_metrics scores: every model, and with `ablations` the two-tower ablations (the
+    two-tower without HGNN and LLM_ABLATION), each one more two-tower fit."""
+    return (*MODELS, LLM_ABLATION) if ablations else tuple(name for name in MODELS if name != "two_tower")
+
+
 class Phase(NamedTuple):
     """A scored period and the periods the models are fitted on before it."""
 

@@ -101,8 +101,10 @@ def test_plan_picks_the_best_per_slice_prefers_2t_hgnn_on_ties_and_falls_back_to
     assert plan["cold"]["model"] == "item_knn"
     assert plan["warm"]["model"] == "popularity"  # a value on an empty slice still counts: 0.4 is recorded
     empty = metrics.filter(pl.col("slice") != "warm")
-    assert protocol.serving_plan(empty)["warm"] == {"model": "two_tower_hgnn", "value": 0.8, "users": 30,
-                                                    "basis": "best validation hr@10 on all"}
+    assert protocol.serving_plan(empty)["warm"] == {
+        "model": "two_tower_hgnn", "value": 0.8, "users": 30, "shortfall": 0.0,
+        "basis": "smallest largest shortfall (0.00 standard errors) against the best of hr@10, ndcg@10, recall@20 "
+                 "on all"}
     assert protocol.best_baseline(metrics, "all") == ("ease", 0.8)
 
 

@@ -127,3 +127,15 @@ def test_a_bad_executor_variable_names_the_key(crossfade_home: Path, monkeypatch
     with pytest.raises(SettingsError, match=r"executor: must be one of \['multiprocess', 'in_process', 'k8s'\] "
                                             r"\(got 'kubernetes'\)"):
         load_settings()
+
+
+def test_eval_ablations_default_on_and_turn_off_from_the_environment(crossfade_home: Path) -> None:
+    from models.evaluate import LLM_ABLATION, MODELS, evaluated_models
+
+    assert load_settings().eval_ablations is True
+    off = load_settings(environ={"CROSSFADE_EVAL_ABLATIONS": "false"})
+    assert off.eval_ablations is False
+    assert evaluated_models(True) == (*MODELS, LLM_ABLATION)
+    assert set(evaluated_models(off.eval_ablations)) == set(MODELS) - {"two_tower"}
+    with pytest.raises(SettingsError, match="eval_ablations"):
+        load_settings(environ={"CROSSFADE_EVAL_ABLATIONS": "sometimes"})

@@ -117,3 +117,32 @@ def test_the_offline_gate_accepts_a_reported_empty_slice_but_not_an_unscored_one
     con.execute("create table eval.offline_metrics as select * replace (as_of::date as as_of) from frame")
     assert model_suites.offline_metrics_suite(con, Thresholds()).success is passes
     assert model_suites.empty_slices(con) == (["cold"] if cold_users == 0 else [])
+
+
+def validated(served: tuple[float, float], baselines: dict[str, tuple[float, float]], se: float = 0.02) -> dict:
+    """Registered metrics whose validation rows give cold HR@10 and NDCG@10 (value pairs) of `served`, the
+    baselines and 2T-HGNN (no baseline, however good)."""
+    models = {"served": served, **baselines, "two_tower_hgnn": (0.99, 0.99)}
+    rows = [{"model": m, "slice": "cold", "metric": metric, "value": v, "std_error": se, "users": 200}
+            for m, pair in models.items() for metric, v in zip(("hr@10", "ndcg@10"), pair)]
+    best = max(baselines, key=lambda m: baselines[m][0])
+    return metrics(cold_users=200, all_users=400, ours=served[0], best=(best, baselines[best][0])) | {
+        "validation_rows": rows}
+
+
+def test_the_gate_lets_the_plan_trade_hr_within_its_error_for_ndcg() -> None:
+    # Served (EASE's lists) trails item-KNN's HR@10 by 0.01 (half an error) and leads NDCG@10 by 0.06.
+    report, facts = _gate(validated((0.80, 0.43), {"item_knn": (0.81, 0.37), "ease": (0.80, 0.43)}))
+    assert facts["margin_over_best_baseline"] == pytest.approx(-0.01)
+    assert facts["served_shortfall"] == pytest.approx(0.5) and facts["best_baseline_by_shortfall"] == "ease"
+    assert report.success
+
+
+def test_the_gate_rejects_lists_further_behind_than_the_best_baseline() -> None:
+    report, facts = _gate(validated((0.74, 0.40), {"item_knn": (0.81, 0.37), "ease": (0.80, 0.43)}))
+    assert facts["served_shortfall"] == pytest.approx(3.5)  # 0.07 below item-KNN's HR@10, errors of 0.02
+    assert facts["shortfall_over_best_baseline"] == pytest.approx(3.0)  # EASE falls 0.5 behind
+    assert not report.success
+    assert model_suites.gate_reason(report, facts, 0.1).startswith(
+        "served cold lists fall 3.50 standard errors behind the best of hr@10, ndcg@10, recall@20, more than the "
+        "best baseline ease (0.50)")
