@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--llm-call-budget", type=int, default=8, help="LLM calls per enrichment asset and judge")
     parser.add_argument("--keep", type=Path, default=None, help="use this CROSSFADE_HOME and keep it; a home whose world is already built "
                         "is run again as it is (ingest skips files it has read)")
+    parser.add_argument("--no-ablations", action="store_true",
+                        help="leave the two-tower ablations out of eval (eval_ablations: false): two fewer "
+                             "two-tower fits")
     parser.add_argument("--report", type=Path, default=None, metavar="HOME",
                         help="only print the tables and verdicts of a CROSSFADE_HOME already run; runs nothing")
     args = parser.parse_args()
@@ -62,7 +65,8 @@ def main() -> None:
         home = args.keep or Path(tmp) / "home"
         as_of = build(args.world, home)
         env = {name: value for name, value in os.environ.items() if not name.startswith(("CROSSFADE_", "DAGSTER_"))}
-        env.update(CROSSFADE_HOME=str(home), HF_HUB_OFFLINE="1", CROSSFADE_LLM_CALL_BUDGET=str(args.llm_call_budget))
+        env.update(CROSSFADE_HOME=str(home), HF_HUB_OFFLINE="1", CROSSFADE_LLM_CALL_BUDGET=str(args.llm_call_budget),
+                   CROSSFADE_EVAL_ABLATIONS=str(not args.no_ablations).lower())
         started = time.perf_counter()
         extra = ("--as-of", as_of) if as_of else ()
         if not crossfade_run(env, *extra):
