@@ -159,7 +159,8 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
         "validation": {name: slice_metrics(scores, name) for name in scores["model"].unique(maintain_order=True)},
         "validation_rows": scores.to_dicts(), "grid": validation.grid.to_dicts(),
         "tuned": {name: asdict(getattr(validation.config, name)) for name in protocol.GRIDS},
-        "reference": {"popularity": slice_metrics(scores, "popularity"), "best_baseline": best},
+        "reference": {"popularity": slice_metrics(scores, "popularity"), "best_baseline": best,
+                      "shortfall": {name: protocol.served_against_baselines(scores, name) for name in SLICES}},
         "training": {"losses": model.losses, "losses_finite": all(math.isfinite(x) for x in model.losses),
                      "seconds": round(model.seconds, 2)},
     }

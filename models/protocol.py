@@ -161,6 +161,22 @@ def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
     return plan
 
 
+def served_against_baselines(metrics: pl.DataFrame, slice_name: str) -> dict[str, Any]:
+    """{served, baseline, baseline_shortfall}: on one slice, the plan's lists (model SERVED) and the baselines
+    ranked by the plan's measure (models.metrics.shortfalls over PLAN_METRICS): the served lists' largest
+    shortfall, and the baseline with the smallest and its own. None where the slice has no such rows.
+    The promotion gate compares the two; models/two_tower registers them."""
+    rows = metrics.filter((pl.col("slice") == slice_name) & pl.col("metric").is_in(list(PLAN_METRICS))
+                          & ((pl.col("model") == SERVED) | ~pl.col("model").str.starts_with(PRODUCTION_MODEL)))
+    ranked = shortfalls(rows, PLAN_METRIC)
+    served = ranked.filter(pl.col("model") == SERVED)
+    others = ranked.filter(pl.col("model") != SERVED)
+    if served.height == 0 or others.height == 0:
+        return {"served": None, "baseline": None, "baseline_shortfall": None}
+    return {"served": served["shortfall"][0], "baseline": others["model"][0],
+            "baseline_shortfall": others["shortfall"][0]}
+
+
 def best_baseline(metrics: pl.DataFrame, slice_name: str) -> tuple[str | None, float | None]:
     """The baseline (any model but 2T-HGNN and its ablations) with the best validation HR@10 on a slice."""
     rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & (pl.col("slice") == slice_name)

@@ -8,7 +8,6 @@ import duckdb
 import great_expectations.expectations as gxe
 import polars as pl
 
-from models.metrics import PLAN_METRICS, UNMEASURED_SHORTFALL, shortfalls
 from quality.thresholds import Thresholds
 from quality.validate import Report, validate_frame
 from warehouse import registry
@@ -19,10 +18,9 @@ FALLBACK_SLICE = "all"  # compared on instead when the cold slice is too small
 # Below 10 users one hit moves HR@10 by 0.1 or more: the comparison with Popularity is noise, so the
 # gate falls back to all users (and records it) rather than promote or reject on a handful of people.
 MIN_GATE_USERS = 10
-SERVED, PRODUCTION = "served", "two_tower_hgnn"  # the plan's own rows; 2T-HGNN and its ablations are no baselines
+PLAN_METRICS = ("hr@10", "ndcg@10", "recall@20")  # models.metrics.PLAN_METRICS, which the plan compares on
+NO_ERROR_SHORTFALL = 1e6  # models.metrics.UNMEASURED_SHORTFALL: behind with no error to measure the gap by
 SHORTFALL_SLACK = 1e-9  # float noise: served lists equal to the best baseline's have the same shortfall
-_ROWS = {"model": pl.String, "slice": pl.String, "metric": pl.String, "value": pl.Float64, "std_error": pl.Float64,
-         "users": pl.Int64}
 SLICES = ["all", "warm", "cold", "long_tail"]
 
 
@@ -156,25 +154,22 @@ def gate_facts(candidate: dict[str, Any], incumbent: dict[str, Any] | None) -> d
 
 def served_shortfall(metrics: dict[str, Any], slice_name: str | None, ours: float, baseline: str,
                      baseline_value: float) -> dict[str, Any]:
-    """What the plan serves against the baselines by the plan's own measure (models.metrics.shortfalls): the
-    largest shortfall, in standard errors, from the best of HR@10, NDCG@10 and Recall@20 on the gate slice.
+    """What the plan serves against the baselines by the plan's own measure, as models/two_tower registered
+    it (metrics['reference']['shortfall'][slice], models.protocol.served_against_baselines): the served
+    lists' largest shortfall, in standard errors, from the best of HR@10, NDCG@10 and Recall@20 on the gate
+    slice, and the best baseline's by the same measure.
 
-    `shortfall_over_best_baseline` is the served lists' shortfall less the best baseline's (<= 0: served is
-    at least as good). From the registered validation rows; a row registered without them compares HR@10
-    alone, with no error allowed: the best baseline's figure against the served one.
+    `shortfall_over_best_baseline` is the first less the second (<= 0: served is at least as good). A row
+    registered without them compares HR@10 alone, with no error allowed: the best baseline's HR@10 less
+    the served one.
     """
-    rows = [r for r in metrics.get("validation_rows") or [] if r["slice"] == slice_name
-            and r["metric"] in PLAN_METRICS and (r["model"] == SERVED or not r["model"].startswith(PRODUCTION))]
-    frame = pl.DataFrame(rows, schema=_ROWS) if rows else pl.DataFrame(
-        [(SERVED, slice_name, "hr@10", ours, 0.0, 0), (baseline, slice_name, "hr@10", baseline_value, 0.0, 0)],
-        schema=_ROWS, orient="row").filter(pl.col("value").is_not_nan())
-    ranked = shortfalls(frame)
-    served = ranked.filter(pl.col("model") == SERVED)["shortfall"]
-    others = ranked.filter(pl.col("model") != SERVED)
-    if slice_name is None or served.len() == 0 or others.height == 0:
-        return {"served_shortfall": None, "best_baseline_by_shortfall": None, "shortfall_over_best_baseline": None}
-    return {"served_shortfall": served[0], "best_baseline_by_shortfall": others["model"][0],
-            "shortfall_over_best_baseline": served[0] - others["shortfall"][0]}
+    recorded = metrics.get("reference", {}).get("shortfall", {}).get(slice_name or "")
+    if recorded and recorded.get("served") is not None and recorded.get("baseline_shortfall") is not None:
+        return {"served_shortfall": recorded["served"], "best_baseline_by_shortfall": recorded["baseline"],
+                "shortfall_over_best_baseline": recorded["served"] - recorded["baseline_shortfall"]}
+    behind = baseline_value - ours
+    return {"served_shortfall": None, "best_baseline_by_shortfall": baseline,
+            "shortfall_over_best_baseline": None if math.isnan(behind) else max(behind, 0.0)}
 
 
 def promotion_gate(con: duckdb.DuckDBPyConnection, model_version: str, tolerance: float) -> tuple[Report, dict]:
@@ -214,7 +209,7 @@ def gate_reason(report: Report, facts: dict[str, Any], tolerance: float) -> str:
     if behind is None or math.isnan(behind) or behind > SHORTFALL_SLACK:
         parts.append(f"served {slice_name} {metric} {_fmt(ours)} is below the best baseline "
                      f"{facts['best_baseline']}'s {_fmt(facts[f'best_baseline_{metric}'])}"
-                     if facts["served_shortfall"] in (None, UNMEASURED_SHORTFALL) else
+                     if facts["served_shortfall"] is None or facts["served_shortfall"] >= NO_ERROR_SHORTFALL else
                      f"served {slice_name} lists fall {facts['served_shortfall']:.2f} standard errors behind the "
                      f"best of {', '.join(PLAN_METRICS)}, more than the best baseline "
                      f"{facts['best_baseline_by_shortfall']} ({facts['served_shortfall'] - behind:.2f})")

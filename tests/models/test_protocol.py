@@ -125,3 +125,16 @@ def test_tuned_settings_come_back_from_a_registry_row(validation) -> None:
     again = protocol.tuned(replace(CONFIG), registered)
     assert again.item_knn == validation.config.item_knn and again.ease == validation.config.ease
     assert protocol.tuned(CONFIG, {}) == CONFIG
+
+
+def test_served_is_compared_with_the_baselines_by_the_plan_s_shortfall() -> None:
+    rows = [("served", "hr@10", 0.80, 0.02), ("served", "ndcg@10", 0.43, 0.02),
+            ("item_knn", "hr@10", 0.81, 0.02), ("item_knn", "ndcg@10", 0.37, 0.02),
+            ("ease", "hr@10", 0.80, 0.02), ("ease", "ndcg@10", 0.43, 0.02),
+            ("two_tower_hgnn", "hr@10", 0.99, 0.02), ("two_tower_hgnn", "ndcg@10", 0.99, 0.02)]  # no baseline
+    metrics = pl.DataFrame([{"model": m, "slice": "cold", "metric": metric, "value": v, "std_error": se, "users": 200}
+                            for m, metric, v, se in rows])
+    compared = protocol.served_against_baselines(metrics, "cold")
+    assert compared == {"served": pytest.approx(0.5), "baseline": "ease", "baseline_shortfall": pytest.approx(0.5)}
+    assert protocol.served_against_baselines(metrics, "warm") == {"served": None, "baseline": None,
+                                                                  "baseline_shortfall": None}
