@@ -31,9 +31,6 @@ import polars as pl
 
 SLICES = ("all", "warm", "cold", "long_tail")
 LONG_TAIL_MIN_TIER = 3
-# The serving plan keeps what it serves near the best model on each (models.protocol, the promotion gate).
-PLAN_METRICS = ("hr@10", "ndcg@10", "recall@20")
-UNMEASURED_SHORTFALL = 1e6  # standard errors: behind with no error to measure the gap by (see shortfalls)
 METRICS_SCHEMA = {"slice": pl.String, "metric": pl.String, "value": pl.Float64, "std_error": pl.Float64,
                   "users": pl.Int64}
 
@@ -131,36 +128,3 @@ def _per_user(relevant: pl.DataFrame, lists: pl.DataFrame, k: int, list_length: 
             list(range(c + 1)), ideal[:c + 1], return_dtype=pl.Float64)).alias(f"ndcg@{c}") for c in ks],
         pl.col("served").fill_null(0.0),
     )
-
-
-def shortfalls(rows: pl.DataFrame, headline: str = "hr@10", preferred: str | None = None) -> pl.DataFrame:
-    """(model, value, users, shortfall) from one slice's (model, metric, value, std_error, users) rows.
-
-    Each metric's best value sets its bar; a model's shortfall on a metric is how far it is below the bar
-    in standard errors (the larger of its own and the bar's), and its `shortfall` the largest over the
-    metrics. `value` is the model's `headline` metric; a model without one is no candidate (nor a bar).
-    A model without a value where others have one, or below the bar with both errors 0, falls short by
-    UNMEASURED_SHORTFALL: far behind, yet a finite number JSON and the registry store.
-    Ordered smallest shortfall first, then higher `value`, then `preferred`, then the order of the rows.
-    """
-    scored = rows.filter(pl.col("value").is_not_null())
-    candidates = scored.filter(pl.col("metric") == headline).select(
-        "model", "value", "users", first=pl.col("model") == (preferred or ""), order=pl.int_range(pl.len()))
-    if candidates.height == 0:
-        return candidates.select("model", "value", "users", shortfall=pl.lit(None, pl.Float64))
-    scored = scored.join(candidates.select("model"), on="model", how="semi")
-    bars = scored.sort("value", descending=True, maintain_order=True).group_by("metric", maintain_order=True).first()
-    grid = candidates.select("model").join(bars.select("metric"), how="cross")
-    gaps = (grid.join(scored.select("model", "metric", "value", "std_error"), on=["model", "metric"], how="left")
-            .join(bars.select("metric", bar=pl.col("value"), bar_error=pl.col("std_error")), on="metric")
-            .with_columns(gap=(pl.col("bar") - pl.col("value")).clip(lower_bound=0.0),
-                          error=pl.max_horizontal(pl.col("std_error").fill_null(0.0),
-                                                  pl.col("bar_error").fill_null(0.0))))
-    gaps = gaps.with_columns(shortfall=pl.when(pl.col("value").is_null()).then(UNMEASURED_SHORTFALL)
-                             .when(pl.col("gap") == 0).then(0.0)
-                             .when(pl.col("error") > 0).then(pl.col("gap") / pl.col("error"))
-                             .otherwise(UNMEASURED_SHORTFALL))
-    worst = gaps.group_by("model").agg(pl.col("shortfall").max())
-    return (candidates.join(worst, on="model")
-            .sort(["shortfall", "value", "first", "order"], descending=[False, True, True, False])
-            .select("model", "value", "users", "shortfall"))

@@ -2,10 +2,9 @@
 
 Every model is fitted on 'train' and scored on 'valid' (models.evaluate.VALIDATION). Each baseline with
 settings runs its grid and keeps the setting with the best NDCG@10 over all validated users; the
-serving plan then gives each slice (cold, warm) the model, whatever it is, that falls least behind the
-best of HR@10, NDCG@10 and Recall@20 on that slice (in standard errors), so what is served is never
-worse on validation than the best baseline beyond its error, on any of the three. The holdout is not
-read here: these functions drop its rows before anything else happens.
+serving plan then gives each slice (cold, warm) the model with the best HR@10 on that slice, whatever
+it is, so what is served is never worse on validation than the best baseline. The holdout is not read
+here: these functions drop its rows before anything else happens.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ import polars as pl
 from models.baselines import AlsConfig, EaseConfig, ItemKnnConfig
 from models.evaluate import (HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConfig, EvaluationSet, evaluation_set,
                              model_builders, score)
-from models.metrics import PLAN_METRICS, shortfalls
 from models.recommender import RECOMMENDATION_SCHEMA, FeatureFrames
 
 # Small grids around each default: neighbours kept, the L2 penalty, factors and regularisation.
@@ -132,49 +130,28 @@ class SlicedRecommender:
 
 
 def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    """{slice: {model, value, users, basis, shortfall}}: per slice the servable model that is nowhere far behind.
+    """{slice: {model, value, users, basis}}: per slice the served model with the best validation HR@10.
 
-    For each of PLAN_METRICS the best servable model's value sets the bar; a model's shortfall on a metric
-    is how far it falls below that bar in standard errors (the larger of the two models'). The plan takes
-    the model whose largest shortfall is smallest: the model best on all three has 0, and a model slightly
-    behind on HR@10 but well ahead on NDCG@10 beats one that leads HR@10 and trails NDCG@10 by more than its
-    error. Ties go to the better HR@10 (`value`), then to 2T-HGNN, then to the order of the rows. A slice
-    without validated users follows all users (basis says so). Only SERVABLE models are candidates.
+    A slice without validated users follows the best model over all users (basis says so). Ties go to
+    2T-HGNN, then to the order of the rows. Only SERVABLE models are candidates.
     """
-    rows = metrics.filter(pl.col("metric").is_in(list(PLAN_METRICS)) & pl.col("model").is_in(list(SERVABLE)))
+    rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & pl.col("model").is_in(list(SERVABLE)))
     plan: dict[str, dict[str, Any]] = {}
     for slice_name in PLAN_SLICES:
+        own = rows.filter((pl.col("slice") == slice_name) & pl.col("value").is_not_null())
         basis = slice_name
-        own = rows.filter(pl.col("slice") == slice_name)
-        if own.filter((pl.col("metric") == PLAN_METRIC) & pl.col("value").is_not_null()).height == 0:
-            own, basis = rows.filter(pl.col("slice") == "all"), "all"
-        ranked = shortfalls(own, PLAN_METRIC, PRODUCTION_MODEL)
-        if ranked.height == 0:
-            plan[slice_name] = {"model": PRODUCTION_MODEL, "value": None, "users": 0, "shortfall": None,
+        if own.height == 0:
+            own, basis = rows.filter((pl.col("slice") == "all") & pl.col("value").is_not_null()), "all"
+        if own.height == 0:
+            plan[slice_name] = {"model": PRODUCTION_MODEL, "value": None, "users": 0,
                                 "basis": "no validated user: the production model by default"}
             continue
+        ranked = own.with_columns(first=pl.col("model") == PRODUCTION_MODEL, order=pl.int_range(pl.len())).sort(
+            ["value", "first", "order"], descending=[True, True, False])
         best = ranked.row(0, named=True)
         plan[slice_name] = {"model": best["model"], "value": best["value"], "users": int(best["users"]),
-                            "shortfall": best["shortfall"],
-                            "basis": f"smallest largest shortfall ({best['shortfall']:.2f} standard errors) "
-                                     f"against the best of {', '.join(PLAN_METRICS)} on {basis}"}
+                            "basis": f"best validation {PLAN_METRIC} on {basis}"}
     return plan
-
-
-def served_against_baselines(metrics: pl.DataFrame, slice_name: str) -> dict[str, Any]:
-    """{served, baseline, baseline_shortfall}: on one slice, the plan's lists (model SERVED) and the baselines
-    ranked by the plan's measure (models.metrics.shortfalls over PLAN_METRICS): the served lists' largest
-    shortfall, and the baseline with the smallest and its own. None where the slice has no such rows.
-    The promotion gate compares the two; models/two_tower registers them."""
-    rows = metrics.filter((pl.col("slice") == slice_name) & pl.col("metric").is_in(list(PLAN_METRICS))
-                          & ((pl.col("model") == SERVED) | ~pl.col("model").str.starts_with(PRODUCTION_MODEL)))
-    ranked = shortfalls(rows, PLAN_METRIC)
-    served = ranked.filter(pl.col("model") == SERVED)
-    others = ranked.filter(pl.col("model") != SERVED)
-    if served.height == 0 or others.height == 0:
-        return {"served": None, "baseline": None, "baseline_shortfall": None}
-    return {"served": served["shortfall"][0], "baseline": others["model"][0],
-            "baseline_shortfall": others["shortfall"][0]}
 
 
 def best_baseline(metrics: pl.DataFrame, slice_name: str) -> tuple[str | None, float | None]:

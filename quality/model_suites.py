@@ -18,9 +18,6 @@ FALLBACK_SLICE = "all"  # compared on instead when the cold slice is too small
 # Below 10 users one hit moves HR@10 by 0.1 or more: the comparison with Popularity is noise, so the
 # gate falls back to all users (and records it) rather than promote or reject on a handful of people.
 MIN_GATE_USERS = 10
-PLAN_METRICS = ("hr@10", "ndcg@10", "recall@20")  # models.metrics.PLAN_METRICS, which the plan compares on
-NO_ERROR_SHORTFALL = 1e6  # models.metrics.UNMEASURED_SHORTFALL: behind with no error to measure the gap by
-SHORTFALL_SLACK = 1e-9  # float noise: served lists equal to the best baseline's have the same shortfall
 SLICES = ["all", "warm", "cold", "long_tail"]
 
 
@@ -145,39 +142,17 @@ def gate_facts(candidate: dict[str, Any], incumbent: dict[str, Any] | None) -> d
         # Relative change against the promoted model; 0 when there is none to compare with.
         "change_vs_promoted": (ours / promoted - 1.0) if promoted else 0.0,
         "margin_over_popularity": ours - popularity,
-        # What is served against the best baseline on validation's headline metric; the plan may trade a
-        # little of it (within its standard error) for more of NDCG@10 and Recall@20.
+        # What is served against the best baseline on validation: the plan may serve that baseline (margin 0),
+        # never something that validated worse.
         "margin_over_best_baseline": ours - (popularity if math.isnan(best_value) else best_value),
-    } | served_shortfall(candidate["metrics"], slice_name, ours, best.get("model") or "popularity",
-                         popularity if math.isnan(best_value) else best_value)
-
-
-def served_shortfall(metrics: dict[str, Any], slice_name: str | None, ours: float, baseline: str,
-                     baseline_value: float) -> dict[str, Any]:
-    """What the plan serves against the baselines by the plan's own measure, as models/two_tower registered
-    it (metrics['reference']['shortfall'][slice], models.protocol.served_against_baselines): the served
-    lists' largest shortfall, in standard errors, from the best of HR@10, NDCG@10 and Recall@20 on the gate
-    slice, and the best baseline's by the same measure.
-
-    `shortfall_over_best_baseline` is the first less the second (<= 0: served is at least as good). A row
-    registered without them compares HR@10 alone, with no error allowed: the best baseline's HR@10 less
-    the served one.
-    """
-    recorded = metrics.get("reference", {}).get("shortfall", {}).get(slice_name or "")
-    if recorded and recorded.get("served") is not None and recorded.get("baseline_shortfall") is not None:
-        return {"served_shortfall": recorded["served"], "best_baseline_by_shortfall": recorded["baseline"],
-                "shortfall_over_best_baseline": recorded["served"] - recorded["baseline_shortfall"]}
-    behind = baseline_value - ours
-    return {"served_shortfall": None, "best_baseline_by_shortfall": baseline,
-            "shortfall_over_best_baseline": None if math.isnan(behind) else max(behind, 0.0)}
+    }
 
 
 def promotion_gate(con: duckdb.DuckDBPyConnection, model_version: str, tolerance: float) -> tuple[Report, dict]:
-    """(report, facts) on validation figures: finite losses; what the plan serves on the gate slice (cold
-    users, or all users when fewer than MIN_GATE_USERS are cold; facts['gate_slice'] and ['gate_basis'] say
-    which and why) falls no further behind than the best baseline (`served_shortfall`); HR@10 within
-    `tolerance` (relative) of the promoted plan on the same slice. The candidate is compared with the
-    promoted row, never with itself."""
+    """(report, facts) on validation figures: finite losses; what the plan serves is at least as good on HR@10
+    of the gate slice (cold users, or all users when fewer than MIN_GATE_USERS are cold; facts['gate_slice']
+    and ['gate_basis'] say which and why) as the best baseline; within `tolerance` (relative) of the promoted
+    plan on the same slice. The candidate is compared with the promoted row, never with itself."""
     candidate = registry.get(con, model_version)
     if candidate is None:
         raise ValueError(f"{model_version!r} is not in models.registry; materialise models/two_tower first")
@@ -189,8 +164,8 @@ def promotion_gate(con: duckdb.DuckDBPyConnection, model_version: str, tolerance
     frame = frame.with_columns(pl.col(pl.Float64).fill_nan(None))
     report = validate_frame("models.registry", frame, [
         gxe.ExpectColumnValuesToBeInSet(column="losses_finite", value_set=[True]),
-        gxe.ExpectColumnValuesToNotBeNull(column="shortfall_over_best_baseline"),
-        gxe.ExpectColumnValuesToBeBetween(column="shortfall_over_best_baseline", max_value=SHORTFALL_SLACK),
+        gxe.ExpectColumnValuesToNotBeNull(column="margin_over_best_baseline"),
+        gxe.ExpectColumnValuesToBeBetween(column="margin_over_best_baseline", min_value=0),
         gxe.ExpectColumnValuesToBeBetween(column="change_vs_promoted", min_value=-tolerance),
     ], VERSION, batch="promotion_gate")
     return report, facts
@@ -205,14 +180,10 @@ def gate_reason(report: Report, facts: dict[str, Any], tolerance: float) -> str:
     parts = []
     if not facts["losses_finite"]:
         parts.append("training losses were not finite")
-    behind = facts["shortfall_over_best_baseline"]
-    if behind is None or math.isnan(behind) or behind > SHORTFALL_SLACK:
+    margin = facts["margin_over_best_baseline"]
+    if margin is None or math.isnan(margin) or margin < 0:
         parts.append(f"served {slice_name} {metric} {_fmt(ours)} is below the best baseline "
-                     f"{facts['best_baseline']}'s {_fmt(facts[f'best_baseline_{metric}'])}"
-                     if facts["served_shortfall"] is None or facts["served_shortfall"] >= NO_ERROR_SHORTFALL else
-                     f"served {slice_name} lists fall {facts['served_shortfall']:.2f} standard errors behind the "
-                     f"best of {', '.join(PLAN_METRICS)}, more than the best baseline "
-                     f"{facts['best_baseline_by_shortfall']} ({facts['served_shortfall'] - behind:.2f})")
+                     f"{facts['best_baseline']}'s {_fmt(facts[f'best_baseline_{metric}'])}")
     if facts["change_vs_promoted"] < -tolerance:
         parts.append(f"{slice_name} {metric} {_fmt(ours)} is {-facts['change_vs_promoted']:.1%} below promoted "
                      f"{facts['promoted_version']} ({_fmt(facts[f'promoted_{metric}'])}; "

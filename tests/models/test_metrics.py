@@ -4,7 +4,7 @@ import math
 import polars as pl
 import pytest
 
-from models.metrics import UNMEASURED_SHORTFALL, offline_metrics, shortfalls, slice_targets
+from models.metrics import offline_metrics, slice_targets
 
 # u1 (warm) wants a (tier 1) and b (tier 4); u2 (cold) wants c (tier 2); u3 (cold) wants d (tier 5), gets no list.
 TARGETS = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["a", "b", "c", "d"]})
@@ -118,34 +118,3 @@ def test_a_slice_without_users_is_reported_empty_beside_the_scored_ones() -> Non
 def test_k_longer_than_the_lists_is_rejected() -> None:
     with pytest.raises(ValueError, match="k <= list_length"):
         offline_metrics(LISTS, TARGETS, USER_STATS, ITEM_STATS, catalogue_size=10, k=200, list_length=100)
-
-
-def plan_rows(table: list[tuple]) -> pl.DataFrame:
-    """(model, metric, value, std_error) rows of one slice, as offline metrics hold them."""
-    return pl.DataFrame([{"model": m, "slice": "cold", "metric": metric, "value": v, "std_error": se, "users": 206}
-                         for m, metric, v, se in table])
-
-
-def test_shortfall_trades_a_little_hr_for_much_ndcg() -> None:
-    # The demo world's cold validation: item-KNN leads HR@10 by 0.029 (1.04 errors of 0.028) but trails
-    # NDCG@10 by 0.030 (1.43 errors of 0.021); EASE's largest shortfall is the smaller one.
-    ranked = shortfalls(plan_rows([
-        ("item_knn", "hr@10", 0.830, 0.026), ("item_knn", "ndcg@10", 0.402, 0.020),
-        ("item_knn", "recall@20", 0.558, 0.023),
-        ("ease", "hr@10", 0.801, 0.028), ("ease", "ndcg@10", 0.432, 0.021), ("ease", "recall@20", 0.569, 0.022),
-        ("popularity", "hr@10", 0.490, 0.035), ("popularity", "ndcg@10", 0.148, 0.014),
-        ("popularity", "recall@20", 0.294, 0.022)]))
-    assert ranked["model"].to_list() == ["ease", "item_knn", "popularity"]
-    assert ranked["shortfall"].to_list() == pytest.approx([0.029 / 0.028, 0.030 / 0.021, (0.432 - 0.148) / 0.021])
-    assert ranked["value"][0] == 0.801  # the headline metric, HR@10
-
-
-def test_shortfall_without_errors_or_values_is_unmeasured_and_ties_go_to_the_preferred() -> None:
-    ranked = shortfalls(plan_rows([("a", "hr@10", 0.5, 0.0), ("b", "hr@10", 0.5, 0.0), ("c", "hr@10", 0.4, 0.0),
-                                   ("a", "ndcg@10", 0.2, 0.0), ("b", "ndcg@10", 0.2, 0.0), ("d", "ndcg@10", 0.9, 0.0)]),
-                        preferred="b")
-    # d has no HR@10: no candidate, and its NDCG@10 sets no bar; c misses HR@10 with no error and has no NDCG@10.
-    assert ranked["model"].to_list() == ["b", "a", "c"]
-    assert ranked["shortfall"].to_list() == [0.0, 0.0, UNMEASURED_SHORTFALL]
-    best = shortfalls(plan_rows([("a", "hr@10", 0.5, 0.0), ("b", "hr@10", 0.5, 0.0), ("c", "hr@10", 0.4, 0.0)]))
-    assert best["model"].to_list() == ["a", "b", "c"] and best["shortfall"].to_list() == [0.0, 0.0, UNMEASURED_SHORTFALL]
