@@ -46,10 +46,13 @@ LLM_ABLATION = f"{PRODUCTION_MODEL}_no_llm_features"  # eval/offline_metrics rep
 COLUMNS = ("model", "slice", "metric", "value", "std_error", "users")
 
 
+NIGHTLY_ABLATIONS = ("two_tower", LLM_ABLATION)  # the ablations eval scores by default: each one more two-tower fit
+
+
 def evaluated_models(ablations: bool = True) -> tuple[str, ...]:
-    """What eval/offline_metrics scores: every model, and with `ablations` the two-tower ablations (the
-    two-tower without HGNN and LLM_ABLATION), each one more two-tower fit."""
-    return (*MODELS, LLM_ABLATION) if ablations else tuple(name for name in MODELS if name != "two_tower")
+    """What eval/offline_metrics scores: every model and LLM_ABLATION, less NIGHTLY_ABLATIONS without `ablations`."""
+    models = (*MODELS, LLM_ABLATION)
+    return models if ablations else tuple(name for name in models if name not in NIGHTLY_ABLATIONS)
 
 
 class Phase(NamedTuple):

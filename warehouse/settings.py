@@ -74,7 +74,7 @@ class Settings(BaseModel):
     # Users with holdout targets that offline evaluation scores per run, a seeded sample (0 = all).
     eval_max_users: int = 100_000
     # The two-tower ablations eval scores beside the served models (the two-tower without HGNN, 2T-HGNN without
-    # LLM features): each is a two-tower fit, the night's largest step at scale. Off: served models only.
+    # LLM features): each is a two-tower fit, the night's largest step at scale. Off: every other model only.
     eval_ablations: bool = True
     seed: int = 0
     executor: str = "multiprocess"  # in_process, or k8s: each step a Kubernetes Job (deploy/k8s)
