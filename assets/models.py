@@ -158,7 +158,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
         "gate": gate, "empty_slices": empty_slices(served), "plan": plan,
         "validation": {name: slice_metrics(scores, name) for name in scores["model"].unique(maintain_order=True)},
         "validation_rows": scores.to_dicts(), "grid": validation.grid.to_dicts(),
-        "tuned": {name: asdict(getattr(validation.config, name)) for name in protocol.GRIDS},
+        "tuned": {name: asdict(getattr(validation.config, name)) for name in protocol.TUNED},
         "reference": {"popularity": slice_metrics(scores, "popularity"), "best_baseline": best},
         "training": {"losses": model.losses, "losses_finite": all(math.isfinite(x) for x in model.losses),
                      "seconds": round(model.seconds, 2)},

@@ -53,12 +53,13 @@ def promoted_model(con: duckdb.DuckDBPyConnection, settings: Settings) -> Promot
 
 
 def routes(inputs: ServingInputs, promoted: PromotedModel | None, settings: Settings) -> dict:
-    """The promoted plan's slices served by a baseline that validated better than 2T-HGNN, with their recommenders."""
+    """The promoted plan's slices served by a model other than 2T-HGNN alone (a baseline or the fusion) that
+    validated better, with their recommenders."""
     if promoted is None:
         return {}
     config = protocol.tuned(EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
                                            two_tower=promoted.two_tower.config), promoted.metrics)
-    return plan_routes(inputs, promoted.metrics.get("plan"), config)
+    return plan_routes(inputs, promoted.metrics.get("plan"), config, promoted.two_tower)
 
 
 def serving_inputs(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: dt.date,

@@ -37,7 +37,8 @@ from worlds.sample import WorldConfig, simulate  # noqa: E402
 
 OURS = "two_tower_hgnn"
 METRICS = ("hr@10", "ndcg@10", "recall@20")
-NOT_BASELINES = (SERVED, "hgnn", "two_tower")  # the plan and the ablations; so is every `two_tower_hgnn*` row
+# the plan, the ablations and the fusion (2T-HGNN among its components); so is every `two_tower_hgnn*` row
+NOT_BASELINES = (SERVED, "hgnn", "two_tower", "fusion")
 WORLDS = {"demo": 2_000, "sample100k": 100_000}
 
 

@@ -82,11 +82,13 @@ def evaluate_bundle(bundle: ModelBundle, frames: FeatureFrames, text_embeddings:
                          f"models fitted within {HOLDOUT.fitted} only, or it would have seen the holdout")
     chosen = evaluation_set(frames, config, HOLDOUT)
     tt = replace(bundle.two_tower.config, periods=HOLDOUT.fitted)
-    builders = model_builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings, chosen.catalogue,
-                              replace(config, two_tower=tt), chosen.users, HOLDOUT.fitted)
-    builders[BUNDLED_MODEL] = lambda: bundle.recommender(frames, chosen.catalogue, text_embeddings,
-                                                         profile_embeddings, chosen.users)
-    builders = protocol.cached(builders)
+    def bundled() -> VectorRecommender:
+        return bundle.recommender(frames, chosen.catalogue, text_embeddings, profile_embeddings, chosen.users)
+
+    # the bundled model is 2T-HGNN's row and the fusion's 2T-HGNN component alike
+    builders = protocol.cached(model_builders(frames, bundle.hgnn_embeddings, text_embeddings, profile_embeddings,
+                                              chosen.catalogue, replace(config, two_tower=tt), chosen.users,
+                                              HOLDOUT.fitted, production=bundled))
     names = config.models
     if plan:
         builders[protocol.SERVED] = protocol.served_builder(builders, plan, chosen)

@@ -15,7 +15,8 @@ import torch
 
 from models import protocol
 from models.evaluate import PRODUCTION_MODEL, EvaluateConfig, model_builders
-from models.recommender import FeatureFrames, consumed_csr, consumed_pairs, embedding_table, positions
+from models.recommender import (RECOMMENDATION_SCHEMA, FeatureFrames, consumed_csr, consumed_pairs, embedding_table,
+                                positions)
 from models.retrieval import candidates_frame, top_k_items
 from models.shards import in_shard
 from models.two_tower import TwoTowerModel
@@ -133,31 +134,63 @@ def generate(inputs: ServingInputs, model: TwoTowerModel | None, model_version: 
         yield fallback_lists(inputs, fallback, catalogue, consumed)
     if model is None or scorable.len() == 0:
         return
-    serving = dataclasses.replace(model, config=dataclasses.replace(model.config, periods=SERVING_PERIODS))
-    item_ids, item_vectors = serving.item_vectors(inputs.frames, inputs.text_embeddings, inputs.hgnn_embeddings,
-                                                  catalogue["item_id"])
+    tower = TowerLists.build(inputs, model)
     for start in range(0, scorable.len(), USER_BATCH):
-        batch = scorable.slice(start, USER_BATCH)
-        user_ids, user_vectors = serving.user_vectors(inputs.frames, inputs.text_embeddings, inputs.hgnn_embeddings,
-                                                      inputs.profile_embeddings, user_ids=batch)
-        indptr, indices = consumed_csr(consumed, user_ids, item_ids)
-        chunks = top_k_items(user_vectors, item_vectors, inputs.k, exclude_indptr=indptr, exclude_indices=indices,
+        for frame in tower.frames(scorable.slice(start, USER_BATCH), inputs.k, chunk_users):
+            yield explainer.explain(frame, model_version, PRODUCTION_MODEL)
+
+
+@dataclass(frozen=True)
+class TowerLists:
+    """The promoted two-tower's exact top K over the catalogue, tower inputs built per batch of users."""
+
+    inputs: ServingInputs
+    model: TwoTowerModel  # reading the whole window (SERVING_PERIODS)
+    item_ids: pl.Series
+    item_vectors: torch.Tensor
+
+    @staticmethod
+    def build(inputs: ServingInputs, model: TwoTowerModel) -> TowerLists:
+        serving = dataclasses.replace(model, config=dataclasses.replace(model.config, periods=SERVING_PERIODS))
+        item_ids, item_vectors = serving.item_vectors(inputs.frames, inputs.text_embeddings, inputs.hgnn_embeddings,
+                                                      inputs.catalogue()["item_id"])
+        return TowerLists(inputs, serving, item_ids, item_vectors)
+
+    def frames(self, users: pl.Series, k: int, chunk_users: int | None = None) -> Iterator[pl.DataFrame]:
+        """(user_id, item_id, rank, score) frames of `users` (one batch; see USER_BATCH), a chunk at a time."""
+        inputs = self.inputs
+        user_ids, user_vectors = self.model.user_vectors(inputs.frames, inputs.text_embeddings,
+                                                         inputs.hgnn_embeddings, inputs.profile_embeddings,
+                                                         user_ids=users)
+        indptr, indices = consumed_csr(inputs.consumed(), user_ids, self.item_ids)
+        chunks = top_k_items(user_vectors, self.item_vectors, k, exclude_indptr=indptr, exclude_indices=indices,
                              chunk_users=chunk_users)
         for chunk in chunks:
-            yield explainer.explain(candidates_frame([chunk], user_ids.cast(pl.String), item_ids.cast(pl.String)),
-                                    model_version, PRODUCTION_MODEL)
+            yield candidates_frame([chunk], user_ids.cast(pl.String), self.item_ids.cast(pl.String))
+
+    def recommend(self, user_ids: pl.Series, k: int) -> pl.DataFrame:
+        """The lists of the users the two-tower can score (scorable_users), as a fusion component reads them."""
+        users = scorable_users(self.inputs, pl.Series(list(user_ids), dtype=pl.String))
+        frames = [frame for start in range(0, users.len(), USER_BATCH)
+                  for frame in self.frames(users.slice(start, USER_BATCH), k)]
+        return pl.concat(frames) if frames else pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
 
 
 def plan_routes(inputs: ServingInputs, plan: Mapping[str, Mapping[str, Any]] | None,
-                config: EvaluateConfig) -> dict[str, tuple[str, Recommender]]:
+                config: EvaluateConfig, model: TwoTowerModel | None = None) -> dict[str, tuple[str, Recommender]]:
     """The plan's slices served by a model other than 2T-HGNN, each with its recommender, fitted on the whole
-    window through as_of with the settings `config` carries (the ones chosen on validation)."""
+    window through as_of with the settings `config` carries (the ones chosen on validation). A fusion reads
+    2T-HGNN's lists from `model`, the promoted two-tower, never from a refit."""
     steps = {name: step["model"] for name, step in (plan or {}).items() if step["model"] != PRODUCTION_MODEL}
     if not steps:
         return {}
+    if "fusion" in steps.values() and PRODUCTION_MODEL in config.fusion.models and model is None:
+        raise ValueError(f"the plan serves a fusion of {list(config.fusion.models)} but no promoted two-tower "
+                         "was given; pass the bundle's model")
+    production = None if model is None else (lambda: TowerLists.build(inputs, model))
     builders = protocol.cached(model_builders(
         inputs.frames, inputs.hgnn_embeddings, inputs.text_embeddings, inputs.profile_embeddings,
-        inputs.catalogue()["item_id"], config, None, SERVING_PERIODS))
+        inputs.catalogue()["item_id"], config, None, SERVING_PERIODS, production))
     return {name: (model, builders[model]()) for name, model in steps.items()}
 
 

@@ -17,24 +17,27 @@ Users: every user with a target, or a seeded uniform sample of `max_users` of th
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from models import baselines, two_tower
-from models.baselines import AlsConfig, EaseConfig, ItemKnnConfig, ScoreRecommender
+from models.baselines import AlsConfig, EaseConfig, ItemKnnConfig
+from models.fusion import FusedRecommender, FusionConfig
 from models.metrics import SLICES, offline_metrics
 from models.recommender import FeatureFrames, VectorRecommender
 from models.two_tower import TwoTowerConfig
 
 PRODUCTION_MODEL = "two_tower_hgnn"  # 2T-HGNN: the model the pipeline trains, bundles and serves
-MODELS = ("popularity", "item_knn", "ease", "als", "llm_knn", "hgnn", "two_tower", PRODUCTION_MODEL)
+# 'fusion' is a rank fusion of other models' lists (FusionConfig.models), 2T-HGNN's among them by default.
+MODELS = ("popularity", "item_knn", "ease", "als", "llm_knn", "hgnn", "two_tower", PRODUCTION_MODEL, "fusion")
 # The paper's ablations that are two-tower flags; add their names to EvaluateConfig.models to run them.
 ABLATIONS = {
     f"{PRODUCTION_MODEL}_no_weak_signals": {"use_weak_signals": False},
@@ -77,6 +80,7 @@ class EvaluateConfig:
     item_knn: ItemKnnConfig = field(default_factory=ItemKnnConfig)
     ease: EaseConfig = field(default_factory=EaseConfig)
     als: AlsConfig = field(default_factory=AlsConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     # Users scored at most, a seeded uniform sample of those with holdout targets (0 = all): the standard
     # errors stay small while a large population's lists are not all ranked six times every night.
     max_users: int = 100_000
@@ -132,7 +136,7 @@ def evaluation_set(frames: FeatureFrames, config: EvaluateConfig, phase: Phase =
     return EvaluationSet(catalogue, targets, users, population, slice_stats(frames, config.target_type, phase))
 
 
-def score(builders: dict[str, Callable[[], VectorRecommender | ScoreRecommender]], names: tuple[str, ...],
+def score(builders: dict[str, Callable[[], Any]], names: tuple[str, ...],
           frames: FeatureFrames, chosen: EvaluationSet, config: EvaluateConfig,
           keep_ranks: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(metrics in COLUMNS, the top `keep_ranks` of each list) of the named models on one evaluation set."""
@@ -161,11 +165,13 @@ def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_e
 
 def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
                    catalogue: pl.Series, config: EvaluateConfig, users: pl.Series | None = None,
-                   periods: tuple[str, ...] = HOLDOUT.fitted,
-                   ) -> dict[str, Callable[[], VectorRecommender | ScoreRecommender]]:
+                   periods: tuple[str, ...] = HOLDOUT.fitted, production: Callable[[], Any] | None = None,
+                   ) -> dict[str, Callable[[], Any]]:
     """One recommender factory per model name, fitted on `periods`; each is built only when asked for.
 
     The two-tower models encode only `users` (default: every user in user_stats), the evaluated ones.
+    `production` replaces 2T-HGNN's fit (serving passes the promoted model). The components of the
+    fusion are fitted once, however often they and the fusion are asked for.
     """
     target = config.target_type
     tt = replace(config.two_tower, target_type=target, graph_types=config.graph_types, periods=periods)
@@ -184,7 +190,10 @@ def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.Da
             raise ValueError("model 'hgnn' needs hgnn_embeddings; pass them or drop 'hgnn' from config.models")
         return baselines.mean_embedding_knn(frames, hgnn, catalogue, target, periods)
 
-    return {
+    def fused() -> FusedRecommender:
+        return FusedRecommender({name: built[name]() for name in config.fusion.models}, config.fusion)
+
+    built: dict[str, Callable[[], Any]] = {
         "popularity": lambda: baselines.popularity(frames, catalogue, target, periods),
         "item_knn": lambda: baselines.item_knn(frames, catalogue, target, config.item_knn, periods),
         "ease": lambda: baselines.ease(frames, catalogue, target, config.ease, periods),
@@ -193,9 +202,15 @@ def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.Da
                                                         topics=frames.item_topics),
         "hgnn": hgnn_alone,
         "two_tower": two_tower_variant(use_hgnn=False),
-        PRODUCTION_MODEL: two_tower_variant(),
+        PRODUCTION_MODEL: production or two_tower_variant(),
         **{name: two_tower_variant(**flags) for name, flags in ABLATIONS.items()},
+        "fusion": fused,
     }
+    unknown = [name for name in config.fusion.models if name not in built]
+    if unknown:
+        raise ValueError(f"fusion components {unknown} are not models; choose from {sorted(built)}")
+    built |= {name: functools.cache(built[name]) for name in config.fusion.models}
+    return built
 
 
 def plot_metrics(frame: pl.DataFrame) -> bytes:

@@ -1,9 +1,10 @@
 """Choices made on validation only: baseline settings from small grids, and the serving plan per user slice.
 
 Every model is fitted on 'train' and scored on 'valid' (models.evaluate.VALIDATION). Each baseline with
-settings runs its grid and keeps the setting with the best NDCG@10 over all validated users; the
-serving plan then gives each slice (cold, warm) the model with the best HR@10 on that slice, whatever
-it is, so what is served is never worse on validation than the best baseline. The holdout is not read
+settings runs its grid and keeps the setting with the best NDCG@10 over all validated users; the rank
+fusion then runs its grid (FUSION_GRID) over the tuned models' lists alike. The serving plan gives each
+slice (cold, warm) the model with the best HR@10 on that slice, whatever it is, so what is served is
+never worse on validation than the best baseline. The holdout is not read
 here: these functions drop its rows before anything else happens.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import polars as pl
 from models.baselines import AlsConfig, EaseConfig, ItemKnnConfig
 from models.evaluate import (HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConfig, EvaluationSet, evaluation_set,
                              model_builders, score)
+from models.fusion import FusedRecommender, FusionConfig
 from models.recommender import RECOMMENDATION_SCHEMA, FeatureFrames
 
 # Small grids around each default: neighbours kept, the L2 penalty, factors and regularisation.
@@ -27,12 +29,22 @@ GRIDS: dict[str, tuple[Any, ...]] = {
     "als": (AlsConfig(factors=32, regularization=0.05), AlsConfig(factors=64, regularization=0.05),
             AlsConfig(factors=64, regularization=0.5)),
 }
+# The fusion's components and weights (reciprocal-rank offset 20): the two strongest neighbourhood baselines
+# with 2T-HGNN at half or full weight, without it, and item-KNN with 2T-HGNN only. Scored on the tuned models.
+FUSION_GRID = (
+    FusionConfig(("item_knn", "ease", PRODUCTION_MODEL), (1.0, 1.0, 0.5)),
+    FusionConfig(("item_knn", "ease", PRODUCTION_MODEL), (1.0, 1.0, 1.0)),
+    FusionConfig(("item_knn", PRODUCTION_MODEL), (1.0, 0.5)),
+    FusionConfig(("item_knn", "ease"), (1.0, 1.0)),
+)
+TUNED = (*GRIDS, "fusion")  # the settings chosen on validation, recorded with the registry row
 TUNING_METRIC = ("all", "ndcg@10")
 PLAN_METRIC = "hr@10"  # the registry's and the gate's headline metric
 PLAN_SLICES = ("cold", "warm")
 # What a slice can be served by. Not HGNN alone (warm users only; its vectors serve through 2T-HGNN), nor the
 # two-tower without HGNN and the other ablations, which would need more nightly training runs.
-SERVABLE = ("popularity", "item_knn", "ease", "als", "llm_knn", PRODUCTION_MODEL)
+SERVABLE = ("popularity", "item_knn", "ease", "als", "llm_knn", PRODUCTION_MODEL, "fusion")
+NOT_BASELINES = ("fusion",)  # servable, but ours: 2T-HGNN is among its components
 SERVED = "served"  # the model name of the plan's own rows: per slice, the lists of the model the plan chose
 
 
@@ -73,6 +85,11 @@ def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFram
     builders = cached(model_builders(frames, hgnn, text, profile, chosen.catalogue, tuned, chosen.users,
                                      VALIDATION.fitted))
     builders |= {name: build for name, (build, _) in fitted.items()}
+    if "fusion" in config.models:
+        setting, fused, scores = _tune_fusion(builders, frames, chosen, tuned, grid_rows)
+        tuned = replace(tuned, fusion=setting)
+        builders["fusion"] = lambda: fused
+        fitted["fusion"] = (builders["fusion"], scores)
     rest = tuple(name for name in config.models if name not in fitted)
     blocks = {name: frame for name, (_, frame) in fitted.items()}
     if rest:
@@ -86,10 +103,26 @@ def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFram
     return Validation(metrics, grid_frame, tuned)
 
 
+def _tune_fusion(builders: Mapping[str, Callable[[], Any]], frames: FeatureFrames, chosen: EvaluationSet,
+                 config: EvaluateConfig, grid_rows: list[dict[str, Any]],
+                 ) -> tuple[FusionConfig, FusedRecommender, pl.DataFrame]:
+    """The FUSION_GRID point with the best tuning metric over the (already fitted) `builders`' lists, with its
+    recommender and scores; every point's value is appended to `grid_rows`."""
+    best = None
+    for setting in FUSION_GRID:
+        fused = FusedRecommender({name: builders[name]() for name in setting.models}, setting)
+        scores = score({"fusion": lambda fused=fused: fused}, ("fusion",), frames, chosen, config)[0]
+        value = _metric(scores, "fusion", *TUNING_METRIC)
+        grid_rows.append({"model": "fusion", "setting": str(asdict(setting)), "value": value})
+        if best is None or _better(value, best[0]):
+            best = (value, setting, fused, scores)
+    return best[1], best[2], best[3]
+
+
 def tuned(config: EvaluateConfig, registered: Mapping[str, Any]) -> EvaluateConfig:
     """`config` with the baseline settings a registry row's metrics['tuned'] recorded (absent: the defaults)."""
     settings = registered.get("tuned", {})
-    chosen = {name: type(getattr(config, name))(**settings[name]) for name in GRIDS if name in settings}
+    chosen = {name: type(getattr(config, name))(**settings[name]) for name in TUNED if name in settings}
     return replace(config, **chosen)
 
 
@@ -155,9 +188,10 @@ def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
 
 
 def best_baseline(metrics: pl.DataFrame, slice_name: str) -> tuple[str | None, float | None]:
-    """The baseline (any model but 2T-HGNN and its ablations) with the best validation HR@10 on a slice."""
+    """The baseline (any model but 2T-HGNN, its ablations and the fusion) with the best validation HR@10 on a slice."""
     rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & (pl.col("slice") == slice_name)
                           & ~pl.col("model").str.starts_with(PRODUCTION_MODEL) & (pl.col("model") != SERVED)
+                          & ~pl.col("model").is_in(list(NOT_BASELINES))
                           & pl.col("value").is_not_null())
     if rows.height == 0:
         return None, None

@@ -138,7 +138,7 @@ def test_the_plan_serves_per_slice_the_model_that_validated_best(stage) -> None:
         assert plan[slice_name]["value"] == pytest.approx(best)
         served = valid.filter((pl.col("slice") == slice_name) & (pl.col("model") == protocol.SERVED))["value"].item()
         assert served == pytest.approx(best)  # the plan's own lists score what the plan promised
-    assert set(row["metrics"]["tuned"]) == set(protocol.GRIDS)
+    assert set(row["metrics"]["tuned"]) == set(protocol.TUNED)
     # refitted on train + valid: its data ends where the holdout starts
     assert row["train_end"] == dt.datetime.combine(AS_OF - dt.timedelta(days=14), dt.time())
 

@@ -20,7 +20,9 @@ from assets.resources import Crossfade, Warehouse
 from tests.conftest import WORLD_AS_OF, IngestedWorld
 from warehouse import registry
 from warehouse.store import Store, run_sql, sql_text
-from tests.conftest import TYPES
+from tests.conftest import EVAL_TYPES, TYPES
+from models.evaluate import PRODUCTION_MODEL, EvaluateConfig
+from models.fusion import FusionConfig
 
 K = 100  # settings' default
 PARTITION = (WORLD_AS_OF - dt.timedelta(days=1)).isoformat()  # the nightly run for K serves K + 1
@@ -241,3 +243,32 @@ def test_explanations_do_not_depend_on_how_many_users_are_explained_at_once(
     assert whole["user_id"].n_unique() > 3
     assert whole["explanation"].str.starts_with("because you ").mean() > 0.5
     assert sliced.equals(whole)
+
+
+def test_a_fusion_slice_reads_the_promoted_two_tower_never_a_refit(served: Served,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with served.store.read() as con:
+        frames = FeatureFrames(**readers.feature_tables(con))
+    text = hashed_text_embeddings(frames.items)
+    inputs = candidates.ServingInputs(frames, text, WORLD_AS_OF, "audiobook", 10)
+    model = two_tower.fit(frames, SMALL, text_embeddings=text)
+
+    def refit(*args, **kwargs):
+        raise AssertionError("serving refitted the two-tower")
+
+    monkeypatch.setattr(two_tower, "fit", refit)
+    config = EvaluateConfig(**EVAL_TYPES, two_tower=SMALL,
+                            fusion=FusionConfig(("item_knn", PRODUCTION_MODEL), (1.0, 0.5)))
+    plan = {"cold": {"model": "fusion"}, "warm": {"model": PRODUCTION_MODEL}}
+    routed = candidates.plan_routes(inputs, plan, config, model)
+    lists = pl.concat(list(candidates.generate(inputs, model, "v1", routed=routed)))
+    cold = lists.filter(~pl.col("user_id").is_in(inputs.warm_users().implode()) & ~pl.col("is_fallback"))
+    assert cold.height and set(cold["model"]) == {"fusion"}
+    assert lists["user_id"].n_unique() == inputs.active_users().len()
+    assert lists.group_by("user_id").len()["len"].max() == 10
+    fused = routed["cold"][1]
+    parts = pl.concat([fused.components[name].recommend(cold["user_id"].unique(), 100).select("user_id", "item_id")
+                       for name in fused.config.models])
+    assert cold.join(parts, on=["user_id", "item_id"], how="anti").height == 0
+    with pytest.raises(ValueError, match="no promoted two-tower"):
+        candidates.plan_routes(inputs, plan, config, None)

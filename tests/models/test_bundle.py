@@ -6,6 +6,7 @@ import torch
 from models import hgnn, two_tower
 from models.bundle import ModelBundle, empty_slices, evaluate_bundle, slice_metrics
 from models.evaluate import EvaluateConfig
+from models.fusion import FusionConfig
 from models.metrics import offline_metrics
 from models.two_tower import TwoTowerConfig
 from tests.conftest import EVAL_TYPES, TYPES
@@ -70,3 +71,23 @@ def test_slice_metrics_report_an_empty_slice_by_its_users() -> None:
     assert registered["cold"] == {"users": 0} and registered["long_tail"] == {"users": 0}
     assert registered["all"]["hr@10"] == 1.0 and registered["all"]["users"] == 1
     assert empty_slices(registered) == ["cold", "long_tail"]
+
+
+@pytest.mark.slow  # ranks the catalogue for 800 users three times
+def test_the_fusion_reads_the_bundled_model_never_a_refit(world, bundle, monkeypatch) -> None:
+    def refit(*args, **kwargs):
+        raise AssertionError("evaluation refitted the two-tower")
+
+    monkeypatch.setattr(two_tower, "fit", refit)
+    fusion = FusionConfig(("popularity", "two_tower_hgnn"), (1.0, 1.0))
+    config = EvaluateConfig(**EVAL_TYPES, k=50, models=("popularity", "two_tower_hgnn", "fusion"), two_tower=CONFIG,
+                            fusion=fusion)
+    metrics, lists = evaluate_bundle(bundle, world.frames, world.text, world.profile, config)
+    assert set(metrics["model"]) == {"popularity", "two_tower_hgnn", "fusion"}
+    fused = lists.filter(pl.col("model") == "fusion")
+    assert fused.height and fused.group_by("user_id").len()["len"].max() == 10
+    # a user's best item in both components' lists is the fused list's first (1/21 + 1/21 beats any one list)
+    both = (lists.filter((pl.col("model") != "fusion") & (pl.col("rank") == 1)).group_by("user_id", "item_id").len()
+            .filter(pl.col("len") == 2).select("user_id", "item_id"))
+    firsts = fused.filter(pl.col("rank") == 1).select("user_id", "item_id")
+    assert both.join(firsts, on=["user_id", "item_id"], how="anti").height == 0

@@ -119,7 +119,7 @@ def test_holdout_phase_knows_validation_as_history() -> None:
 
 
 def test_tuned_settings_come_back_from_a_registry_row(validation) -> None:
-    registered = {"tuned": {name: protocol.asdict(getattr(validation.config, name)) for name in protocol.GRIDS}}
+    registered = {"tuned": {name: protocol.asdict(getattr(validation.config, name)) for name in protocol.TUNED}}
     again = protocol.tuned(replace(CONFIG), registered)
     assert again.item_knn == validation.config.item_knn and again.ease == validation.config.ease
     assert protocol.tuned(CONFIG, {}) == CONFIG
