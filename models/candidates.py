@@ -191,7 +191,7 @@ def plan_routes(inputs: ServingInputs, plan: Mapping[str, Mapping[str, Any]] | N
     builders = protocol.cached(model_builders(
         inputs.frames, inputs.hgnn_embeddings, inputs.text_embeddings, inputs.profile_embeddings,
         inputs.catalogue()["item_id"], config, None, SERVING_PERIODS, production))
-    return {name: (model, builders[model]()) for name, model in steps.items()}
+    return {name: (chosen, builders[chosen]()) for name, chosen in steps.items()}
 
 
 def scorable_users(inputs: ServingInputs, users: pl.Series) -> pl.Series:
