@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the pac
 import polars as pl  # noqa: E402
 
 from models.metrics import SLICES  # noqa: E402
+from models import protocol  # noqa: E402
 from models.protocol import SERVED  # noqa: E402
 from warehouse.store import Store  # noqa: E402
 from worlds import movielens  # noqa: E402
@@ -38,7 +39,7 @@ from worlds.sample import WorldConfig, simulate  # noqa: E402
 OURS = "two_tower_hgnn"
 METRICS = ("hr@10", "ndcg@10", "recall@20")
 # the plan, the ablations and the fusion (2T-HGNN among its components); so is every `two_tower_hgnn*` row
-NOT_BASELINES = (SERVED, "hgnn", "two_tower", "fusion")
+NOT_BASELINES = (SERVED, "hgnn", "two_tower", *protocol.NOT_BASELINES)
 WORLDS = {"demo": 2_000, "sample100k": 100_000}
 
 

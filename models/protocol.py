@@ -108,15 +108,29 @@ def _tune_fusion(builders: Mapping[str, Callable[[], Any]], frames: FeatureFrame
                  ) -> tuple[FusionConfig, FusedRecommender, pl.DataFrame]:
     """The FUSION_GRID point with the best tuning metric over the (already fitted) `builders`' lists, with its
     recommender and scores; every point's value is appended to `grid_rows`."""
+    names = {name for setting in FUSION_GRID for name in setting.models}
+    depth = max(max(setting.depth for setting in FUSION_GRID), config.list_length)
+    ranked = {name: FixedLists(builders[name]().recommend(chosen.users, depth)) for name in names}  # once each
     best = None
     for setting in FUSION_GRID:
-        fused = FusedRecommender({name: builders[name]() for name in setting.models}, setting)
+        fused = FusedRecommender({name: ranked[name] for name in setting.models}, setting)
         scores = score({"fusion": lambda fused=fused: fused}, ("fusion",), frames, chosen, config)[0]
         value = _metric(scores, "fusion", *TUNING_METRIC)
         grid_rows.append({"model": "fusion", "setting": str(asdict(setting)), "value": value})
         if best is None or _better(value, best[0]):
             best = (value, setting, fused, scores)
     return best[1], best[2], best[3]
+
+
+class FixedLists:
+    """Lists ranked once, served again: the top `k` of each requested user's rows."""
+
+    def __init__(self, lists: pl.DataFrame) -> None:
+        self.lists = lists
+
+    def recommend(self, user_ids: Sequence[str] | pl.Series, k: int) -> pl.DataFrame:
+        users = pl.Series(list(user_ids), dtype=pl.String)
+        return self.lists.filter(pl.col("user_id").is_in(users.implode()) & (pl.col("rank") <= k))
 
 
 def tuned(config: EvaluateConfig, registered: Mapping[str, Any]) -> EvaluateConfig:
@@ -188,7 +202,7 @@ def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
 
 
 def best_baseline(metrics: pl.DataFrame, slice_name: str) -> tuple[str | None, float | None]:
-    """The baseline (any model but 2T-HGNN, its ablations and the fusion) with the best validation HR@10 on a slice."""
+    """The baseline (not 2T-HGNN, its ablations or the fusion) with the best validation HR@10 on a slice."""
     rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & (pl.col("slice") == slice_name)
                           & ~pl.col("model").str.starts_with(PRODUCTION_MODEL) & (pl.col("model") != SERVED)
                           & ~pl.col("model").is_in(list(NOT_BASELINES))
