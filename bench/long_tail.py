@@ -1,0 +1,148 @@
+"""Benchmark: can one list hold every slice, long-tail included? The fusion with the tail items kept.
+
+On a CROSSFADE_HOME already run, read-only: item-KNN, EASE and (unless --no-two-tower) 2T-HGNN are fitted
+with the settings the registry row chose on validation, the fusion of their lists is built with its chosen
+setting, and two variants of it keep the long-tail items (popularity tier >= 3) of the baseline best on the
+long-tail slice (of Popularity, item-KNN, EASE, ALS and LLM-KNN, all fitted alike):
+
+- 'tail@10': that baseline's tail items in its top 10 take the last slots of the fused top 10;
+- 'tail@10+20': the same, and its tail items at ranks 11-20 take the last slots of ranks 11-20.
+
+A kept item stays a hit where the baseline's own list had it in the top 10 (or 20), so the long-tail HR@10
+(and Recall@20) of the variant are at least the baseline's; the slots it takes come from the fused list's
+head items. Every list is scored on one split and compared, per slice and metric, with the best baseline
+within one standard error (quality.py's verdicts). Lists are fitted on the periods before the split.
+
+Run from the repository root:
+    python bench/long_tail.py --home /path/to/crossfade_home --world demo --split valid
+RESULT: ours = cells (slice x metric) the best variant holds, baseline = cells the fusion holds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the package installed
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import polars as pl  # noqa: E402
+
+from models import protocol  # noqa: E402
+from models.evaluate import HOLDOUT, VALIDATION, EvaluateConfig, evaluation_set, model_builders  # noqa: E402
+from models.fusion import FusionConfig, fuse  # noqa: E402
+from models.metrics import LONG_TAIL_MIN_TIER, offline_metrics  # noqa: E402
+from warehouse import registry  # noqa: E402
+from warehouse.settings import load_settings  # noqa: E402
+from warehouse.store import Store  # noqa: E402
+
+import quality  # noqa: E402
+import search  # noqa: E402
+
+BASELINES = ("popularity", "item_knn", "ease", "als", "llm_knn")  # the servable baselines
+BLOCKS = {"tail@10": ((1, 10),), "tail@10+20": ((1, 10), (11, 20))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, required=True, help="a CROSSFADE_HOME whose nightly chain has run")
+    parser.add_argument("--world", default="home", help="the world's name in the RESULT line")
+    parser.add_argument("--split", choices=("valid", "holdout"), default="valid")
+    parser.add_argument("--no-two-tower", action="store_true", help="fuse item-KNN and EASE only (no 2T-HGNN fit)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    settings = load_settings(home=args.home)
+    store = Store(args.home / "warehouse" / "crossfade.duckdb")
+    frames, hgnn, text, profile, two_tower = search.load(store)
+    with store.read() as con:
+        chosen_settings = registry.latest(con)["metrics"]
+    config = protocol.tuned(EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
+                                           k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
+                                           two_tower=two_tower), chosen_settings)
+    fusion = config.fusion if not args.no_two_tower else FusionConfig(("item_knn", "ease"), (1.0, 1.0))
+    phase = VALIDATION if args.split == "valid" else HOLDOUT
+    if phase is VALIDATION:
+        frames = protocol.without_holdout(frames)
+    chosen = evaluation_set(frames, config, phase)
+    builders = model_builders(frames, hgnn, text, profile, chosen.catalogue, config, chosen.users, phase.fitted)
+    depth = max(fusion.depth, config.list_length)
+    lists = {name: builders[name]().recommend(chosen.users, depth) for name in sorted({*BASELINES, *fusion.models})}
+    lists["fusion"] = fuse([lists[name] for name in fusion.models], fusion.weights, fusion.offset, depth)
+    scores = {name: _scores(frame, frames, chosen, config) for name, frame in lists.items()}
+    source = max(BASELINES, key=lambda name: _value(scores[name], "long_tail", "hr@10"))
+    tail = frames.item_stats.filter(pl.col("popularity_tier") >= LONG_TAIL_MIN_TIER)["item_id"].cast(pl.String)
+    for name, blocks in BLOCKS.items():
+        lists[name] = keep_tail(lists["fusion"], lists[source], tail, blocks, config.list_length)
+        scores[name] = _scores(lists[name], frames, chosen, config)
+    print(f"{args.home}: {args.split}, {chosen.users.len():,} users; fusion {fusion}; tail kept from {source}; "
+          f"{time.perf_counter() - started:.0f} s")
+    held = report(scores, args.split)
+    best = max(BLOCKS, key=lambda name: held[name])
+    print(f"RESULT long_tail_{args.world} ours={held[best]} baseline={held['fusion']} "
+          f"ratio={held[best] / max(held['fusion'], 1):.3f} unit=cells_held_{args.split}")
+
+
+def keep_tail(base: pl.DataFrame, source: pl.DataFrame, tail: pl.Series,
+              blocks: tuple[tuple[int, int], ...], length: int) -> pl.DataFrame:
+    """`base`'s lists with `source`'s tail items of each block (first, last rank) in that block's last slots,
+    in `source`'s order; `base`'s other items fill the free ranks in their order."""
+    block = pl.lit(None, pl.Int64)
+    for n, (first, last) in enumerate(blocks):
+        block = pl.when(pl.col("rank").is_between(first, last)).then(pl.lit(n)).otherwise(block)
+    lasts = {n: last for n, (_, last) in enumerate(blocks)}
+    kept = (source.filter(pl.col("item_id").is_in(tail.implode())).with_columns(block=block)
+            .filter(pl.col("block").is_not_null()).sort("user_id", "rank")
+            .with_columns(order=pl.int_range(pl.len()).over("user_id", "block"),
+                          count=pl.len().over("user_id", "block"))
+            .with_columns(rank=pl.col("block").replace_strict(lasts, return_dtype=pl.Int64)
+                          - pl.col("count") + 1 + pl.col("order"))
+            .select("user_id", "item_id", pl.col("rank").cast(pl.Int64)))
+    users = base.select("user_id").unique()
+    free = (users.join(pl.DataFrame({"rank": pl.arange(1, length + 1, eager=True).cast(pl.Int64)}), how="cross")
+            .join(kept, on=["user_id", "rank"], how="anti").sort("user_id", "rank")
+            .with_columns(slot=pl.int_range(pl.len()).over("user_id")))
+    rest = (base.join(kept, on=["user_id", "item_id"], how="anti").sort("user_id", "rank")
+            .with_columns(slot=pl.int_range(pl.len()).over("user_id")).select("user_id", "item_id", "slot"))
+    filled = rest.join(free, on=["user_id", "slot"]).select("user_id", "item_id", "rank")
+    return pl.concat([kept.join(users, on="user_id", how="semi"), filled]).sort("user_id", "rank")
+
+
+def report(scores: dict[str, pl.DataFrame], split: str) -> dict[str, int]:
+    """Print every list's cells; return per candidate list the cells it holds against the best baseline."""
+    metrics = pl.concat([frame.with_columns(model=pl.lit(name)) for name, frame in scores.items()])
+    cells = (metrics.filter(pl.col("metric").is_in(quality.METRICS))
+             .with_columns(cell=pl.format("{} ± {}", pl.col("value").round(3), pl.col("std_error").round(3)))
+             .pivot(on="model", index=["slice", "metric"], values="cell"))
+    held = {}
+    for name in ("fusion", *BLOCKS):
+        rows = metrics.filter(pl.col("model").is_in([*BASELINES, name])).with_columns(
+            model=pl.when(pl.col("model") == name).then(pl.lit(protocol.SERVED)).otherwise("model"),
+            split=pl.lit(split))
+        checked = quality.verdicts(rows, split)
+        held[name] = int(checked["holds"].sum())
+        cells = cells.join(checked.select("slice", "metric", pl.col("holds").alias(f"{name} holds")),
+                           on=["slice", "metric"], how="left")
+    with pl.Config(tbl_rows=40, tbl_cols=16, tbl_width_chars=260, fmt_str_lengths=24, tbl_hide_dataframe_shape=True,
+                   tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True):
+        print(cells)
+    print("cells held against the best baseline, within one standard error: "
+          + ", ".join(f"{name} {count} of {len(cells)}" for name, count in held.items()))
+    return held
+
+
+def _scores(lists: pl.DataFrame, frames, chosen, config: EvaluateConfig) -> pl.DataFrame:
+    return offline_metrics(lists, chosen.targets, chosen.user_stats, frames.item_stats, chosen.catalogue.len(),
+                           config.k, config.list_length)
+
+
+def _value(scores: pl.DataFrame, slice_name: str, metric: str) -> float:
+    row = scores.filter((pl.col("slice") == slice_name) & (pl.col("metric") == metric))
+    return row["value"].fill_null(0.0).max() or 0.0
+
+
+if __name__ == "__main__":
+    main()
