@@ -6,7 +6,8 @@ setting, and two variants of it keep the long-tail items (popularity tier >= 3) 
 long-tail slice (of Popularity, item-KNN, EASE, ALS and LLM-KNN, all fitted alike):
 
 - 'tail@10': that baseline's tail items in its top 10 take the last slots of the fused top 10;
-- 'tail@10+20': the same, and its tail items at ranks 11-20 take the last slots of ranks 11-20.
+- 'tail@10+20': the same, and its tail items at ranks 11-20 take the last slots of ranks 11-20;
+- 'tail@own': its tail items in its top 10 keep their own ranks.
 
 A kept item stays a hit where the baseline's own list had it in the top 10 (or 20), so the long-tail HR@10
 (and Recall@20) of the variant are at least the baseline's; the slots it takes come from the fused list's
@@ -44,7 +45,8 @@ import quality  # noqa: E402
 import search  # noqa: E402
 
 BASELINES = ("popularity", "item_knn", "ease", "als", "llm_knn")  # the servable baselines
-BLOCKS = {"tail@10": ((1, 10),), "tail@10+20": ((1, 10), (11, 20))}
+BLOCKS = {"tail@10": ((1, 10),), "tail@10+20": ((1, 10), (11, 20)),
+          "tail@own": tuple((rank, rank) for rank in range(1, 11))}  # one rank per block: the source's own ranks
 
 
 def main() -> None:
