@@ -110,7 +110,8 @@ def keep_tail(base: pl.DataFrame, source: pl.DataFrame, tail: pl.Series,
     rest = (base.join(kept, on=["user_id", "item_id"], how="anti").sort("user_id", "rank")
             .with_columns(slot=pl.int_range(pl.len()).over("user_id")).select("user_id", "item_id", "slot"))
     filled = rest.join(free, on=["user_id", "slot"]).select("user_id", "item_id", "rank")
-    return pl.concat([kept.join(users, on="user_id", how="semi"), filled]).sort("user_id", "rank")
+    merged = pl.concat([kept.join(users, on="user_id", how="semi"), filled]).sort("user_id", "rank")
+    return merged.with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"))  # no gap where base ran short
 
 
 def report(scores: dict[str, pl.DataFrame], split: str) -> dict[str, int]:

@@ -34,3 +34,10 @@ def test_only_the_first_block_keeps_tail_items_when_one_block_is_given() -> None
     source = lists({"u": ["t1", "h", "t2", "t3"]})  # t3 is at source rank 4, outside the block
     kept = long_tail.keep_tail(base, source, pl.Series(["t1", "t2", "t3"]), ((1, 3),), length=4)
     assert as_rows(kept) == {"u": ["a", "t1", "t2", "b"]}
+
+
+def test_a_base_list_shorter_than_the_block_leaves_no_gap_in_the_ranks() -> None:
+    base = lists({"u": ["a", "b"]})
+    source = lists({"u": ["h", "t1"]})
+    kept = long_tail.keep_tail(base, source, pl.Series(["t1"]), ((1, 10),), length=10)
+    assert as_rows(kept) == {"u": ["a", "b", "t1"]}  # t1 took slot 10; ranks close up to 1, 2, 3
