@@ -34,9 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import polars as pl  # noqa: E402
 
 from models import protocol  # noqa: E402
-from models.evaluate import HOLDOUT, VALIDATION, EvaluateConfig, evaluation_set, model_builders  # noqa: E402
+from models.evaluate import (HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConfig,  # noqa: E402
+                             evaluation_set, model_builders, score)
 from models.fusion import FusionConfig, fuse  # noqa: E402
-from models.metrics import LONG_TAIL_MIN_TIER, offline_metrics  # noqa: E402
+from models.metrics import LONG_TAIL_MIN_TIER  # noqa: E402
+from models.recommender import RECOMMENDATION_SCHEMA  # noqa: E402
 from warehouse import registry  # noqa: E402
 from warehouse.settings import load_settings  # noqa: E402
 from warehouse.store import Store  # noqa: E402
@@ -44,7 +46,7 @@ from warehouse.store import Store  # noqa: E402
 import quality  # noqa: E402
 import search  # noqa: E402
 
-BASELINES = ("popularity", "item_knn", "ease", "als", "llm_knn")  # the servable baselines
+BASELINES = tuple(name for name in protocol.SERVABLE if name != PRODUCTION_MODEL and name not in protocol.NOT_BASELINES)
 BLOCKS = {"tail@10": ((1, 10),), "tail@10+20": ((1, 10), (11, 20)),
           "tail@own": tuple((rank, rank) for rank in range(1, 11))}  # one rank per block: the source's own ranks
 
@@ -74,15 +76,14 @@ def main() -> None:
     depth = max(fusion.depth, config.list_length)
     lists = {name: builders[name]().recommend(chosen.users, depth) for name in sorted({*BASELINES, *fusion.models})}
     lists["fusion"] = fuse([lists[name] for name in fusion.models], fusion.weights, fusion.offset, depth)
-    scores = {name: _scores(frame, frames, chosen, config) for name, frame in lists.items()}
-    source = max(BASELINES, key=lambda name: _value(scores[name], "long_tail", "hr@10"))
+    source = max(BASELINES, key=lambda name: _value(_scores(lists, (name,), frames, chosen, config), "long_tail",
+                                                         "hr@10"))
     tail = frames.item_stats.filter(pl.col("popularity_tier") >= LONG_TAIL_MIN_TIER)["item_id"].cast(pl.String)
     for name, blocks in BLOCKS.items():
         lists[name] = keep_tail(lists["fusion"], lists[source], tail, blocks, config.list_length)
-        scores[name] = _scores(lists[name], frames, chosen, config)
     print(f"{args.home}: {args.split}, {chosen.users.len():,} users; fusion {fusion}; tail kept from {source}; "
           f"{time.perf_counter() - started:.0f} s")
-    held = report(scores, args.split)
+    held = report(_scores(lists, tuple(lists), frames, chosen, config), args.split)
     best = max(BLOCKS, key=lambda name: held[name])
     print(f"RESULT long_tail_{args.world} ours={held[best]} baseline={held['fusion']} "
           f"ratio={held[best] / max(held['fusion'], 1):.3f} unit=cells_held_{args.split}")
@@ -111,12 +112,12 @@ def keep_tail(base: pl.DataFrame, source: pl.DataFrame, tail: pl.Series,
             .with_columns(slot=pl.int_range(pl.len()).over("user_id")).select("user_id", "item_id", "slot"))
     filled = rest.join(free, on=["user_id", "slot"]).select("user_id", "item_id", "rank")
     merged = pl.concat([kept.join(users, on="user_id", how="semi"), filled]).sort("user_id", "rank")
-    return merged.with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"))  # no gap where base ran short
+    return merged.with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"),  # no gap where base ran short
+                               score=pl.lit(None, pl.Float64)).cast(RECOMMENDATION_SCHEMA)  # ranked, not scored
 
 
-def report(scores: dict[str, pl.DataFrame], split: str) -> dict[str, int]:
+def report(metrics: pl.DataFrame, split: str) -> dict[str, int]:
     """Print every list's cells; return per candidate list the cells it holds against the best baseline."""
-    metrics = pl.concat([frame.with_columns(model=pl.lit(name)) for name, frame in scores.items()])
     cells = (metrics.filter(pl.col("metric").is_in(quality.METRICS))
              .with_columns(cell=pl.format("{} ± {}", pl.col("value").round(3), pl.col("std_error").round(3)))
              .pivot(on="model", index=["slice", "metric"], values="cell"))
@@ -137,9 +138,11 @@ def report(scores: dict[str, pl.DataFrame], split: str) -> dict[str, int]:
     return held
 
 
-def _scores(lists: pl.DataFrame, frames, chosen, config: EvaluateConfig) -> pl.DataFrame:
-    return offline_metrics(lists, chosen.targets, chosen.user_stats, frames.item_stats, chosen.catalogue.len(),
-                           config.k, config.list_length)
+def _scores(lists: dict[str, pl.DataFrame], names: tuple[str, ...], frames, chosen, config: EvaluateConfig
+            ) -> pl.DataFrame:
+    """eval's metrics (evaluate.score) of the named lists, each served as ranked."""
+    return score({name: lambda frame=lists[name]: protocol.FixedLists(frame) for name in names}, names, frames,
+                 chosen, config)[0]
 
 
 def _value(scores: pl.DataFrame, slice_name: str, metric: str) -> float:
