@@ -5,9 +5,11 @@ import math
 from dataclasses import asdict, replace
 
 import dagster as dg
+import duckdb
 import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from assets.common import WAREHOUSE_POOL, gate, markdown_table, png_markdown, preview
 from assets.resources import Crossfade, Warehouse
@@ -15,7 +17,7 @@ from models import hgnn, protocol, two_tower
 from models.bundle import BUNDLED_MODEL, ModelBundle, empty_slices, slice_metrics
 from models.evaluate import HOLDOUT, EvaluateConfig
 from models.metrics import SLICES
-from models.graph import build_graph, relation_names
+from models.graph import ItemGraph, build_graph, relation_names
 from models.recommender import FeatureFrames
 from models.text_features import node_features, text_or_hashed
 from quality import check, model_suites
@@ -48,6 +50,20 @@ def _with_seed(config: dg.Config, seed: int) -> dict:
     return {**values, "seed": seed if values["seed"] is None else values["seed"]}
 
 
+def hgnn_inputs(con: duckdb.DuckDBPyConnection, graph_types: tuple[str, ...], target_type: str,
+                ) -> tuple[ItemGraph, Tensor, str, int]:
+    """(co-listening graph, node features, text source, items without text) of the published features."""
+    node_types = sorted({*graph_types, target_type})
+    edges = con.sql("select * from features.co_listen_edges").pl()
+    items = con.sql("select * from raw.items").pl()
+    text, text_source = text_or_hashed(readers.item_text_embeddings(con), items)
+    nodes = (items.filter(pl.col("item_type").is_in(node_types)).select("item_id", "item_type")
+             .unique("item_id").sort("item_id"))
+    graph = build_graph(edges, nodes, relation_names(graph_types))
+    features, missing = node_features(nodes["item_id"], text)  # (N, d)
+    return graph, features, text_source, missing
+
+
 @dg.asset(pool=WAREHOUSE_POOL, key=["models", "hgnn_item_embeddings"], group_name="models", kinds={"pytorch", "duckdb"},
           deps=[["features", "co_listen_edges"], ["enrich", "text_embeddings"], ["raw", "items"]])
 def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNRun, crossfade: Crossfade,
@@ -58,15 +74,9 @@ def models_hgnn_item_embeddings(context: dg.AssetExecutionContext, config: HGNNR
     balanced multi-link sampler; node features are the items' text embeddings.
     """
     settings = crossfade.settings()
-    node_types = sorted({*settings.graph_types, settings.target_type})
     with warehouse.read() as con:
         as_of = crossfade.as_of(context, con)
-        edges = con.sql("select * from features.co_listen_edges").pl()
-        items = con.sql("select * from raw.items").pl()
-        text, text_source = text_or_hashed(readers.item_text_embeddings(con), items)
-    nodes = items.filter(pl.col("item_type").is_in(node_types)).select("item_id", "item_type").unique("item_id").sort("item_id")
-    graph = build_graph(edges, nodes, relation_names(settings.graph_types))
-    features, missing = node_features(nodes["item_id"], text)  # (N, d)
+        graph, features, text_source, missing = hgnn_inputs(con, settings.graph_types, settings.target_type)
     hgnn_config = hgnn.HGNNConfig(**_with_seed(config, settings.seed))
     context.log.info(f"HGNN: {graph.num_nodes:,} items, edges {graph.edge_counts()}, text from {text_source}")
     result = hgnn.train(graph, features, hgnn_config)
