@@ -9,6 +9,10 @@ long-tail slice (of Popularity, item-KNN, EASE, ALS and LLM-KNN, all fitted alik
 - 'tail@10+20': the same, and its tail items at ranks 11-20 take the last slots of ranks 11-20;
 - 'tail@own': its tail items in its top 10 keep their own ranks.
 
+and routes a router could take, since it sees a user's history and not their targets: 'route@q0.5' (and
+q0.8, q0.9) serves that baseline's whole list to the users whose history (the periods the lists were fitted
+on) has a share of tail items at or above that quantile of the scored users (and above 0), the fusion to the others.
+
 A kept item stays a hit where the baseline's own list had it in the top 10 (or 20), so the long-tail HR@10
 (and Recall@20) of the variant are at least the baseline's; the slots it takes come from the fused list's
 head items. Every list is scored on one split and compared, per slice and metric, with the best baseline
@@ -16,7 +20,7 @@ within one standard error (quality.py's verdicts). Lists are fitted on the perio
 
 Run from the repository root:
     python bench/long_tail.py --home /path/to/crossfade_home --world demo --split valid
-RESULT: ours = cells (slice x metric) the best variant holds, baseline = cells the fusion holds.
+RESULT: ours = cells (slice x metric) the best variant or route holds, baseline = cells the fusion holds.
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ import search  # noqa: E402
 BASELINES = tuple(name for name in protocol.SERVABLE if name != PRODUCTION_MODEL and name not in protocol.NOT_BASELINES)
 BLOCKS = {"tail@10": ((1, 10),), "tail@10+20": ((1, 10), (11, 20)),
           "tail@own": tuple((rank, rank) for rank in range(1, 11))}  # one rank per block: the source's own ranks
+ROUTES = {"route@q0.5": 0.5, "route@q0.8": 0.8, "route@q0.9": 0.9}  # quantiles of the users' history tail share
 
 
 def main() -> None:
@@ -81,10 +86,17 @@ def main() -> None:
     tail = frames.item_stats.filter(pl.col("popularity_tier") >= LONG_TAIL_MIN_TIER)["item_id"].cast(pl.String)
     for name, blocks in BLOCKS.items():
         lists[name] = keep_tail(lists["fusion"], lists[source], tail, blocks, config.list_length)
+    shares = tail_share(frames.history(phase.fitted), tail, chosen.users)
+    for name, quantile in ROUTES.items():
+        threshold = shares["share"].quantile(quantile)
+        routed = shares.filter((pl.col("share") >= threshold) & (pl.col("share") > 0))["user_id"]
+        lists[name] = route(lists["fusion"], lists[source], routed)
+        print(f"{name}: {routed.len():,} of {shares.height:,} users take {source}'s list "
+              f"(history tail share >= {threshold:.3f} and > 0)")
     print(f"{args.home}: {args.split}, {chosen.users.len():,} users; fusion {fusion}; tail kept from {source}; "
           f"{time.perf_counter() - started:.0f} s")
     held = report(_scores(lists, tuple(lists), frames, chosen, config), args.split)
-    best = max(BLOCKS, key=lambda name: held[name])
+    best = max((*BLOCKS, *ROUTES), key=lambda name: held[name])
     print(f"RESULT long_tail_{args.world} ours={held[best]} baseline={held['fusion']} "
           f"ratio={held[best] / max(held['fusion'], 1):.3f} unit=cells_held_{args.split}")
 
@@ -116,13 +128,28 @@ def keep_tail(base: pl.DataFrame, source: pl.DataFrame, tail: pl.Series,
                                score=pl.lit(None, pl.Float64)).cast(RECOMMENDATION_SCHEMA)  # ranked, not scored
 
 
+def tail_share(history: pl.DataFrame, tail: pl.Series, users: pl.Series) -> pl.DataFrame:
+    """user_id, share: per scored user, the share of their history's items that are tail items (0 without any)."""
+    shares = (history.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String).is_in(tail.implode())
+                             .alias("is_tail"))
+              .group_by("user_id").agg(share=pl.col("is_tail").mean()))
+    return (users.cast(pl.String).to_frame("user_id").join(shares, on="user_id", how="left")
+            .with_columns(pl.col("share").fill_null(0.0)))
+
+
+def route(base: pl.DataFrame, source: pl.DataFrame, routed: pl.Series) -> pl.DataFrame:
+    """`source`'s lists for the routed users, `base`'s for everyone else."""
+    to_source = pl.col("user_id").cast(pl.String).is_in(routed.cast(pl.String).implode())
+    return pl.concat([base.filter(~to_source), source.filter(to_source)]).sort("user_id", "rank")
+
+
 def report(metrics: pl.DataFrame, split: str) -> dict[str, int]:
     """Print every list's cells; return per candidate list the cells it holds against the best baseline."""
     cells = (metrics.filter(pl.col("metric").is_in(quality.METRICS))
              .with_columns(cell=pl.format("{} ± {}", pl.col("value").round(3), pl.col("std_error").round(3)))
              .pivot(on="model", index=["slice", "metric"], values="cell"))
     held = {}
-    for name in ("fusion", *BLOCKS):
+    for name in ("fusion", *BLOCKS, *ROUTES):
         rows = metrics.filter(pl.col("model").is_in([*BASELINES, name])).with_columns(
             model=pl.when(pl.col("model") == name).then(pl.lit(protocol.SERVED)).otherwise("model"),
             split=pl.lit(split))

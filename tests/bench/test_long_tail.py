@@ -41,3 +41,15 @@ def test_a_base_list_shorter_than_the_block_leaves_no_gap_in_the_ranks() -> None
     source = lists({"u": ["h", "t1"]})
     kept = long_tail.keep_tail(base, source, pl.Series(["t1"]), ((1, 10),), length=10)
     assert as_rows(kept) == {"u": ["a", "b", "t1"]}  # t1 took slot 10; ranks close up to 1, 2, 3
+
+
+def test_tail_share_counts_each_scored_users_history_and_gives_zero_without_one() -> None:
+    history = pl.DataFrame({"user_id": ["u", "u", "u", "u", "v", "x"], "item_id": ["t1", "a", "t2", "b", "a", "t1"]})
+    shares = long_tail.tail_share(history, pl.Series(["t1", "t2"]), pl.Series(["u", "v", "w"]))
+    assert dict(shares.sort("user_id").iter_rows()) == {"u": 0.5, "v": 0.0, "w": 0.0}  # x is not scored
+
+
+def test_a_route_serves_the_sources_list_to_the_routed_users_and_the_base_list_to_the_others() -> None:
+    base = lists({"u": ["a", "b"], "v": ["c", "d"]})
+    source = lists({"u": ["t1", "h"], "v": ["t2", "t3"]})
+    assert as_rows(long_tail.route(base, source, pl.Series(["v"]))) == {"u": ["a", "b"], "v": ["t2", "t3"]}
