@@ -157,7 +157,7 @@ def report(metrics: pl.DataFrame, split: str) -> dict[str, int]:
         held[name] = int(checked["holds"].sum())
         cells = cells.join(checked.select("slice", "metric", pl.col("holds").alias(f"{name} holds")),
                            on=["slice", "metric"], how="left")
-    with pl.Config(tbl_rows=40, tbl_cols=16, tbl_width_chars=260, fmt_str_lengths=24, tbl_hide_dataframe_shape=True,
+    with pl.Config(tbl_rows=40, tbl_cols=32, tbl_width_chars=400, fmt_str_lengths=24, tbl_hide_dataframe_shape=True,
                    tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True):
         print(cells)
     print("cells held against the best baseline, within one standard error: "
