@@ -38,14 +38,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import polars as pl  # noqa: E402
 
 from models import protocol  # noqa: E402
-from models.evaluate import (HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConfig,  # noqa: E402
-                             evaluation_set, model_builders, score)
+from models.evaluate import PRODUCTION_MODEL, EvaluateConfig, model_builders, score  # noqa: E402
 from models.fusion import FusionConfig, fuse  # noqa: E402
 from models.metrics import LONG_TAIL_MIN_TIER  # noqa: E402
 from models.recommender import RECOMMENDATION_SCHEMA  # noqa: E402
-from warehouse import registry  # noqa: E402
-from warehouse.settings import load_settings  # noqa: E402
-from warehouse.store import Store  # noqa: E402
 
 import quality  # noqa: E402
 import search  # noqa: E402
@@ -64,19 +60,8 @@ def main() -> None:
     parser.add_argument("--no-two-tower", action="store_true", help="fuse item-KNN and EASE only (no 2T-HGNN fit)")
     args = parser.parse_args()
     started = time.perf_counter()
-    settings = load_settings(home=args.home)
-    store = Store(args.home / "warehouse" / "crossfade.duckdb")
-    frames, hgnn, text, profile, two_tower = search.load(store)
-    with store.read() as con:
-        chosen_settings = registry.latest(con)["metrics"]
-    config = protocol.tuned(EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
-                                           k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
-                                           two_tower=two_tower), chosen_settings)
+    _, frames, hgnn, text, profile, config, phase, chosen = search.run_split(args.home, args.split)
     fusion = config.fusion if not args.no_two_tower else FusionConfig(("item_knn", "ease"), (1.0, 1.0))
-    phase = VALIDATION if args.split == "valid" else HOLDOUT
-    if phase is VALIDATION:
-        frames = protocol.without_holdout(frames)
-    chosen = evaluation_set(frames, config, phase)
     builders = model_builders(frames, hgnn, text, profile, chosen.catalogue, config, chosen.users, phase.fitted)
     depth = max(fusion.depth, config.list_length)
     lists = {name: builders[name]().recommend(chosen.users, depth) for name in sorted({*BASELINES, *fusion.models})}

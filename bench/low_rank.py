@@ -33,11 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from models import protocol  # noqa: E402
-from models.evaluate import (HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConfig,  # noqa: E402
-                             evaluation_set, model_builders, score)
+from models.evaluate import PRODUCTION_MODEL, model_builders, score  # noqa: E402
 from warehouse import registry  # noqa: E402
-from warehouse.settings import load_settings  # noqa: E402
 from warehouse.store import Store  # noqa: E402
 
 import search  # noqa: E402
@@ -72,20 +69,9 @@ def main() -> None:
     parser.add_argument("--ranks", default="16,32,64,128,256,512")
     args = parser.parse_args()
     started = time.perf_counter()
-    settings = load_settings(home=args.home)
-    store = Store(args.home / "warehouse" / "crossfade.duckdb")
-    frames, hgnn, text, profile, two_tower = search.load(store)
-    with store.read() as con:
-        chosen_settings = registry.latest(con)["metrics"]
-    config = protocol.tuned(EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
-                                           k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
-                                           two_tower=two_tower), chosen_settings)
-    phase = VALIDATION if args.split == "valid" else HOLDOUT
-    if phase is VALIDATION:
-        frames = protocol.without_holdout(frames)
-    chosen = evaluation_set(frames, config, phase)
+    store, frames, hgnn, text, profile, config, phase, chosen = search.run_split(args.home, args.split)
     ease = model_builders(frames, hgnn, text, profile, chosen.catalogue, config, chosen.users, phase.fitted)["ease"]()
-    width = two_tower.hidden[-1]
+    width = config.two_tower.hidden[-1]
     ranks = sorted({*(int(r) for r in args.ranks.split(",")), width})
     full_rank = int(np.linalg.matrix_rank(ease.weights))
     models = {"ease": lambda: ease}

@@ -254,6 +254,35 @@ def load(store: Store) -> tuple[FeatureFrames, pl.DataFrame, pl.DataFrame, pl.Da
     return frames, hgnn, text, profile, default
 
 
+class RunSplit(NamedTuple):
+    """A run home's data and chosen settings, ready to fit and score one split as the nightly chain did."""
+
+    store: Store
+    frames: FeatureFrames  # without the holdout's rows when the split is validation
+    hgnn: pl.DataFrame
+    text: pl.DataFrame
+    profile: pl.DataFrame | None
+    config: EvaluateConfig  # the nightly settings with the registry's choices on validation
+    phase: Phase
+    chosen: EvaluationSet
+
+
+def run_split(home: Path, split: str) -> RunSplit:
+    """The home's features, vectors and the registry's chosen settings, set up for 'valid' or 'holdout'."""
+    settings = load_settings(home=home)
+    store = Store(home / "warehouse" / "crossfade.duckdb")
+    frames, hgnn, text, profile, two_tower = load(store)
+    with store.read() as con:
+        chosen_settings = registry.latest(con)["metrics"]
+    config = protocol.tuned(EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
+                                           k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
+                                           two_tower=two_tower), chosen_settings)
+    phase = VALIDATION if split == "valid" else HOLDOUT
+    if phase is VALIDATION:
+        frames = protocol.without_holdout(frames)
+    return RunSplit(store, frames, hgnn, text, profile, config, phase, evaluation_set(frames, config, phase))
+
+
 def _config_of(params: dict[str, Any], default: TwoTowerConfig) -> TwoTowerConfig:
     values = {name: tuple(int(w) for w in value.split("-")) if name == "hidden" else value
               for name, value in params.items()}
