@@ -33,7 +33,7 @@ class HGNNRun(dg.Config):
     batch_size: int = hgnn.HGNNConfig.batch_size
     positional_dim: int = hgnn.HGNNConfig.positional_dim
     max_epoch_edges: int = hgnn.HGNNConfig.max_epoch_edges
-    num_threads: int = hgnn.HGNNConfig.num_threads
+    num_threads: int | None = hgnn.HGNNConfig.num_threads  # None: torch's setting, every core by default
     seed: int | None = None  # None: the `seed` setting
 
 

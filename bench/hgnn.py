@@ -3,13 +3,13 @@
 On a CROSSFADE_HOME whose features (and, if run, enrich) stages are published, read-only: the co-listening
 graph and node features the `models/hgnn_item_embeddings` asset would train on (`assets.models.hgnn_inputs`),
 trained by `models.hgnn.train` with the nightly `HGNNConfig` and with each variant's fields set
-(`--variant num_threads=2,batch_size=2048`; repeat for more), each with every seed of `--seeds`. Per run it prints the
+(`--variant batch_size=4096,lr=0.004`; repeat for more), each with every seed of `--seeds`. Per run it prints the
 phases (edge split and positions, training, validation, final embedding), steps and seconds a step, the
 best epoch and its validation loss and AUC (held-out edges against uniform negatives, the early-stopping
 measure), and the peak resident memory so far.
 
 Run from the repository root:
-    python bench/hgnn.py --home /path/to/crossfade_home --variant num_threads=2 --variant num_threads=2,batch_size=2048
+    python bench/hgnn.py --home /path/to/crossfade_home --variant num_threads=1 --variant batch_size=4096,lr=0.004
 RESULT: ours = the first variant's trainings per hour, baseline = the nightly settings' (means over seeds).
 """
 from __future__ import annotations
