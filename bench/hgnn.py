@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout without the package installed
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from torch import Tensor  # noqa: E402
+
 from assets.models import hgnn_inputs  # noqa: E402
+from models.graph import ItemGraph  # noqa: E402
 from models.hgnn import HGNNConfig, train  # noqa: E402
 from warehouse.settings import load_settings  # noqa: E402
 from warehouse.store import Store  # noqa: E402
@@ -56,7 +59,8 @@ def parse_setting(text: str) -> tuple[str, object]:
     return name, int(value)
 
 
-def run(label: str, graph, features, config: HGNNConfig) -> dict[str, object]:
+def run(label: str, graph: ItemGraph, features: Tensor, config: HGNNConfig) -> dict[str, object]:
+    """Train once; print and return the run's row (phases, steps, best epoch, validation loss, peak so far)."""
     started = time.perf_counter()
     cpu = time.process_time()
     result = train(graph, features, config)
