@@ -58,7 +58,12 @@ def recorded(store: Store, split: str) -> pl.DataFrame:
             version = registry.latest(con)["model_version"]
             rows = con.sql("select * from eval.offline_metrics where split = 'holdout' and model_version = $v",
                            params={"v": version}).pl()
-    return rows.filter(pl.col("model") == PRODUCTION_MODEL).select("slice", "metric", "value", "std_error")
+    rows = rows.filter(pl.col("model") == PRODUCTION_MODEL) if rows.height else rows
+    if rows.height == 0:
+        print(f"no {PRODUCTION_MODEL} rows for the {split} split in {store.database}: its figures show as 0")
+        return pl.DataFrame(schema={"slice": pl.String, "metric": pl.String, "value": pl.Float64,
+                                    "std_error": pl.Float64})
+    return rows.select("slice", "metric", "value", "std_error")
 
 
 def main() -> None:
