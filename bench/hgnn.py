@@ -44,7 +44,7 @@ def parse_variant(text: str) -> dict[str, object]:
 def parse_setting(text: str) -> tuple[str, object]:
     """'name=value' for an HGNNConfig field, the value in that field's type ('none' for None)."""
     name, _, value = text.partition("=")
-    known = {f.name: f for f in fields(HGNNConfig)}
+    known = {f.name for f in fields(HGNNConfig)}
     if name not in known or not value:
         raise argparse.ArgumentTypeError(f"expected name=value with a name of {sorted(known)} (got {text!r})")
     default = getattr(HGNNConfig(), name)

@@ -66,7 +66,8 @@ def main() -> None:
     depth = max(fusion.depth, config.list_length)
     lists = {name: builders[name]().recommend(chosen.users, depth) for name in sorted({*BASELINES, *fusion.models})}
     lists["fusion"] = fuse([lists[name] for name in fusion.models], fusion.weights, fusion.offset, depth)
-    source = max(BASELINES, key=lambda name: _value(_scores(lists, (name,), frames, chosen, config), "long_tail",
+    baseline_scores = _scores(lists, BASELINES, frames, chosen, config)  # each list scored once, here or below
+    source = max(BASELINES, key=lambda name: _value(baseline_scores.filter(pl.col("model") == name), "long_tail",
                                                          "hr@10"))
     tail = frames.item_stats.filter(pl.col("popularity_tier") >= LONG_TAIL_MIN_TIER)["item_id"].cast(pl.String)
     for name, blocks in BLOCKS.items():
@@ -80,7 +81,8 @@ def main() -> None:
               f"(history tail share >= {threshold:.3f} and > 0)")
     print(f"{args.home}: {args.split}, {chosen.users.len():,} users; fusion {fusion}; tail kept from {source}; "
           f"{time.perf_counter() - started:.0f} s")
-    held = report(_scores(lists, tuple(lists), frames, chosen, config), args.split)
+    others = tuple(name for name in lists if name not in BASELINES)
+    held = report(pl.concat([baseline_scores, _scores(lists, others, frames, chosen, config)]), args.split)
     best = max((*BLOCKS, *ROUTES), key=lambda name: held[name])
     print(f"RESULT long_tail_{args.world} ours={held[best]} baseline={held['fusion']} "
           f"ratio={held[best] / max(held['fusion'], 1):.3f} unit=cells_held_{args.split}")
