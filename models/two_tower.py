@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.history_factors import HistoryFactors
 from models.recommender import FeatureFrames, VectorRecommender, consumed_pairs, embedding_table, positions
 from models.tower_inputs import Table, TowerInputs, Vocabularies, item_inputs, item_popularity, user_inputs
 
@@ -84,6 +85,12 @@ class TwoTowerConfig:
     # items new since training (fresh releases) read row 0 and rely on their features. Off by default:
     # per-item parameters need many interactions per item, which the target type rarely has.
     item_id_dim: int = 0
+    # EASE's weights onto the label items cut to this rank (models/history_factors.py): a user factor and
+    # an item factor carried beside the towers' outputs, their dot product weighted by a learned scale
+    # (0 = off). The towers then learn what the closed form misses instead of all of co-listening.
+    history_factor_rank: int = 256
+    history_factor_regularization: float = 500.0  # EASE's lambda for the factors
+    history_factor_max_items: int = 20_000  # history items the factors read, most users first
     hidden: tuple[int, ...] = (512, 256, 128)  # per tower; the last is the output dimension
     categorical_dim: int = 16  # width of the age, country and language embeddings
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
@@ -107,8 +114,13 @@ class TwoTowerConfig:
 
 
 class TwoTowerNet(nn.Module):
-    def __init__(self, config: TwoTowerConfig, vocab: Vocabularies, user_dim: int, item_dim: int) -> None:
+    def __init__(self, config: TwoTowerConfig, vocab: Vocabularies, user_dim: int, item_dim: int,
+                 factor_rank: int = 0) -> None:
+        """`user_dim` and `item_dim` count the dense inputs, the last `factor_rank` of which are history factors."""
         super().__init__()
+        self.factor_rank = factor_rank
+        self.factor_scale = nn.Parameter(torch.ones(())) if factor_rank else None
+        user_dim, item_dim = user_dim - factor_rank, item_dim - factor_rank
         e = config.categorical_dim
         self.age = nn.Embedding(len(vocab.age_bucket) + 1, e)
         self.country = nn.Embedding(len(vocab.country) + 1, e)
@@ -121,19 +133,28 @@ class TwoTowerNet(nn.Module):
         self.item_mlp = _mlp(e + item_dim + d, config.hidden, config.dropout)
 
     def users(self, categorical: torch.Tensor, dense: torch.Tensor, bags: torch.Tensor | None = None) -> torch.Tensor:
+        dense, factor = self._split(dense)
         parts = [self.age(categorical[:, 0]), self.country(categorical[:, 1]), dense]  # (B, e), (B, e), (B, Du)
         if self.history is not None:
             rows = bags.long()  # (B, T, L)
             pooled = self.history(rows).sum(2) / (rows > 0).sum(2, keepdim=True).clamp(min=1)  # (B, T, b)
             parts.append(pooled.flatten(1))  # (B, T * b)
-        return F.normalize(self.user_mlp(torch.cat(parts, dim=1)), dim=1)  # (B, out)
+        out = F.normalize(self.user_mlp(torch.cat(parts, dim=1)), dim=1)  # (B, out)
+        return out if factor is None else torch.cat([out, self.factor_scale * factor], dim=1)  # (B, out + r)
 
     def items(self, categorical: torch.Tensor, dense: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        dense, factor = self._split(dense)
         parts = [self.language(categorical[:, 0]), dense]  # (B, e), (B, Di)
         if self.item_id is not None:
             parts.append(self.item_id(rows[:, 0, 0].long()))  # (B, d)
         x = torch.cat(parts, dim=1)  # (B, e + Di + d)
-        return F.normalize(self.item_mlp(x), dim=1)  # (B, out)
+        out = F.normalize(self.item_mlp(x), dim=1)  # (B, out)
+        return out if factor is None else torch.cat([out, factor], dim=1)  # (B, out + r)
+
+    def _split(self, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the towers' own dense inputs, the history factors or None)."""
+        r = self.factor_rank
+        return (dense[:, :-r], dense[:, -r:]) if r else (dense, None)
 
 
 def _mlp(width: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
@@ -154,6 +175,7 @@ class TwoTowerModel:
     net: TwoTowerNet
     losses: list[float] = field(default_factory=list)  # mean training loss per epoch
     seconds: float = 0.0
+    factors: HistoryFactors | None = None  # with config.history_factor_rank
 
     def user_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
                      hgnn_embeddings: pl.DataFrame | None = None, profile_embeddings: pl.DataFrame | None = None,
@@ -169,9 +191,9 @@ class TwoTowerModel:
             chunk = ids.slice(start, USER_CHUNK)
             rows = history.join(chunk.to_frame("user_id"), on="user_id", how="semi")
             inputs = _user_inputs(chunk, rows, frames, self.config, self.vocab, self.dims["profile"], text, graph,
-                                  profile)
+                                  profile, self.factors)
             vectors.append(self._encode(self.net.users, inputs))
-        return ids, torch.cat(vectors) if vectors else torch.zeros(0, self.config.hidden[-1])
+        return ids, torch.cat(vectors) if vectors else torch.zeros(0, self._width())
 
     def item_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
                      hgnn_embeddings: pl.DataFrame | None = None,
@@ -184,7 +206,7 @@ class TwoTowerModel:
         inputs = item_inputs(ids, frames.items, self.vocab, text, hgnn, self.dims["hgnn"],
                              popularity if self.config.use_popularity else None, self.config.item_id_dim > 0,
                              frames.item_topics)
-        return inputs.ids, self._encode(self.net.items, inputs)
+        return inputs.ids, self._encode(self.net.items, _with_item_factors(inputs, self.factors))
 
     def recommender(self, frames: FeatureFrames, candidates: pl.Series, text_embeddings: pl.DataFrame,
                     hgnn_embeddings: pl.DataFrame | None = None,
@@ -199,16 +221,19 @@ class TwoTowerModel:
 
     def save(self, path: str | Path) -> None:
         torch.save({"config": asdict(self.config), "vocab": self.vocab.to_dict(), "dims": self.dims,
-                    "state": self.net.state_dict(), "losses": self.losses, "seconds": self.seconds}, path)
+                    "state": self.net.state_dict(), "losses": self.losses, "seconds": self.seconds,
+                    "factors": None if self.factors is None else self.factors.to_dict()}, path)
 
     @staticmethod
     def load(path: str | Path) -> TwoTowerModel:
         saved = torch.load(path, weights_only=True)
         config = TwoTowerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
         vocab = Vocabularies(**saved["vocab"])
-        net = TwoTowerNet(config, vocab, saved["dims"]["user_dense"], saved["dims"]["item_dense"])
+        factors = HistoryFactors.from_dict(saved["factors"]) if saved.get("factors") else None
+        net = TwoTowerNet(config, vocab, saved["dims"]["user_dense"], saved["dims"]["item_dense"],
+                          saved["dims"].get("factor", 0))
         net.load_state_dict(saved["state"])
-        return TwoTowerModel(config, vocab, saved["dims"], net, saved["losses"], saved["seconds"])
+        return TwoTowerModel(config, vocab, saved["dims"], net, saved["losses"], saved["seconds"], factors)
 
     def _tables(self, text_embeddings: pl.DataFrame, hgnn_embeddings: pl.DataFrame | None,
                 profile_embeddings: pl.DataFrame | None) -> tuple[Table, Table, Table | None, Table | None]:
@@ -221,6 +246,9 @@ class TwoTowerModel:
                                  f"{self.dims[name]}; pass the embeddings it was trained on or retrain it")
         return tables
 
+    def _width(self) -> int:
+        return self.config.hidden[-1] + self.dims.get("factor", 0)
+
     @torch.no_grad()
     def _encode(self, tower: nn.Module, inputs: TowerInputs, chunk: int = 8192) -> torch.Tensor:
         self.net.eval()
@@ -228,7 +256,7 @@ class TwoTowerModel:
         out = [tower(inputs.categorical[s:s + chunk], inputs.dense[s:s + chunk],
                      *(() if bags is None else (bags[s:s + chunk],)))
                for s in range(0, inputs.ids.len(), chunk)]
-        return torch.cat(out) if out else torch.zeros(0, self.config.hidden[-1])
+        return torch.cat(out) if out else torch.zeros(0, self._width())
 
 
 def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.DataFrame,
@@ -247,9 +275,13 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
                                config.max_history_items if config.history_bag_dim or config.item_id_dim else 0,
                                frames.item_topics if config.use_topics else None, config.max_topics)
     targets = _items_of(frames, types)
-    items = item_inputs(targets, frames.items, vocab, text, hgnn, dims["hgnn"],
-                        _popularity(frames, types, history) if config.use_popularity else None,
-                        config.item_id_dim > 0, frames.item_topics)
+    factors = (HistoryFactors.fit(history, targets, config.history_factor_rank, config.history_factor_regularization,
+                                  config.history_factor_max_items, config.seed)
+               if config.history_factor_rank else None)
+    dims["factor"] = factors.rank if factors else 0
+    items = _with_item_factors(item_inputs(targets, frames.items, vocab, text, hgnn, dims["hgnn"],
+                                           _popularity(frames, types, history) if config.use_popularity else None,
+                                           config.item_id_dim > 0, frames.item_topics), factors)
     item_type = _type_codes(targets, frames.items, types)  # (I,) index into `types`
     pairs = (history.filter(pl.col("item_type").is_in(types)).select("user_id", "item_id").unique()
              .join(positions(items.ids, "item_id"), on="item_id"))
@@ -269,13 +301,14 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
                                     config, config.seed + epoch)
         labels = labels.join(positions(items.ids, "item_id"), on="item_id").rename({"row": "i"})
         users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, config, vocab, dims["profile"],
-                             text, graph, profile)
+                             text, graph, profile, factors)
         labels = labels.join(positions(users.ids, "user_id"), on="user_id").rename({"row": "u"}).sort("u", "i")
         return Examples(users, labels["u"].to_torch(), labels["i"].to_torch())
 
     first = draw(0)
     dims |= {"user_dense": first.users.dense.shape[1], "item_dense": items.dense.shape[1]}
-    model = TwoTowerModel(config, vocab, dims, TwoTowerNet(config, vocab, dims["user_dense"], dims["item_dense"]))
+    net = TwoTowerNet(config, vocab, dims["user_dense"], dims["item_dense"], dims["factor"])
+    model = TwoTowerModel(config, vocab, dims, net, factors=factors)
     weights = _type_weights(item_type, pairs["row"].to_torch(), types.index(config.target_type), config)
     model.losses = _train(model.net, items, item_type, weights, first, draw, log_q, config)
     model.seconds = time.perf_counter() - started
@@ -372,11 +405,16 @@ def _train(net: TwoTowerNet, items: TowerInputs, item_type: torch.Tensor, weight
 
 def _user_inputs(ids: pl.Series, history: pl.DataFrame, frames: FeatureFrames, config: TwoTowerConfig,
                  vocab: Vocabularies, profile_dim: int, text: Table, graph: Table,
-                 profile: Table | None) -> TowerInputs:
-    return user_inputs(ids, history, frames.user_stats, vocab, text, graph, profile, profile_dim,
-                       config.item_types, config.graph_types, config.music_type,
-                       config.history_bag_length if vocab.history_item and config.history_bag_dim else 0,
-                       frames.item_topics)
+                 profile: Table | None, factors: HistoryFactors | None = None) -> TowerInputs:
+    inputs = user_inputs(ids, history, frames.user_stats, vocab, text, graph, profile, profile_dim,
+                         config.item_types, config.graph_types, config.music_type,
+                         config.history_bag_length if vocab.history_item and config.history_bag_dim else 0,
+                         frames.item_topics)
+    return inputs if factors is None else replace(inputs, dense=torch.cat([inputs.dense, factors.users(ids, history)], 1))
+
+
+def _with_item_factors(inputs: TowerInputs, factors: HistoryFactors | None) -> TowerInputs:
+    return inputs if factors is None else replace(inputs, dense=torch.cat([inputs.dense, factors.items(inputs.ids)], 1))
 
 
 def _tables(config: TwoTowerConfig, text_embeddings: pl.DataFrame, hgnn_embeddings: pl.DataFrame | None,

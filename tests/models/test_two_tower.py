@@ -78,9 +78,25 @@ def test_every_user_gets_a_finite_unit_vector(world, model) -> None:
                                 pl.concat([world.frames.user_stats, stranger], how="diagonal"),
                                 world.frames.item_stats, world.frames.items, world.frames.splits)
     ids, vectors = model.user_vectors(frames, world.text, world.hgnn, world.profile)
-    assert ids.len() == 801 and vectors.shape == (801, 128)
+    rank = model.dims["factor"]
+    assert rank > 0 and ids.len() == 801 and vectors.shape == (801, 128 + rank)
     assert torch.isfinite(vectors).all()
-    assert torch.allclose(vectors.norm(dim=1), torch.ones(801), atol=1e-5)
+    tower, factor = vectors[:, :128], vectors[:, 128:]  # the towers' unit vectors, then the history factor
+    assert torch.allclose(tower.norm(dim=1), torch.ones(801), atol=1e-5)
+    assert torch.equal(factor[ids.to_list().index("stranger")], torch.zeros(rank))  # no history, no factor
+
+
+def test_the_history_factor_rides_beside_the_towers_with_its_learned_scale(world, model) -> None:
+    users = world.frames.user_stats["user_id"].head(30)
+    _, vectors = model.user_vectors(world.frames, world.text, world.hgnn, world.profile, users)
+    expected = model.net.factor_scale.detach() * model.factors.users(users, world.frames.history(CONFIG.periods))
+    assert torch.allclose(vectors[:, 128:], expected, atol=1e-5)
+    item_ids, items = model.item_vectors(world.frames, world.text, world.hgnn)
+    assert torch.allclose(items[:, 128:], model.factors.items(item_ids))
+    off = two_tower.fit(world.frames, replace(CONFIG, history_factor_rank=0, epochs=1), text_embeddings=world.text,
+                        hgnn_embeddings=world.hgnn, profile_embeddings=world.profile)
+    assert off.factors is None and off.net.factor_scale is None
+    assert off.user_vectors(world.frames, world.text, world.hgnn, world.profile, users)[1].shape == (30, 128)
 
 
 def test_user_vectors_built_a_chunk_at_a_time_equal_all_at_once(world, model, monkeypatch) -> None:
@@ -144,7 +160,7 @@ def test_seeded_training_repeats_exactly(world) -> None:
 def test_without_hgnn_the_model_needs_no_hgnn_embeddings(world) -> None:
     plain = two_tower.fit(world.frames, TwoTowerConfig(**TYPES, use_hgnn=False, epochs=1), text_embeddings=world.text)
     ids, vectors = plain.item_vectors(world.frames, world.text)
-    assert vectors.shape == (ids.len(), 128)
+    assert vectors.shape == (ids.len(), 128 + plain.dims["factor"])
 
 
 def test_hgnn_model_without_hgnn_embeddings_is_refused(world) -> None:
