@@ -15,7 +15,7 @@ from assets.common import WAREHOUSE_POOL, gate, markdown_table, png_markdown, pr
 from assets.resources import Crossfade, Warehouse
 from models import hgnn, protocol, two_tower
 from models.bundle import BUNDLED_MODEL, ModelBundle, empty_slices, slice_metrics
-from models.evaluate import HOLDOUT, EvaluateConfig
+from models.evaluate import HOLDOUT, EvaluateConfig, factors_as_ease
 from models.metrics import SLICES
 from models.graph import ItemGraph, build_graph, relation_names
 from models.recommender import FeatureFrames
@@ -149,7 +149,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     plan = protocol.serving_plan(validation.metrics)
     context.log.info("models.two_tower: validation plan " + ", ".join(
         f"{name} -> {step['model']} ({step['basis']})" for name, step in plan.items()))
-    tt_config = replace(tt_config, periods=HOLDOUT.fitted)
+    tt_config = factors_as_ease(replace(tt_config, periods=HOLDOUT.fitted), validation.config.ease)
     model = two_tower.fit(frames, tt_config, text_embeddings=text, hgnn_embeddings=vectors, profile_embeddings=profile)
     version = f"2t-hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
     splits = dict(zip(frames.splits["split"], frames.splits.select("start_at", "end_at").rows()))

@@ -163,6 +163,11 @@ def evaluate(frames: FeatureFrames, hgnn_embeddings: pl.DataFrame | None, text_e
     return score(builders, config.models, frames, chosen, config)[0]
 
 
+def factors_as_ease(config: two_tower.TwoTowerConfig, ease: baselines.EaseConfig) -> two_tower.TwoTowerConfig:
+    """The two-tower's history factors fitted with EASE's setting (the one validation chose, once tuned)."""
+    return replace(config, history_factor_regularization=ease.regularization, history_factor_max_items=ease.max_items)
+
+
 def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
                    catalogue: pl.Series, config: EvaluateConfig, users: pl.Series | None = None,
                    periods: tuple[str, ...] = HOLDOUT.fitted, production: Callable[[], Any] | None = None,
@@ -174,7 +179,8 @@ def model_builders(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.Da
     fusion are fitted once, however often they and the fusion are asked for.
     """
     target = config.target_type
-    tt = replace(config.two_tower, target_type=target, graph_types=config.graph_types, periods=periods)
+    tt = factors_as_ease(replace(config.two_tower, target_type=target, graph_types=config.graph_types,
+                                 periods=periods), config.ease)
 
     def two_tower_variant(**flags: bool) -> Callable[[], VectorRecommender]:
         def build() -> VectorRecommender:

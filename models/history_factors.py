@@ -46,10 +46,11 @@ class HistoryFactors:
         r = min(rank, *weights.shape)
         if r == 0:  # no label item among the history's items: nothing to factor
             return HistoryFactors(items, torch.zeros(items.len(), 0), labels["item_id"], torch.zeros(labels.height, 0))
-        torch.manual_seed(seed)
-        left, values, right = torch.svd_lowrank(weights.double(), q=min(r + 10, *weights.shape), niter=4)
-        user_side = (left[:, :r] * values[:r]).float()  # (n, r)
-        item_side = right[:, :r].float()  # (m, r)
+        with torch.random.fork_rng():  # seeded, leaving the caller's generator where it was
+            torch.manual_seed(seed)
+            left, values, right = torch.svd_lowrank(weights, q=min(r + 10, *weights.shape), niter=4)
+        user_side = left[:, :r] * values[:r]  # (n, r)
+        item_side = right[:, :r].contiguous()  # (m, r)
         label_ids = labels["item_id"]
         rms = _label_rms(history, items, user_side, label_ids, item_side)
         return HistoryFactors(items, user_side / rms if rms > 0 else user_side, label_ids, item_side)

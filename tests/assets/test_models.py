@@ -139,6 +139,11 @@ def test_the_plan_serves_per_slice_the_model_that_validated_best(stage) -> None:
         served = valid.filter((pl.col("slice") == slice_name) & (pl.col("model") == protocol.SERVED))["value"].item()
         assert served == pytest.approx(best)  # the plan's own lists score what the plan promised
     assert set(row["metrics"]["tuned"]) == set(protocol.TUNED)
+    # the served two-tower's history factors are EASE with the setting validation chose for EASE
+    tuned_ease = row["metrics"]["tuned"]["ease"]
+    refit = row["config"]["two_tower"]
+    assert refit["history_factor_regularization"] == tuned_ease["regularization"]
+    assert refit["history_factor_max_items"] == tuned_ease["max_items"]
     # refitted on train + valid: its data ends where the holdout starts
     assert row["train_end"] == dt.datetime.combine(AS_OF - dt.timedelta(days=14), dt.time())
 
