@@ -100,6 +100,7 @@ class TwoTowerConfig:
     history_factor_rank: int = 256
     history_factor_regularization: float = 500.0  # EASE's lambda for the factors (the pipeline: EASE's validated one)
     history_factor_max_items: int = 20_000  # history items the factors read, most users first
+    history_factor_scale: float = 1.0  # the learned scale's start (the factors' scores have unit rms on the labels)
     hidden: tuple[int, ...] = (512, 256, 128)  # per tower; the last is the output dimension
     categorical_dim: int = 16  # width of the age, country and language embeddings
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
@@ -128,7 +129,7 @@ class TwoTowerNet(nn.Module):
         """`user_dim` and `item_dim` count the dense inputs, the last `factor_rank` of which are history factors."""
         super().__init__()
         self.factor_rank = factor_rank
-        self.factor_scale = nn.Parameter(torch.ones(())) if factor_rank else None
+        self.factor_scale = nn.Parameter(torch.tensor(config.history_factor_scale)) if factor_rank else None
         user_dim, item_dim = user_dim - factor_rank, item_dim - factor_rank
         e = config.categorical_dim
         self.age = nn.Embedding(len(vocab.age_bucket) + 1, e)
