@@ -90,7 +90,7 @@ def _label_rms(history: pl.DataFrame, items: pl.Series, user_side: torch.Tensor,
         return 0.0
     users = labelled["user_id"].unique().sort()
     factors = _sums(pairs, users, items, user_side)  # (U, r)
-    rows = labelled.join(positions(users, "user_id").rename({"row": "u"}), on="user_id")
+    rows = labelled.join(positions(users, "user_id").rename({"row": "u"}), on="user_id").sort("u", "v")
     scores = (factors[rows["u"].to_torch()] * item_side[rows["v"].to_torch()]).sum(1)
     return float(scores.pow(2).mean().sqrt())
 
@@ -106,6 +106,7 @@ def _binary(pairs: pl.DataFrame, user_ids: pl.Series, item_ids: pl.Series) -> sp
     """(U, I) float32 ones where a user of `user_ids` touched an item of `item_ids` in `pairs`."""
     index = (pairs.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).unique()
              .join(positions(user_ids.cast(pl.String), "user_id").rename({"row": "u"}), on="user_id")
-             .join(positions(item_ids.cast(pl.String), "item_id").rename({"row": "i"}), on="item_id"))
+             .join(positions(item_ids.cast(pl.String), "item_id").rename({"row": "i"}), on="item_id")
+             .sort("u", "i"))  # joins return rows in any order: a fixed one keeps seeded runs bit-for-bit equal
     ones = np.ones(index.height, dtype=np.float32)
     return sp.csr_matrix((ones, (index["u"].to_numpy(), index["i"].to_numpy())), shape=(user_ids.len(), item_ids.len()))

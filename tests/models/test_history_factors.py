@@ -66,3 +66,11 @@ def test_round_trip(history, audiobooks) -> None:
 def test_bad_settings_are_refused(history, audiobooks) -> None:
     with pytest.raises(ValueError, match="rank >= 1"):
         HistoryFactors.fit(history, audiobooks, 0, 50.0, 20_000)
+
+
+def test_the_order_of_the_history_rows_changes_no_bit(history, audiobooks) -> None:
+    shuffled = history.sample(fraction=1.0, shuffle=True, seed=1)
+    first, second = (HistoryFactors.fit(h, audiobooks, 8, 50.0, 20_000) for h in (history, shuffled))
+    assert torch.equal(first.user_side, second.user_side) and torch.equal(first.item_side, second.item_side)
+    users = history["user_id"].unique().sort()
+    assert torch.equal(first.users(users, history), first.users(users, shuffled))
