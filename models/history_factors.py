@@ -18,6 +18,7 @@ import torch
 
 from models.baselines import dense_gram, ease_weights
 from models.recommender import positions
+from models.tower_inputs import aligned_rows
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class HistoryFactors:
         user_side = left[:, :r] * values[:r]  # (n, r)
         item_side = right[:, :r].contiguous()  # (m, r)
         label_ids = labels["item_id"]
-        rms = _label_rms(history, items, user_side, label_ids, item_side)
+        rms = _label_rms(pairs, items, user_side, label_ids, item_side)
         return HistoryFactors(items, user_side / rms if rms > 0 else user_side, label_ids, item_side)
 
     @property
@@ -65,11 +66,7 @@ class HistoryFactors:
 
     def items(self, item_ids: pl.Series) -> torch.Tensor:
         """(I, r): each item's factor, zeros for an item outside the fitted label items."""
-        out = torch.zeros(item_ids.len(), self.rank)
-        found = (positions(item_ids, "item_id")
-                 .join(positions(self.label_items, "item_id").rename({"row": "src"}), on="item_id"))
-        out[found["row"].to_torch()] = self.item_side[found["src"].to_torch()]
-        return out
+        return aligned_rows(item_ids, (self.label_items, self.item_side), self.rank)[0]
 
     def to_dict(self) -> dict[str, object]:
         return {"history_items": self.history_items.to_list(), "user_side": self.user_side,
@@ -81,10 +78,9 @@ class HistoryFactors:
                               pl.Series(saved["label_items"], dtype=pl.String), saved["item_side"])
 
 
-def _label_rms(history: pl.DataFrame, items: pl.Series, user_side: torch.Tensor, label_ids: pl.Series,
+def _label_rms(pairs: pl.DataFrame, items: pl.Series, user_side: torch.Tensor, label_ids: pl.Series,
                item_side: torch.Tensor) -> float:
-    """Root mean square of the factor scores x_u U S v_i over the history's (user, label item) pairs."""
-    pairs = history.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).unique()
+    """Root mean square of the factor scores x_u U S v_i over the distinct (user, label item) `pairs`."""
     labelled = pairs.join(positions(label_ids, "item_id").rename({"row": "v"}), on="item_id")
     if labelled.height == 0:
         return 0.0

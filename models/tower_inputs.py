@@ -96,7 +96,7 @@ def user_inputs(
     if vocab.topic:
         parts.append(topic_shares(ids, history, item_topics, vocab.topic))
     if profile_dim:
-        profile_rows, has_profile = _aligned(ids, profile, profile_dim)
+        profile_rows, has_profile = aligned_rows(ids, profile, profile_dim)
         parts += [profile_rows, has_profile.unsqueeze(1).float()]
     bags = history_bags(ids, history, vocab.history_item, item_types, bag_length) if bag_length else None
     return TowerInputs(ids, categorical, torch.cat(parts, dim=1), bags)
@@ -167,10 +167,10 @@ def item_inputs(item_ids: pl.Series, items: pl.DataFrame, vocab: Vocabularies, t
     genres[tagged["i"].cast(pl.Int64).to_torch(), tagged["row"].to_torch()] = 1.0
     parts = [genres]
     if vocab.topic:
-        parts.append(_aligned(ids, topic_table(item_topics, vocab.topic), len(vocab.topic))[0])  # (I, T)
-    parts.append(_aligned(ids, text, text[1].shape[1])[0])
+        parts.append(aligned_rows(ids, topic_table(item_topics, vocab.topic), len(vocab.topic))[0])  # (I, T)
+    parts.append(aligned_rows(ids, text, text[1].shape[1])[0])
     if hgnn_dim:
-        rows, present = _aligned(ids, hgnn, hgnn_dim)
+        rows, present = aligned_rows(ids, hgnn, hgnn_dim)
         parts += [rows, present.unsqueeze(1).float()]
     if popularity is not None:
         shares = (ids.to_frame("item_id").join(popularity, on="item_id", how="left", maintain_order="left")
@@ -206,7 +206,7 @@ def _activity(user_ids: pl.Series, history: pl.DataFrame, item_types: Sequence[s
     return frame.to_torch().reshape(user_ids.len(), len(columns)).log1p()
 
 
-def _aligned(ids: pl.Series, table: Table | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def aligned_rows(ids: pl.Series, table: Table | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of `table` in `ids` order, zeros where an id has none: (n, dim) values and (n,) present flags."""
     values, present = torch.zeros(ids.len(), dim), torch.zeros(ids.len(), dtype=torch.bool)
     if table is None:
