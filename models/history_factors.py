@@ -37,13 +37,8 @@ class HistoryFactors:
         if rank < 1 or regularization <= 0 or max_items < 1:
             raise ValueError(f"history factors need rank >= 1, regularization > 0 and max_items >= 1 "
                              f"(got {rank}, {regularization}, {max_items})")
-        pairs = history.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).unique()
-        reach = pairs.group_by("item_id").len().sort(["len", "item_id"], descending=[True, False]).head(max_items)
-        items = reach["item_id"].sort()
-        matrix = _binary(pairs, pairs["user_id"].unique().sort(), items)
-        labels = (positions(label_items.cast(pl.String).unique().sort(), "item_id")
-                  .join(positions(items, "item_id").rename({"row": "src"}), on="item_id", maintain_order="left"))
-        weights = torch.from_numpy(ease_weights(dense_gram(matrix), regularization, labels["src"].to_numpy()))
+        pairs, items, labels, solved = label_weights(history, label_items, regularization, max_items)
+        weights = torch.from_numpy(solved)
         r = min(rank, *weights.shape)
         if r == 0:  # no label item among the history's items: nothing to factor
             return HistoryFactors(items, torch.zeros(items.len(), 0), labels["item_id"], torch.zeros(labels.height, 0))
@@ -76,6 +71,20 @@ class HistoryFactors:
     def from_dict(saved: dict[str, object]) -> HistoryFactors:
         return HistoryFactors(pl.Series(saved["history_items"], dtype=pl.String), saved["user_side"],
                               pl.Series(saved["label_items"], dtype=pl.String), saved["item_side"])
+
+
+def label_weights(history: pl.DataFrame, label_items: pl.Series, regularization: float, max_items: int
+                  ) -> tuple[pl.DataFrame, pl.Series, pl.DataFrame, np.ndarray]:
+    """EASE on `history`'s binary user x item matrix over the `max_items` items most users touched, solved for
+    the columns of `label_items` among them: the distinct (user_id, item_id) pairs, the items (sorted), the
+    label items' rows among them (item_id, src) and the (items, labels) weights."""
+    pairs = history.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).unique()
+    reach = pairs.group_by("item_id").len().sort(["len", "item_id"], descending=[True, False]).head(max_items)
+    items = reach["item_id"].sort()
+    matrix = _binary(pairs, pairs["user_id"].unique().sort(), items)
+    labels = (positions(label_items.cast(pl.String).unique().sort(), "item_id")
+              .join(positions(items, "item_id").rename({"row": "src"}), on="item_id", maintain_order="left"))
+    return pairs, items, labels, ease_weights(dense_gram(matrix), regularization, labels["src"].to_numpy())
 
 
 def _label_rms(pairs: pl.DataFrame, items: pl.Series, user_side: torch.Tensor, label_ids: pl.Series,
