@@ -106,6 +106,11 @@ class TwoTowerConfig:
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
     label_fraction: float = 0.5
     cold_example_rate: float = 0.3
+    # Share of label users whose whole history (every type, music included) is hidden from the user tower for
+    # an epoch, labels drawn as for any user: examples of a user with nothing known but demographics, as a
+    # new sign-up is at serving time (MovieLens' cold users have no rating before the scored period). Their
+    # profile embedding is hidden with it, as for any example without visible history.
+    blank_example_rate: float = 0.0
     redraw_labels: bool = True  # a fresh mask every epoch: more distinct examples from few warm users
     # Users whose examples one epoch trains on, drawn afresh each epoch (0 = all): bounds an epoch's time
     # and memory on a large population; the vocabulary, popularity and logQ still read every user.
@@ -310,8 +315,9 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
         seen, labels = split_labels(sample_users(history, label_users, config.max_users_per_epoch, config.seed + epoch),
                                     config, config.seed + epoch)
         labels = labels.join(positions(items.ids, "item_id"), on="item_id").rename({"row": "i"})
-        users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, config, vocab, dims["profile"],
-                             text, graph, profile, factors)
+        ids = labels["user_id"].unique().sort()
+        users = _user_inputs(ids, seen, frames, config, vocab, dims["profile"], text, graph,
+                             _visible(profile, ids, seen), factors)
         labels = labels.join(positions(users.ids, "user_id"), on="user_id").rename({"row": "u"}).sort("u", "i")
         return Examples(users, labels["u"].to_torch(), labels["i"].to_torch())
 
@@ -348,7 +354,8 @@ def split_labels(history: pl.DataFrame, config: TwoTowerConfig, seed: int) -> tu
     """(history without the hidden rows, hidden (user_id, item_id) labels); see the module docstring.
 
     Cold-like examples hide every target-type item; items of the other label types are hidden as in
-    any example, each with probability `label_fraction` and at least one per user and type.
+    any example, each with probability `label_fraction` and at least one per user and type. Blank examples
+    (`blank_example_rate`) also hide every other row of the user's history.
     """
     target = (history.filter(pl.col("item_type").is_in(_label_types(config)))
               .select("user_id", "item_id", "item_type").unique().sort("user_id", "item_id"))
@@ -362,7 +369,12 @@ def split_labels(history: pl.DataFrame, config: TwoTowerConfig, seed: int) -> tu
         (pl.col("cold") & is_target) | (pl.col("r") < config.label_fraction)
         | (pl.col("r") == pl.col("r").min().over("user_id", "item_type"))
     ).select("user_id", "item_id")
-    return history.join(labels, on=["user_id", "item_id"], how="anti"), labels
+    seen = history.join(labels, on=["user_id", "item_id"], how="anti")
+    if config.blank_example_rate > 0:  # a stream of its own: a rate of 0 leaves the other draws as they were
+        label_users = labels["user_id"].unique().sort()
+        blank = np.random.default_rng([seed, 1]).random(label_users.len()) < config.blank_example_rate
+        seen = seen.filter(~pl.col("user_id").is_in(label_users.filter(pl.Series(blank)).implode()))
+    return seen, labels
 
 
 def _train(net: TwoTowerNet, items: TowerInputs, item_type: torch.Tensor, weights: torch.Tensor, first: Examples,
@@ -423,6 +435,16 @@ def _user_inputs(ids: pl.Series, history: pl.DataFrame, frames: FeatureFrames, c
     if factors is None:
         return inputs
     return replace(inputs, dense=torch.cat([inputs.dense, factors.users(ids, history)], 1))
+
+
+def _visible(profile: Table | None, ids: pl.Series, seen: pl.DataFrame) -> Table | None:
+    """The profiles of the users of `ids` with some history in `seen`: a profile summarises listening, so an
+    example whose history is hidden whole (a blank or all-label user) reads none, as a user without any has."""
+    if profile is None:
+        return None
+    visible = ids.filter(ids.is_in(seen["user_id"].unique().implode()))
+    keep = profile[0].is_in(visible.implode())
+    return profile[0].filter(keep), profile[1][keep.to_torch()]
 
 
 def _with_item_factors(inputs: TowerInputs, factors: HistoryFactors | None) -> TowerInputs:
