@@ -66,7 +66,7 @@ def main() -> None:
     labels = frames.items.filter(pl.col("item_type").is_in(LABEL_TYPES))["item_id"].unique().sort()
     print(f"{history.height:,} interaction rows of {periods}, {labels.len():,} label items", flush=True)
     _, baseline_s = timed("baseline: the EASE solve alone (history_factors.label_weights)", lambda: label_weights(
-        history, labels, args.regularization, args.max_items))
+        history, labels, args.regularization, args.max_items)[3].shape)  # its matrices let go before the fit
     factors, ours_s = timed("HistoryFactors.fit", lambda: HistoryFactors.fit(
         history, labels, args.rank, args.regularization, args.max_items))
     users = frames.user_stats["user_id"].unique().sort()

@@ -22,7 +22,7 @@ CHAIN_STAGES = {"ingest": "raw", "features": "features", "enrich": "enrich", "mo
                 "serving": "serving"}
 STEP_TIME = re.compile(r"\((?P<step>[\d.]+) s(?:, publish (?P<publish>[\d.]+) s)?\)\s*$")
 LLM_CALL_BUDGET = 8  # LLM calls per enrichment asset, as in the demo: SmolLM2 on 2 cores takes seconds a call
-RETRIEVAL_DIM = 64
+RETRIEVAL_DIM = 64  # --retrieval-dim: 2T-HGNN's served vectors are 128 + the history factor's 256 = 384 wide
 RETRIEVAL_K = 100
 # --smoke: the same night on a world small enough for about 15 minutes on 2 cores (explicit flags still win)
 SMOKE = {"users": 5_000, "items": 1_000, "events": 250_000, "fractions": "1.0", "stages": ",".join(STAGES)}
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true",
                         help=f"the whole night on a small world ({SMOKE['users']:,} users, {SMOKE['items']:,} items, "
                              f"{SMOKE['events']:,} events): about 15 minutes here")
+    parser.add_argument("--retrieval-dim", type=int, default=RETRIEVAL_DIM,
+                        help="width of the random vectors the retrieval stage ranks (2T-HGNN serves 384)")
     parser.add_argument("--stage", choices=tuple(STAGE_WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--database", type=Path, help=argparse.SUPPRESS)
@@ -85,14 +87,15 @@ def _world(args: argparse.Namespace, fraction: float) -> tuple[Path, dict]:
     return cached_world(args.cache / f"scale-u{users}-i{items}-e{events}-d{args.days}-s{args.seed}", config)
 
 
-def _run_stage(stage: str, landing_dir: Path, database: Path) -> dict:
+def _run_stage(stage: str, landing_dir: Path, database: Path, retrieval_dim: int = RETRIEVAL_DIM) -> dict:
     """One stage in a fresh process; wait4 gives that process's own peak RSS."""
     if stage in CHAIN_STAGES:
         home = database.parent.parent
         command = [str(Path(sys.executable).with_name("crossfade")), "run", "--select", CHAIN_STAGES[stage]]
         env = os.environ | {"CROSSFADE_HOME": str(home), "CROSSFADE_LLM_CALL_BUDGET": str(LLM_CALL_BUDGET)}
     else:
-        command = [sys.executable, __file__, f"--stage={stage}", f"--landing={landing_dir}", f"--database={database}"]
+        command = [sys.executable, __file__, f"--stage={stage}", f"--landing={landing_dir}", f"--database={database}",
+                   f"--retrieval-dim={retrieval_dim}"]
         env = None
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -133,7 +136,7 @@ def _measure(args: argparse.Namespace, fraction: float, stages: tuple[str, ...])
                   f"peak {base['peak_gib']:5.2f} GiB  "
                   f"{rows / base['seconds']:>12,.0f} rows/s", flush=True)
         for stage in stages:
-            result = _run_stage(stage, landing_dir, database)
+            result = _run_stage(stage, landing_dir, database, args.retrieval_dim)
             results[stage] = result
             shares = (f"  gates {result['gate_s']:.1f} s ({result['gate_s'] / result['seconds']:.1%}), publish "
                       f"{result['publish_s']:.2f} s ({result['publish_s'] / result['seconds']:.2%}, at most "
@@ -238,11 +241,11 @@ def _retrieval(args: argparse.Namespace) -> dict:
         users = con.execute("select count(*) from features.user_stats").fetchall()[0][0]
         items = con.execute("select count(*) from raw.items where item_type = 'audiobook'").fetchall()[0][0]
     rng = np.random.default_rng(0)
-    user_vectors = rng.standard_normal((users, RETRIEVAL_DIM), dtype=np.float32)
-    item_vectors = rng.standard_normal((items, RETRIEVAL_DIM), dtype=np.float32)
+    user_vectors = rng.standard_normal((users, args.retrieval_dim), dtype=np.float32)
+    item_vectors = rng.standard_normal((items, args.retrieval_dim), dtype=np.float32)
     started = time.perf_counter()
     ranked = sum(int((chunk.items >= 0).sum()) for chunk in top_k_items(user_vectors, item_vectors, RETRIEVAL_K))
-    return {"seconds": time.perf_counter() - started, "detail": f"{users:,} users x {items:,} items, top {RETRIEVAL_K}",
+    return {"seconds": time.perf_counter() - started, "detail": f"{users:,} users x {items:,} items, d={args.retrieval_dim}, top {RETRIEVAL_K}",
             "ranked": ranked}
 
 

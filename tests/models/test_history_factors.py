@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from models import baselines
+from models import history_factors
 from models.history_factors import HistoryFactors
 
 
@@ -74,3 +75,13 @@ def test_the_order_of_the_history_rows_changes_no_bit(history, audiobooks) -> No
     assert torch.equal(first.user_side, second.user_side) and torch.equal(first.item_side, second.item_side)
     users = history["user_id"].unique().sort()
     assert torch.equal(first.users(users, history), first.users(users, shuffled))
+
+
+def test_the_scale_reads_every_label_pair_once_in_any_chunking(history, audiobooks, monkeypatch) -> None:
+    whole = HistoryFactors.fit(history, audiobooks, 8, 50.0, 20_000)
+    monkeypatch.setattr(history_factors, "RMS_USERS", 7)  # many chunks, the last a partial one
+    chunked = HistoryFactors.fit(history, audiobooks, 8, 50.0, 20_000)
+    assert torch.allclose(chunked.user_side, whole.user_side, rtol=1e-5)
+    pairs = history.select("user_id", "item_id").unique().filter(pl.col("item_id").is_in(audiobooks.implode()))
+    scores = (chunked.users(pairs["user_id"], history) * chunked.items(pairs["item_id"])).sum(1)
+    assert float(scores.double().pow(2).mean().sqrt()) == pytest.approx(1.0, rel=1e-4)  # unit rms on the labels
