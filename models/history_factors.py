@@ -98,14 +98,23 @@ def _label_rms(pairs: pl.DataFrame, items: pl.Series, user_side: torch.Tensor, l
     if labelled.height == 0:
         return 0.0
     users = labelled["user_id"].unique().sort()
+    pairs, labelled = pairs.sort("user_id"), labelled.sort("user_id")  # a chunk of users is then a slice of rows
     squares = 0.0
     for start in range(0, users.len(), RMS_USERS):
         chunk = users.slice(start, RMS_USERS)
-        factors = _sums(pairs.join(chunk.to_frame("user_id"), on="user_id", how="semi"), chunk, items, user_side)
-        rows = labelled.join(positions(chunk, "user_id").rename({"row": "u"}), on="user_id").sort("u", "v")
+        factors = _sums(_rows_of(pairs, chunk), chunk, items, user_side)
+        rows = (_rows_of(labelled, chunk).join(positions(chunk, "user_id").rename({"row": "u"}), on="user_id")
+                .sort("u", "v"))
         scores = (factors[rows["u"].to_torch()] * item_side[rows["v"].to_torch()]).sum(1)  # (rows,)
         squares += float(scores.double().pow(2).sum())
     return math.sqrt(squares / labelled.height)
+
+
+def _rows_of(rows: pl.DataFrame, users: pl.Series) -> pl.DataFrame:
+    """The rows of `rows` (sorted by user_id) from the first to the last of `users` (sorted): a slice, no copy."""
+    column = rows["user_id"]
+    start = int(column.search_sorted(users[0], side="left"))
+    return rows.slice(start, int(column.search_sorted(users[-1], side="right")) - start)
 
 
 def _sums(pairs: pl.DataFrame, user_ids: pl.Series, item_ids: pl.Series, table: torch.Tensor) -> torch.Tensor:
