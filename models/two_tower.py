@@ -109,7 +109,7 @@ class TwoTowerConfig:
     # Share of label users whose whole history (every type, music included) is hidden from the user tower for
     # an epoch, labels drawn as for any user: examples of a user with nothing known but demographics, as a
     # new sign-up is at serving time (MovieLens' cold users have no rating before the scored period). Their
-    # profile embedding is hidden with it, as for any example without visible history.
+    # profile embedding, where they have one, stays as for cold-like examples.
     blank_example_rate: float = 0.0
     redraw_labels: bool = True  # a fresh mask every epoch: more distinct examples from few warm users
     # Users whose examples one epoch trains on, drawn afresh each epoch (0 = all): bounds an epoch's time
@@ -315,9 +315,8 @@ def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.Da
         seen, labels = split_labels(sample_users(history, label_users, config.max_users_per_epoch, config.seed + epoch),
                                     config, config.seed + epoch)
         labels = labels.join(positions(items.ids, "item_id"), on="item_id").rename({"row": "i"})
-        ids = labels["user_id"].unique().sort()
-        users = _user_inputs(ids, seen, frames, config, vocab, dims["profile"], text, graph,
-                             _visible(profile, ids, seen), factors)
+        users = _user_inputs(labels["user_id"].unique().sort(), seen, frames, config, vocab, dims["profile"],
+                             text, graph, profile, factors)
         labels = labels.join(positions(users.ids, "user_id"), on="user_id").rename({"row": "u"}).sort("u", "i")
         return Examples(users, labels["u"].to_torch(), labels["i"].to_torch())
 
@@ -435,16 +434,6 @@ def _user_inputs(ids: pl.Series, history: pl.DataFrame, frames: FeatureFrames, c
     if factors is None:
         return inputs
     return replace(inputs, dense=torch.cat([inputs.dense, factors.users(ids, history)], 1))
-
-
-def _visible(profile: Table | None, ids: pl.Series, seen: pl.DataFrame) -> Table | None:
-    """The profiles of the users of `ids` with some history in `seen`: a profile summarises listening, so an
-    example whose history is hidden whole (a blank or all-label user) reads none, as a user without any has."""
-    if profile is None:
-        return None
-    visible = ids.filter(ids.is_in(seen["user_id"].unique().implode()))
-    keep = profile[0].is_in(visible.implode())
-    return profile[0].filter(keep), profile[1][keep.to_torch()]
 
 
 def _with_item_factors(inputs: TowerInputs, factors: HistoryFactors | None) -> TowerInputs:

@@ -63,15 +63,6 @@ def test_blank_examples_hide_whole_histories_and_leave_the_labels_as_they_were(w
     assert seen.sort("user_id", "item_id").equals(others.sort("user_id", "item_id"))
 
 
-def test_profiles_of_users_without_visible_history_are_hidden() -> None:
-    ids = pl.Series(["a", "b", "c"])
-    profile = (pl.Series(["c", "a", "z"]), torch.tensor([[3.0], [1.0], [9.0]]))
-    seen = pl.DataFrame({"user_id": ["a", "b", "b"], "item_id": ["x", "y", "z"]})
-    kept_ids, kept = two_tower._visible(profile, ids, seen)
-    assert kept_ids.to_list() == ["a"] and kept.tolist() == [[1.0]]  # c has a profile but no visible history
-    assert two_tower._visible(None, ids, seen) is None
-
-
 def test_podcast_labels_come_from_every_podcast_listener_cold_ones_included(world) -> None:
     history = world.frames.history(["train"])
     _, labels = two_tower.split_labels(history, TwoTowerConfig(**TYPES, label_fraction=0.0), seed=0)
