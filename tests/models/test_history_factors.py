@@ -4,8 +4,7 @@ import polars as pl
 import pytest
 import torch
 
-from models import baselines
-from models import history_factors
+from models import baselines, history_factors
 from models.history_factors import HistoryFactors
 
 
