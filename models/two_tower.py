@@ -106,11 +106,6 @@ class TwoTowerConfig:
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
     label_fraction: float = 0.5
     cold_example_rate: float = 0.3
-    # Share of label users whose whole history (every type, music included) is hidden from the user tower for
-    # an epoch, labels drawn as for any user: examples of a user with nothing known but demographics, as a
-    # new sign-up is at serving time (MovieLens' cold users have no rating before the scored period). Their
-    # profile embedding, where they have one, stays as for cold-like examples.
-    blank_example_rate: float = 0.0
     redraw_labels: bool = True  # a fresh mask every epoch: more distinct examples from few warm users
     # Users whose examples one epoch trains on, drawn afresh each epoch (0 = all): bounds an epoch's time
     # and memory on a large population; the vocabulary, popularity and logQ still read every user.
@@ -353,8 +348,7 @@ def split_labels(history: pl.DataFrame, config: TwoTowerConfig, seed: int) -> tu
     """(history without the hidden rows, hidden (user_id, item_id) labels); see the module docstring.
 
     Cold-like examples hide every target-type item; items of the other label types are hidden as in
-    any example, each with probability `label_fraction` and at least one per user and type. Blank examples
-    (`blank_example_rate`) also hide every other row of the user's history.
+    any example, each with probability `label_fraction` and at least one per user and type.
     """
     target = (history.filter(pl.col("item_type").is_in(_label_types(config)))
               .select("user_id", "item_id", "item_type").unique().sort("user_id", "item_id"))
@@ -368,12 +362,7 @@ def split_labels(history: pl.DataFrame, config: TwoTowerConfig, seed: int) -> tu
         (pl.col("cold") & is_target) | (pl.col("r") < config.label_fraction)
         | (pl.col("r") == pl.col("r").min().over("user_id", "item_type"))
     ).select("user_id", "item_id")
-    seen = history.join(labels, on=["user_id", "item_id"], how="anti")
-    if config.blank_example_rate > 0:  # a stream of its own: a rate of 0 leaves the other draws as they were
-        label_users = labels["user_id"].unique().sort()
-        blank = np.random.default_rng([seed, 1]).random(label_users.len()) < config.blank_example_rate
-        seen = seen.filter(~pl.col("user_id").is_in(label_users.filter(pl.Series(blank)).implode()))
-    return seen, labels
+    return history.join(labels, on=["user_id", "item_id"], how="anti"), labels
 
 
 def _train(net: TwoTowerNet, items: TowerInputs, item_type: torch.Tensor, weights: torch.Tensor, first: Examples,

@@ -49,20 +49,6 @@ def test_split_labels_makes_cold_like_examples_at_the_configured_rate(world) -> 
     assert 0.2 < cold_like / warm.len() < 0.4
 
 
-def test_blank_examples_hide_whole_histories_and_leave_the_labels_as_they_were(world) -> None:
-    history = world.frames.history(["train"])
-    plain_seen, plain_labels = two_tower.split_labels(history, CONFIG, seed=3)
-    seen, labels = two_tower.split_labels(history, replace(CONFIG, blank_example_rate=0.25), seed=3)
-    assert labels.sort("user_id", "item_id").equals(plain_labels.sort("user_id", "item_id"))
-    label_users = labels["user_id"].unique()
-    blank = label_users.filter(~label_users.is_in(seen["user_id"].unique().implode()))
-    was_blank = label_users.filter(~label_users.is_in(plain_seen["user_id"].unique().implode()))
-    assert 0.15 < (blank.len() - was_blank.len()) / label_users.len() < 0.35
-    assert seen.join(blank.to_frame("user_id"), on="user_id", how="semi").height == 0  # music and all
-    others = plain_seen.join(blank.to_frame("user_id"), on="user_id", how="anti")
-    assert seen.sort("user_id", "item_id").equals(others.sort("user_id", "item_id"))
-
-
 def test_podcast_labels_come_from_every_podcast_listener_cold_ones_included(world) -> None:
     history = world.frames.history(["train"])
     _, labels = two_tower.split_labels(history, TwoTowerConfig(**TYPES, label_fraction=0.0), seed=0)
