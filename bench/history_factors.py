@@ -2,11 +2,11 @@
 
 2T-HGNN's two-tower fits `models.history_factors.HistoryFactors` once per fit (validation on train, the
 refit on train + valid): EASE over the binary history of the `--max-items` items most users touched, its
-label columns (podcasts and audiobooks) cut to `--rank` by a randomised SVD. This times, on the periods
-given, each part of that fit and the user factors of every user (in chunks of `two_tower.USER_CHUNK`, as
-offline evaluation and serving build them), and, as the baseline, the plain EASE solve of the same matrix
-and columns (`history_factors.label_weights`), the arithmetic no factor can avoid. It prints the process's
-peak resident memory after each part.
+label columns (the home's graph types: podcasts and audiobooks by default) cut to `--rank` by a randomised
+SVD. This times, on the periods given, that fit and the user factors of every user (in chunks of
+`two_tower.USER_CHUNK`, as offline evaluation and serving build them), and, as the baseline, the plain EASE
+solve of the same matrix and columns (`history_factors.label_weights`), the arithmetic no factor can avoid.
+It prints the process's peak resident memory after each part.
 
 On a CROSSFADE_HOME whose feature stage has run (read-only):
     python bench/history_factors.py --home /path/to/crossfade_home --periods train
@@ -29,9 +29,8 @@ from models.history_factors import HistoryFactors, label_weights  # noqa: E402
 from models.recommender import PERIODS, FeatureFrames  # noqa: E402
 from models.two_tower import USER_CHUNK  # noqa: E402
 from warehouse import readers  # noqa: E402
+from warehouse.settings import load_settings  # noqa: E402
 from warehouse.store import Store  # noqa: E402
-
-LABEL_TYPES = ("podcast", "audiobook")  # the pipeline's label types on the sample worlds (every graph type)
 
 
 def peak_gib() -> float:
@@ -63,7 +62,8 @@ def main() -> None:
 
     frames, _ = timed("feature frames", read)
     history = frames.history(periods)
-    labels = frames.items.filter(pl.col("item_type").is_in(LABEL_TYPES))["item_id"].unique().sort()
+    label_types = list(load_settings(home=args.home).graph_types)  # the two-tower's labels: every graph type
+    labels = frames.items.filter(pl.col("item_type").is_in(label_types))["item_id"].unique().sort()
     print(f"{history.height:,} interaction rows of {periods}, {labels.len():,} label items", flush=True)
     _, baseline_s = timed("baseline: the EASE solve alone (history_factors.label_weights)", lambda: label_weights(
         history, labels, args.regularization, args.max_items)[3].shape)  # its matrices let go before the fit

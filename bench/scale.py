@@ -245,7 +245,8 @@ def _retrieval(args: argparse.Namespace) -> dict:
     item_vectors = rng.standard_normal((items, args.retrieval_dim), dtype=np.float32)
     started = time.perf_counter()
     ranked = sum(int((chunk.items >= 0).sum()) for chunk in top_k_items(user_vectors, item_vectors, RETRIEVAL_K))
-    return {"seconds": time.perf_counter() - started, "detail": f"{users:,} users x {items:,} items, d={args.retrieval_dim}, top {RETRIEVAL_K}",
+    return {"seconds": time.perf_counter() - started,
+            "detail": f"{users:,} users x {items:,} items, d={args.retrieval_dim}, top {RETRIEVAL_K}",
             "ranked": ranked}
 
 
