@@ -38,14 +38,7 @@ from worlds.sample import WorldConfig, simulate  # noqa: E402
 
 OURS = "two_tower_hgnn"
 METRICS = ("hr@10", "ndcg@10", "recall@20")
-# the plan, the ablations and the fusion (2T-HGNN among its components); so is every `two_tower_hgnn*` row
-NOT_BASELINES = (SERVED, "hgnn", "two_tower", *protocol.NOT_BASELINES)
 WORLDS = {"demo": 2_000, "sample100k": 100_000}
-
-
-def is_baseline(model: str) -> bool:
-    """A baseline row: not what is served, not 2T-HGNN and not one of its ablations."""
-    return model not in NOT_BASELINES and not model.startswith(OURS)
 
 
 def main() -> None:
@@ -138,7 +131,7 @@ def verdicts(metrics: pl.DataFrame, split: str = "holdout") -> pl.DataFrame:
     rows = []
     for (slice_name, metric), group in part.group_by("slice", "metric", maintain_order=True):
         values = {model: (value, se or 0.0) for model, value, se in group.select("model", "value", "std_error").iter_rows()}
-        baselines = {name: pair for name, pair in values.items() if is_baseline(name)}
+        baselines = {name: pair for name, pair in values.items() if protocol.is_baseline(name)}
         if SERVED not in values or not baselines:
             continue
         best, (best_value, best_se) = max(baselines.items(), key=lambda item: item[1][0])
@@ -171,7 +164,7 @@ def report(world: str, metrics: pl.DataFrame, seconds: float | None) -> None:
     slice_name = "cold" if (holdout.filter(pl.col("slice") == "cold")["users"].max() or 0) > 0 else "all"
     values = dict(holdout.filter(pl.col("slice") == slice_name).select("model", "value").iter_rows())
     ours = values.get(SERVED) or 0.0
-    baselines = {name: value for name, value in values.items() if is_baseline(name) and value is not None}
+    baselines = {name: value for name, value in values.items() if protocol.is_baseline(name) and value is not None}
     best, baseline = max(baselines.items(), key=lambda pair: pair[1])
     took = "" if seconds is None else f"chain and evaluation, every gate: {seconds:.0f} s; "
     print(f"\n{took}holdout {slice_name} HR@10: served {ours:.4f}, "

@@ -106,6 +106,26 @@ def test_plan_picks_the_best_per_slice_prefers_2t_hgnn_on_ties_and_falls_back_to
     assert protocol.best_baseline(metrics, "all") == ("ease", 0.8)
 
 
+def test_the_fusion_stands_in_for_2t_hgnn_within_one_standard_error_never_for_a_baseline() -> None:
+    rows = [("two_tower_hgnn", "cold", 0.826, 0.026), ("fusion", "cold", 0.812, 0.027), ("ease", "cold", 0.80, 0.03),
+            ("two_tower_hgnn", "warm", 0.60, 0.02), ("fusion", "warm", 0.55, 0.02), ("ease", "warm", 0.50, 0.02),
+            ("two_tower_hgnn", "all", 0.7, 0.02), ("fusion", "all", 0.69, 0.02), ("ease", "all", 0.71, 0.02)]
+    metrics = pl.DataFrame([{"model": m, "slice": s, "metric": "hr@10", "value": v, "std_error": e, "users": 50}
+                            for m, s, v, e in rows])
+    plan = protocol.serving_plan(metrics)
+    assert plan["cold"]["model"] == "fusion"  # a lead of 0.014 is within the fusion's standard error, 0.027
+    assert plan["cold"]["value"] == pytest.approx(0.812)
+    assert plan["cold"]["basis"] == ("fusion: two_tower_hgnn leads it by 0.014 validation hr@10 on cold, "
+                                     "within one standard error")
+    assert plan["warm"]["model"] == "two_tower_hgnn"  # 0.05 is more than either standard error
+    assert plan["warm"]["basis"] == "best validation hr@10 on warm"
+    baseline_leads = metrics.with_columns(
+        value=pl.when((pl.col("model") == "ease") & (pl.col("slice") == "cold")).then(0.83).otherwise("value"))
+    assert protocol.serving_plan(baseline_leads)["cold"]["model"] == "ease"  # the gate's rule: never below a baseline
+    no_fusion = metrics.filter(pl.col("model") != "fusion")
+    assert protocol.serving_plan(no_fusion)["cold"]["model"] == "two_tower_hgnn"
+
+
 def test_holdout_phase_knows_validation_as_history() -> None:
     frames = frames_of(world())
     holdout = evaluation_set(frames, CONFIG, HOLDOUT)
