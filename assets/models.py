@@ -149,7 +149,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     plan = protocol.serving_plan(validation.metrics)
     context.log.info("models.two_tower: validation plan " + ", ".join(
         f"{name} -> {step['model']} ({step['basis']})" for name, step in plan.items()))
-    tt_config = factors_as_ease(replace(tt_config, periods=HOLDOUT.fitted), validation.config.ease)
+    tt_config = factors_as_ease(replace(validation.config.two_tower, periods=HOLDOUT.fitted), validation.config.ease)
     model = two_tower.fit(frames, tt_config, text_embeddings=text, hgnn_embeddings=vectors, profile_embeddings=profile)
     version = f"2t-hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
     splits = dict(zip(frames.splits["split"], frames.splits.select("start_at", "end_at").rows()))
@@ -168,7 +168,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
         "gate": gate, "empty_slices": empty_slices(served), "plan": plan,
         "validation": {name: slice_metrics(scores, name) for name in scores["model"].unique(maintain_order=True)},
         "validation_rows": scores.to_dicts(), "grid": validation.grid.to_dicts(),
-        "tuned": {name: asdict(getattr(validation.config, name)) for name in protocol.TUNED},
+        "tuned": protocol.tuned_settings(validation.config),
         "reference": {"popularity": slice_metrics(scores, "popularity"), "best_baseline": best},
         "training": {"losses": model.losses, "losses_finite": all(math.isfinite(x) for x in model.losses),
                      "seconds": round(model.seconds, 2)},

@@ -30,7 +30,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -250,7 +250,12 @@ def load(store: Store) -> tuple[FeatureFrames, pl.DataFrame, pl.DataFrame, pl.Da
         profile = readers.profile_embeddings(con)
         hgnn = con.sql("select item_id, item_type, embedding from models.hgnn_item_embeddings").pl()
     saved = newest["config"]["two_tower"]
-    default = TwoTowerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    known = {field.name for field in fields(TwoTowerConfig)}
+    dropped = sorted(set(saved) - known)
+    if dropped:  # a home registered by an older version: settings since removed are left out
+        print(f"{store.database}: registered two-tower settings no longer known, left out: {dropped}",
+              file=sys.stderr)
+    default = TwoTowerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
     return frames, hgnn, text, profile, default
 
 

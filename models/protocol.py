@@ -20,7 +20,8 @@ from models.baselines import AlsConfig, EaseConfig, ItemKnnConfig
 from models.evaluate import (HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConfig, EvaluationSet, evaluation_set,
                              model_builders, score)
 from models.fusion import FusedRecommender, FusionConfig
-from models.recommender import RECOMMENDATION_SCHEMA, FeatureFrames
+from models.recommender import RECOMMENDATION_SCHEMA, FeatureFrames, VectorRecommender
+from models.two_tower import weighted_factors
 
 # Small grids around each default: neighbours kept, the L2 penalty, factors and regularisation.
 GRIDS: dict[str, tuple[Any, ...]] = {
@@ -37,7 +38,10 @@ FUSION_GRID = (
     FusionConfig(("item_knn", PRODUCTION_MODEL), (1.0, 0.5)),
     FusionConfig(("item_knn", "ease"), (1.0, 1.0)),
 )
-TUNED = (*GRIDS, "fusion")  # the settings chosen on validation, recorded with the registry row
+# 2T-HGNN's history_factor_weight (models/two_tower.py): its validated model scored at each, no refit
+FACTOR_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
+TUNED = (*GRIDS, "fusion", "two_tower")  # the settings chosen on validation, recorded with the registry row
+TUNED_TWO_TOWER = ("history_factor_weight",)  # of the two-tower's settings, those validation chooses
 TUNING_METRIC = ("all", "ndcg@10")
 PLAN_METRIC = "hr@10"  # the registry's and the gate's headline metric
 PLAN_SLICES = ("cold", "warm")
@@ -86,6 +90,13 @@ def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFram
     builders = cached(model_builders(frames, hgnn, text, profile, chosen.catalogue, tuned, chosen.users,
                                      VALIDATION.fitted))
     builders |= {name: build for name, (build, _) in fitted.items()}
+    if (PRODUCTION_MODEL in config.models and config.two_tower.history_factor_rank
+            and config.two_tower.history_factor_weight > 0):
+        weight, recommender, scores = _tune_factor_weight(builders[PRODUCTION_MODEL](), frames, chosen, tuned,
+                                                          grid_rows)
+        tuned = replace(tuned, two_tower=replace(tuned.two_tower, history_factor_weight=weight))
+        builders[PRODUCTION_MODEL] = lambda: recommender
+        fitted[PRODUCTION_MODEL] = (builders[PRODUCTION_MODEL], scores)
     if "fusion" in config.models:
         setting, fused, scores = _tune_fusion(builders, frames, chosen, tuned, grid_rows)
         tuned = replace(tuned, fusion=setting)
@@ -123,6 +134,26 @@ def _tune_fusion(builders: Mapping[str, Callable[[], Any]], frames: FeatureFrame
     return best[1], best[2], best[3]
 
 
+def _tune_factor_weight(fitted: VectorRecommender, frames: FeatureFrames, chosen: EvaluationSet,
+                        config: EvaluateConfig, grid_rows: list[dict[str, Any]],
+                        ) -> tuple[float, VectorRecommender, pl.DataFrame]:
+    """The FACTOR_WEIGHTS point with the best tuning metric for 2T-HGNN's `fitted` lists (its user vectors
+    re-weighted, the model not refitted), with its recommender and scores; each point goes to `grid_rows`."""
+    two_tower = config.two_tower
+    best = None
+    for weight in FACTOR_WEIGHTS:
+        vectors = weighted_factors(fitted.user_vectors, two_tower.hidden[-1],
+                                   weight / two_tower.history_factor_weight)
+        recommender = replace(fitted, user_vectors=vectors)
+        scores = score({PRODUCTION_MODEL: lambda r=recommender: r}, (PRODUCTION_MODEL,), frames, chosen, config)[0]
+        value = _metric(scores, PRODUCTION_MODEL, *TUNING_METRIC)
+        grid_rows.append({"model": PRODUCTION_MODEL, "setting": str({"history_factor_weight": weight}),
+                          "value": value})
+        if best is None or _better(value, best[0]):
+            best = (value, weight, recommender, scores)
+    return best[1], best[2], best[3]
+
+
 class FixedLists:
     """Lists ranked once, served again: the top `k` of each requested user's rows."""
 
@@ -135,10 +166,20 @@ class FixedLists:
 
 
 def tuned(config: EvaluateConfig, registered: Mapping[str, Any]) -> EvaluateConfig:
-    """`config` with the baseline settings a registry row's metrics['tuned'] recorded (absent: the defaults)."""
+    """`config` with the settings a registry row's metrics['tuned'] recorded (absent: `config`'s own)."""
     settings = registered.get("tuned", {})
-    chosen = {name: type(getattr(config, name))(**settings[name]) for name in TUNED if name in settings}
+    chosen = {name: replace(getattr(config, name), **{key: tuple(value) if isinstance(value, list) else value
+                                                     for key, value in settings[name].items()})
+              for name in TUNED if name in settings}
     return replace(config, **chosen)
+
+
+def tuned_settings(config: EvaluateConfig) -> dict[str, dict[str, Any]]:
+    """What validation chose, as the registry records it (metrics['tuned']): each grid's setting in whole,
+    of the two-tower's only TUNED_TWO_TOWER."""
+    settings = {name: asdict(getattr(config, name)) for name in TUNED}
+    settings["two_tower"] = {key: settings["two_tower"][key] for key in TUNED_TWO_TOWER}
+    return settings
 
 
 def with_validation(holdout: pl.DataFrame, registered: Mapping[str, Any]) -> pl.DataFrame:
@@ -181,9 +222,10 @@ def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
     """{slice: {model, value, users, basis}}: per slice the served model, by validation HR@10.
 
     The best model serves, except that the fusion (2T-HGNN with the baselines, `FUSION_GRID`) stands in for a
-    leader that is not a baseline and leads it by at most one standard error (the larger of the two): the
-    pick between ours then follows noise, and the fusion held on holdout where a noisy pick did not. A
-    baseline that validates best always serves, as the promotion gate demands. A slice without validated
+    leader that is not a baseline and leads it by at most one standard error (the larger of the two), as
+    long as the fusion validated at least as well as every baseline: the pick between ours then follows
+    noise, and the fusion held on holdout where a noisy pick did not. What serves never validated below a
+    baseline, as the promotion gate demands. A slice without validated
     users follows the best model over all users (basis says so). Ties go to 2T-HGNN, then to the order of
     the rows. Only SERVABLE models are candidates.
     """
@@ -203,10 +245,12 @@ def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
         best = ranked.row(0, named=True)
         reason = f"best validation {PLAN_METRIC} on {basis}"
         fusion = own.filter(pl.col("model") == FUSION)
+        baselines = own.filter(_baseline_rows())["value"]
         if best["model"] != FUSION and fusion.height and not is_baseline(best["model"]):
             stand_in = fusion.row(0, named=True)
             lead = best["value"] - stand_in["value"]
-            if lead <= max(best["std_error"] or 0.0, stand_in["std_error"] or 0.0):
+            if (lead <= max(best["std_error"] or 0.0, stand_in["std_error"] or 0.0)
+                    and (baselines.len() == 0 or stand_in["value"] >= baselines.max())):
                 reason = (f"fusion: {best['model']} leads it by {lead:.3f} validation {PLAN_METRIC} on {basis}, "
                           f"within one standard error")
                 best = stand_in
@@ -220,11 +264,15 @@ def is_baseline(model: str) -> bool:
     return not model.startswith(PRODUCTION_MODEL) and model != SERVED and model not in NOT_BASELINES
 
 
+def _baseline_rows() -> pl.Expr:
+    """Rows of baselines (`is_baseline` as an expression)."""
+    return ~pl.col("model").str.starts_with(PRODUCTION_MODEL) & ~pl.col("model").is_in([SERVED, *NOT_BASELINES])
+
+
 def best_baseline(metrics: pl.DataFrame, slice_name: str) -> tuple[str | None, float | None]:
     """The baseline (not 2T-HGNN, its ablations or the fusion) with the best validation HR@10 on a slice."""
     rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & (pl.col("slice") == slice_name)
-                          & ~pl.col("model").str.starts_with(PRODUCTION_MODEL)
-                          & ~pl.col("model").is_in([SERVED, *NOT_BASELINES])
+                          & _baseline_rows()
                           & pl.col("value").is_not_null())
     if rows.height == 0:
         return None, None

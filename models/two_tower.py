@@ -101,6 +101,10 @@ class TwoTowerConfig:
     history_factor_regularization: float = 500.0  # EASE's lambda for the factors (the pipeline: EASE's validated one)
     history_factor_max_items: int = 20_000  # history items the factors read, most users first
     history_factor_scale: float = 1.0  # the learned scale's start (the factors' scores have unit rms on the labels)
+    # At inference the factor part of each user vector (learned scale x factor) is multiplied by this: training
+    # leaves the closed form's share low (the towers learn against it), validation picks a larger one
+    # (models.protocol.FACTOR_WEIGHTS; bench/README.md, "The history factor's weight"). Training ignores it.
+    history_factor_weight: float = 1.0
     hidden: tuple[int, ...] = (512, 256, 128)  # per tower; the last is the output dimension
     categorical_dim: int = 16  # width of the age, country and language embeddings
     max_genres: int = 64  # genre multi-hot width; rarer genres count as unknown
@@ -203,7 +207,8 @@ class TwoTowerModel:
             inputs = _user_inputs(chunk, rows, frames, self.config, self.vocab, self.dims["profile"], text, graph,
                                   profile, self.factors)
             vectors.append(self._encode(self.net.users, inputs))
-        return ids, torch.cat(vectors) if vectors else torch.zeros(0, self._width())
+        return ids, weighted_factors(torch.cat(vectors) if vectors else torch.zeros(0, self._width()),
+                                     self.config.hidden[-1], self.config.history_factor_weight)
 
     def item_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
                      hgnn_embeddings: pl.DataFrame | None = None,
@@ -267,6 +272,13 @@ class TwoTowerModel:
                      *(() if bags is None else (bags[s:s + chunk],)))
                for s in range(0, inputs.ids.len(), chunk)]
         return torch.cat(out) if out else torch.zeros(0, self._width())
+
+
+def weighted_factors(user_vectors: torch.Tensor, tower_width: int, weight: float) -> torch.Tensor:
+    """`user_vectors` with their history-factor columns (after the towers' `tower_width`) times `weight`."""
+    if weight == 1.0 or user_vectors.shape[1] <= tower_width:
+        return user_vectors
+    return torch.cat([user_vectors[:, :tower_width], user_vectors[:, tower_width:] * weight], dim=1)
 
 
 def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.DataFrame,

@@ -126,18 +126,27 @@ def test_two_tower_hgnn_beats_popularity_on_cold_users(stage) -> None:
     assert hr["two_tower_hgnn"] > hr["popularity"]
 
 
-def test_the_plan_serves_per_slice_the_model_that_validated_best(stage) -> None:
+def test_the_plan_serves_per_slice_the_model_that_validated_best_or_the_fusion_in_2t_hgnns_band(stage) -> None:
     with stage.store.read() as con:
         row = registry.promoted(con)
-        valid = con.sql("select model, slice, value from eval.offline_metrics where split = 'valid' "
+        valid = con.sql("select model, slice, value, std_error from eval.offline_metrics where split = 'valid' "
                         "and metric = 'hr@10' and slice in ('cold', 'warm')").pl()
     plan = row["metrics"]["plan"]
     for slice_name in ("cold", "warm"):
         candidates = valid.filter((pl.col("slice") == slice_name) & pl.col("model").is_in(list(protocol.SERVABLE)))
-        best = candidates["value"].max()
-        assert plan[slice_name]["value"] == pytest.approx(best)
+        best = candidates.sort("value", descending=True).row(0, named=True)
+        chosen = best
+        if plan[slice_name]["model"] == protocol.FUSION and best["model"] != protocol.FUSION:
+            # the fusion stood in for 2T-HGNN: within one standard error of it and not under any baseline
+            chosen = candidates.filter(pl.col("model") == protocol.FUSION).row(0, named=True)
+            assert not protocol.is_baseline(best["model"])
+            assert best["value"] - chosen["value"] <= max(best["std_error"], chosen["std_error"]) + 1e-9
+            baselines = [value for model, value in candidates.select("model", "value").iter_rows()
+                         if protocol.is_baseline(model)]
+            assert chosen["value"] >= max(baselines)
+        assert plan[slice_name]["value"] == pytest.approx(chosen["value"])
         served = valid.filter((pl.col("slice") == slice_name) & (pl.col("model") == protocol.SERVED))["value"].item()
-        assert served == pytest.approx(best)  # the plan's own lists score what the plan promised
+        assert served == pytest.approx(chosen["value"])  # the plan's own lists score what the plan promised
     assert set(row["metrics"]["tuned"]) == set(protocol.TUNED)
     # the served two-tower's history factors are EASE with the setting validation chose for EASE
     tuned_ease = row["metrics"]["tuned"]["ease"]

@@ -89,7 +89,7 @@ def test_the_fusion_grid_keeps_the_point_that_validated_best(validation) -> None
     fusion = validation.metrics.filter((pl.col("model") == "fusion") & (pl.col("slice") == slice_name)
                                        & (pl.col("metric") == metric))
     assert fusion["value"].item() == pytest.approx(best["value"])
-    registered = {"tuned": {name: protocol.asdict(getattr(validation.config, name)) for name in protocol.TUNED}}
+    registered = {"tuned": protocol.tuned_settings(validation.config)}
     assert protocol.tuned(validation.config, registered).fusion == validation.config.fusion
 
 

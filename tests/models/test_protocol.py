@@ -9,7 +9,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from models import protocol
-from models.evaluate import HOLDOUT, VALIDATION, EvaluateConfig, evaluation_set, scored_targets
+from models.evaluate import HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConfig, evaluation_set, scored_targets
 from models.two_tower import TwoTowerConfig
 from tests.conftest import EVAL_TYPES, TYPES
 from tests.models.conftest import make_frames, make_items, make_users
@@ -106,7 +106,7 @@ def test_plan_picks_the_best_per_slice_prefers_2t_hgnn_on_ties_and_falls_back_to
     assert protocol.best_baseline(metrics, "all") == ("ease", 0.8)
 
 
-def test_the_fusion_stands_in_for_2t_hgnn_within_one_standard_error_never_for_a_baseline() -> None:
+def test_the_fusion_stands_in_for_2t_hgnn_within_one_standard_error_never_for_or_under_a_baseline() -> None:
     rows = [("two_tower_hgnn", "cold", 0.826, 0.026), ("fusion", "cold", 0.812, 0.027), ("ease", "cold", 0.80, 0.03),
             ("two_tower_hgnn", "warm", 0.60, 0.02), ("fusion", "warm", 0.55, 0.02), ("ease", "warm", 0.50, 0.02),
             ("two_tower_hgnn", "all", 0.7, 0.02), ("fusion", "all", 0.69, 0.02), ("ease", "all", 0.71, 0.02)]
@@ -122,6 +122,9 @@ def test_the_fusion_stands_in_for_2t_hgnn_within_one_standard_error_never_for_a_
     baseline_leads = metrics.with_columns(
         value=pl.when((pl.col("model") == "ease") & (pl.col("slice") == "cold")).then(0.83).otherwise("value"))
     assert protocol.serving_plan(baseline_leads)["cold"]["model"] == "ease"  # the gate's rule: never below a baseline
+    fusion_under_a_baseline = metrics.with_columns(
+        value=pl.when((pl.col("model") == "ease") & (pl.col("slice") == "cold")).then(0.815).otherwise("value"))
+    assert protocol.serving_plan(fusion_under_a_baseline)["cold"]["model"] == "two_tower_hgnn"  # never below it
     no_fusion = metrics.filter(pl.col("model") != "fusion")
     assert protocol.serving_plan(no_fusion)["cold"]["model"] == "two_tower_hgnn"
 
@@ -139,7 +142,28 @@ def test_holdout_phase_knows_validation_as_history() -> None:
 
 
 def test_tuned_settings_come_back_from_a_registry_row(validation) -> None:
-    registered = {"tuned": {name: protocol.asdict(getattr(validation.config, name)) for name in protocol.TUNED}}
+    registered = {"tuned": protocol.tuned_settings(validation.config)}
+    assert set(registered["tuned"]) == set(protocol.TUNED)
+    assert registered["tuned"]["two_tower"] == {"history_factor_weight": 1.0}  # only what validation chooses
     again = protocol.tuned(replace(CONFIG), registered)
     assert again.item_knn == validation.config.item_knn and again.ease == validation.config.ease
     assert protocol.tuned(CONFIG, {}) == CONFIG
+
+
+def test_2t_hgnns_factor_weight_is_chosen_on_validation_without_a_refit() -> None:
+    config = replace(CONFIG, models=(*CHEAP, PRODUCTION_MODEL))
+    frames = frames_of(world())
+    text = pl.DataFrame({"item_id": frames.items["item_id"], "embedding": [[1.0, 0.0]] * frames.items.height})
+    validation = protocol.validate(frames, text, text, None, config)  # the text vectors stand in for the HGNN's
+    grid = validation.grid.filter(pl.col("model") == PRODUCTION_MODEL)
+    assert grid["setting"].to_list() == [str({"history_factor_weight": w}) for w in protocol.FACTOR_WEIGHTS]
+    best = grid.sort("value", descending=True, maintain_order=True).row(0, named=True)
+    chosen = validation.config.two_tower.history_factor_weight
+    assert best["setting"] == str({"history_factor_weight": chosen})
+    slice_name, metric = protocol.TUNING_METRIC
+    row = validation.metrics.filter((pl.col("model") == PRODUCTION_MODEL) & (pl.col("slice") == slice_name)
+                                    & (pl.col("metric") == metric))
+    assert row["value"].item() == pytest.approx(best["value"])  # the metrics are the chosen point's
+    registered = {"tuned": protocol.tuned_settings(validation.config)}
+    assert protocol.tuned(config, registered).two_tower == replace(config.two_tower, history_factor_weight=chosen)
+    assert validation.config.two_tower == replace(config.two_tower, history_factor_weight=chosen)

@@ -86,13 +86,18 @@ def test_every_user_gets_a_finite_unit_vector(world, model) -> None:
     assert torch.equal(factor[ids.to_list().index("stranger")], torch.zeros(rank))  # no history, no factor
 
 
-def test_the_history_factor_rides_beside_the_towers_with_its_learned_scale(world, model) -> None:
+def test_the_history_factor_rides_beside_the_towers_with_its_learned_scale_and_weight(world, model) -> None:
     users = world.frames.user_stats["user_id"].head(30)
     _, vectors = model.user_vectors(world.frames, world.text, world.hgnn, world.profile, users)
     expected = model.net.factor_scale.detach() * model.factors.users(users, world.frames.history(CONFIG.periods))
     assert torch.allclose(vectors[:, 128:], expected, atol=1e-5)
     item_ids, items = model.item_vectors(world.frames, world.text, world.hgnn)
     assert torch.allclose(items[:, 128:], model.factors.items(item_ids))
+    weighted = replace(model, config=replace(model.config, history_factor_weight=3.0))
+    _, heavier = weighted.user_vectors(world.frames, world.text, world.hgnn, world.profile, users)
+    assert torch.equal(heavier[:, :128], vectors[:, :128])  # the weight touches the factor's columns only
+    assert torch.allclose(heavier[:, 128:], 3.0 * expected, atol=1e-5)
+    assert torch.equal(weighted.item_vectors(world.frames, world.text, world.hgnn)[1], items)
     off = two_tower.fit(world.frames, replace(CONFIG, history_factor_rank=0, epochs=1), text_embeddings=world.text,
                         hgnn_embeddings=world.hgnn, profile_embeddings=world.profile)
     assert off.factors is None and off.net.factor_scale is None
