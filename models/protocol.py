@@ -225,9 +225,9 @@ def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
     leader that is not a baseline and leads it by at most one standard error (the larger of the two), as
     long as the fusion validated at least as well as every baseline: the pick between ours then follows
     noise, and the fusion held on holdout where a noisy pick did not. What serves never validated below a
-    baseline, as the promotion gate demands. A slice without validated
-    users follows the best model over all users (basis says so). Ties go to 2T-HGNN, then to the order of
-    the rows. Only SERVABLE models are candidates.
+    baseline, as the promotion gate demands. `basis` says which rule chose. A slice without validated users
+    follows the best model over all users (basis says so). Ties go to 2T-HGNN, then to the order of the
+    rows. Only SERVABLE models are candidates.
     """
     rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & pl.col("model").is_in(list(SERVABLE)))
     plan: dict[str, dict[str, Any]] = {}
