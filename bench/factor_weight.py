@@ -34,7 +34,7 @@ import polars as pl  # noqa: E402
 
 from models import protocol  # noqa: E402
 from models.evaluate import PRODUCTION_MODEL, model_builders, score  # noqa: E402
-from models.two_tower import weighted_factors  # noqa: E402
+from models.two_tower import with_factor_weight  # noqa: E402
 from search import run_split  # noqa: E402
 
 BASELINES = ("ease", "item_knn")
@@ -80,8 +80,7 @@ def scored(home: Path, split: str, weights: list[float]) -> pl.DataFrame:
     fitted = builders[PRODUCTION_MODEL]()
     print(f"{split}: 2T-HGNN fitted in {time.perf_counter() - started:.1f} s", flush=True)
     width = config.two_tower.hidden[-1]
-    variants = {f"weight {w:g}": replace(fitted, user_vectors=weighted_factors(fitted.user_vectors, width, w))
-                for w in weights}
+    variants = {f"weight {w:g}": with_factor_weight(fitted, width, w) for w in weights}
     models = {name: (lambda r=recommender: r) for name, recommender in variants.items()}
     models |= {name: builders[name] for name in BASELINES}
     rows = score(models, tuple(models), frames, chosen, config)[0]

@@ -21,7 +21,7 @@ from models.evaluate import (HOLDOUT, PRODUCTION_MODEL, VALIDATION, EvaluateConf
                              model_builders, score)
 from models.fusion import FusedRecommender, FusionConfig
 from models.recommender import RECOMMENDATION_SCHEMA, FeatureFrames, VectorRecommender
-from models.two_tower import weighted_factors
+from models.two_tower import with_factor_weight
 
 # Small grids around each default: neighbours kept, the L2 penalty, factors and regularisation.
 GRIDS: dict[str, tuple[Any, ...]] = {
@@ -142,9 +142,7 @@ def _tune_factor_weight(fitted: VectorRecommender, frames: FeatureFrames, chosen
     two_tower = config.two_tower
     best = None
     for weight in FACTOR_WEIGHTS:
-        vectors = weighted_factors(fitted.user_vectors, two_tower.hidden[-1],
-                                   weight / two_tower.history_factor_weight)
-        recommender = replace(fitted, user_vectors=vectors)
+        recommender = with_factor_weight(fitted, two_tower.hidden[-1], weight / two_tower.history_factor_weight)
         scores = score({PRODUCTION_MODEL: lambda r=recommender: r}, (PRODUCTION_MODEL,), frames, chosen, config)[0]
         value = _metric(scores, PRODUCTION_MODEL, *TUNING_METRIC)
         grid_rows.append({"model": PRODUCTION_MODEL, "setting": str({"history_factor_weight": weight}),

@@ -281,6 +281,11 @@ def weighted_factors(user_vectors: torch.Tensor, tower_width: int, weight: float
     return torch.cat([user_vectors[:, :tower_width], user_vectors[:, tower_width:] * weight], dim=1)
 
 
+def with_factor_weight(recommender: VectorRecommender, tower_width: int, weight: float) -> VectorRecommender:
+    """A 2T-HGNN recommender's lists with its user vectors' factor part times `weight` (no refit)."""
+    return replace(recommender, user_vectors=weighted_factors(recommender.user_vectors, tower_width, weight))
+
+
 def fit(frames: FeatureFrames, config: TwoTowerConfig, *, text_embeddings: pl.DataFrame,
         hgnn_embeddings: pl.DataFrame | None = None,
         profile_embeddings: pl.DataFrame | None = None) -> TwoTowerModel:
