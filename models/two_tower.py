@@ -206,9 +206,9 @@ class TwoTowerModel:
             rows = history.join(chunk.to_frame("user_id"), on="user_id", how="semi")
             inputs = _user_inputs(chunk, rows, frames, self.config, self.vocab, self.dims["profile"], text, graph,
                                   profile, self.factors)
-            vectors.append(self._encode(self.net.users, inputs))
-        return ids, weighted_factors(torch.cat(vectors) if vectors else torch.zeros(0, self._width()),
-                                     self.config.hidden[-1], self.config.history_factor_weight)
+            vectors.append(weighted_factors(self._encode(self.net.users, inputs), self.config.hidden[-1],
+                                            self.config.history_factor_weight))  # a chunk's copy, not all users'
+        return ids, torch.cat(vectors) if vectors else torch.zeros(0, self._width())
 
     def item_vectors(self, frames: FeatureFrames, text_embeddings: pl.DataFrame,
                      hgnn_embeddings: pl.DataFrame | None = None,
