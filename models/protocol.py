@@ -243,7 +243,7 @@ def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
         best = ranked.row(0, named=True)
         reason = f"best validation {PLAN_METRIC} on {basis}"
         fusion = own.filter(pl.col("model") == FUSION)
-        baselines = own.filter(_baseline_rows())["value"]
+        baselines = own.filter(_baseline_rows(own))["value"]
         if best["model"] != FUSION and fusion.height and not is_baseline(best["model"]):
             stand_in = fusion.row(0, named=True)
             lead = best["value"] - stand_in["value"]
@@ -262,15 +262,15 @@ def is_baseline(model: str) -> bool:
     return not model.startswith(PRODUCTION_MODEL) and model != SERVED and model not in NOT_BASELINES
 
 
-def _baseline_rows() -> pl.Expr:
-    """Rows of baselines (`is_baseline` as an expression)."""
-    return ~pl.col("model").str.starts_with(PRODUCTION_MODEL) & ~pl.col("model").is_in([SERVED, *NOT_BASELINES])
+def _baseline_rows(metrics: pl.DataFrame) -> pl.Expr:
+    """Rows of `metrics` whose model `is_baseline`."""
+    return pl.col("model").is_in([model for model in metrics["model"].unique().to_list() if is_baseline(model)])
 
 
 def best_baseline(metrics: pl.DataFrame, slice_name: str) -> tuple[str | None, float | None]:
     """The baseline (not 2T-HGNN, its ablations or the fusion) with the best validation HR@10 on a slice."""
     rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & (pl.col("slice") == slice_name)
-                          & _baseline_rows()
+                          & _baseline_rows(metrics)
                           & pl.col("value").is_not_null())
     if rows.height == 0:
         return None, None
