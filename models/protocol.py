@@ -243,7 +243,7 @@ def serving_plan(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
         best = ranked.row(0, named=True)
         reason = f"best validation {PLAN_METRIC} on {basis}"
         fusion = own.filter(pl.col("model") == FUSION)
-        baselines = own.filter(_baseline_rows(own))["value"]
+        baselines = _baselines(own)["value"]
         if best["model"] != FUSION and fusion.height and not is_baseline(best["model"]):
             stand_in = fusion.row(0, named=True)
             lead = best["value"] - stand_in["value"]
@@ -262,16 +262,16 @@ def is_baseline(model: str) -> bool:
     return not model.startswith(PRODUCTION_MODEL) and model != SERVED and model not in NOT_BASELINES
 
 
-def _baseline_rows(metrics: pl.DataFrame) -> pl.Expr:
-    """Rows of `metrics` whose model `is_baseline`."""
-    return pl.col("model").is_in([model for model in metrics["model"].unique().to_list() if is_baseline(model)])
+def _baselines(metrics: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `metrics` whose model `is_baseline`."""
+    return metrics.filter(pl.col("model").is_in([name for name in metrics["model"].unique().to_list()
+                                                 if is_baseline(name)]))
 
 
 def best_baseline(metrics: pl.DataFrame, slice_name: str) -> tuple[str | None, float | None]:
     """The baseline (not 2T-HGNN, its ablations or the fusion) with the best validation HR@10 on a slice."""
-    rows = metrics.filter((pl.col("metric") == PLAN_METRIC) & (pl.col("slice") == slice_name)
-                          & _baseline_rows(metrics)
-                          & pl.col("value").is_not_null())
+    rows = _baselines(metrics).filter((pl.col("metric") == PLAN_METRIC) & (pl.col("slice") == slice_name)
+                                      & pl.col("value").is_not_null())
     if rows.height == 0:
         return None, None
     best = rows.sort("value", descending=True, maintain_order=True).row(0, named=True)
