@@ -125,7 +125,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     """The night's serving plan and its 2T-HGNN bundle, registered as a candidate (README, "Evaluation protocol").
 
     Validation: every model (the baselines with their grids, 2T-HGNN itself) is fitted on 'train' and
-    scored on 'valid'; per slice (cold, warm) the plan serves the model that validated best. Then 2T-HGNN
+    scored on 'valid' (the grids once every `retune_days`: `protocol.reusable`); per slice (cold, warm) the plan serves the model that validated best. Then 2T-HGNN
     is refitted on train + valid and saved as the bundle eval/offline_metrics scores on the holdout and
     serving reads (over the whole window's history). Registered metrics: the plan's own per slice
     (model 'served'), every model's on validation, the chosen settings, and the best baseline's, which
@@ -138,6 +138,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
         text, text_source = text_or_hashed(readers.item_text_embeddings(con), frames.items)
         profile = readers.profile_embeddings(con)
         vectors = con.sql("select item_id, item_type, embedding, model_version from models.hgnn_item_embeddings").pl()
+        previous = registry.latest_tuned(con)
     hgnn_version = vectors["model_version"][0]
     tt_config = two_tower.TwoTowerConfig(
         target_type=settings.target_type, graph_types=settings.graph_types, item_types=settings.item_types,
@@ -145,7 +146,11 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     eval_config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
                                  k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
                                  models=protocol.SERVABLE, two_tower=tt_config)
-    validation = protocol.validate(frames, vectors, text, profile, eval_config)
+    reused, tuning = protocol.reusable(previous, as_of, settings.retune_days, eval_config)
+    context.log.info(f"models.two_tower: {tuning}")
+    if reused is not None:
+        eval_config = protocol.tuned(eval_config, {"tuned": reused})
+    validation = protocol.validate(frames, vectors, text, profile, eval_config, retune=reused is None)
     plan = protocol.serving_plan(validation.metrics)
     context.log.info("models.two_tower: validation plan " + ", ".join(
         f"{name} -> {step['model']} ({step['basis']})" for name, step in plan.items()))
@@ -168,7 +173,8 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
         "gate": gate, "empty_slices": empty_slices(served), "plan": plan,
         "validation": {name: slice_metrics(scores, name) for name in scores["model"].unique(maintain_order=True)},
         "validation_rows": scores.to_dicts(), "grid": validation.grid.to_dicts(),
-        "tuned": protocol.tuned_settings(validation.config),
+        "tuned": protocol.tuned_settings(validation.config), "tuning": tuning,
+        "tuned_at": as_of.isoformat() if reused is None else previous["metrics"]["tuned_at"],
         "reference": {"popularity": slice_metrics(scores, "popularity"), "best_baseline": best},
         "training": {"losses": model.losses, "losses_finite": all(math.isfinite(x) for x in model.losses),
                      "seconds": round(model.seconds, 2)},
@@ -195,7 +201,7 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
         "gate_slice": gate["slice"] or "none", "gate_basis": gate["reason"],
         "plan": dg.MetadataValue.md(markdown_table(pl.DataFrame(
             [{"slice": name, **step} for name, step in plan.items()]))),
-        "tuned": dg.MetadataValue.json(metrics["tuned"]),
+        "tuned": dg.MetadataValue.json(metrics["tuned"]), "tuning": tuning, "tuned_at": metrics["tuned_at"],
         "empty_slices": ", ".join(metrics["empty_slices"]) or "none",
         "training_curve": png_markdown(_curve_png(pl.DataFrame({"epoch": range(1, len(model.losses) + 1),
                                                                 "train_loss": model.losses})), "two-tower loss"),

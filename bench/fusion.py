@@ -35,8 +35,6 @@ import polars as pl  # noqa: E402
 
 from models import protocol  # noqa: E402
 from models.evaluate import HOLDOUT, EvaluateConfig, evaluation_set, model_builders, score  # noqa: E402
-from warehouse.settings import load_settings  # noqa: E402
-from warehouse.store import Store  # noqa: E402
 
 import quality  # noqa: E402
 import search  # noqa: E402
@@ -48,11 +46,7 @@ def main() -> None:
     parser.add_argument("--world", default="home", help="the world's name in the tables and the RESULT line")
     args = parser.parse_args()
     started = time.perf_counter()
-    settings = load_settings(home=args.home)
-    frames, hgnn, text, profile, two_tower = search.load(Store(args.home / "warehouse" / "crossfade.duckdb"))
-    config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types, k=settings.k,
-                            max_users=settings.eval_max_users, seed=settings.seed, models=protocol.SERVABLE,
-                            two_tower=two_tower)
+    frames, hgnn, text, profile, config = search.validation_inputs(args.home)
     print(f"{args.home}: {frames.interactions.height:,} interactions; validating {', '.join(config.models)}",
           flush=True)
     validation = protocol.validate(frames, hgnn, text, profile, config)

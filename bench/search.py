@@ -259,6 +259,18 @@ def load(store: Store) -> tuple[FeatureFrames, pl.DataFrame, pl.DataFrame, pl.Da
     return frames, hgnn, text, profile, default
 
 
+def validation_inputs(home: Path) -> tuple[FeatureFrames, pl.DataFrame, pl.DataFrame, pl.DataFrame | None,
+                                            EvaluateConfig]:
+    """A home's frames, vectors and the models stage's validation config: every servable model, the
+    nightly settings and the newest registered two-tower config (as `models/two_tower` validates)."""
+    settings = load_settings(home=home)
+    frames, hgnn, text, profile, two_tower = load(Store(home / "warehouse" / "crossfade.duckdb"))
+    config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types, k=settings.k,
+                            max_users=settings.eval_max_users, seed=settings.seed, models=protocol.SERVABLE,
+                            two_tower=two_tower)
+    return frames, hgnn, text, profile, config
+
+
 class RunSplit(NamedTuple):
     """A run home's data and chosen settings, ready to fit and score one split as the nightly chain did."""
 

@@ -6,9 +6,15 @@ fusion then runs its grid (FUSION_GRID) over the tuned models' lists alike. The 
 slice (cold, warm) the model with the best HR@10 on that slice, whatever it is, so what is served is
 never worse on validation than the best baseline. The holdout is not read
 here: these functions drop its rows before anything else happens.
+
+The grids need not run every night: settings an earlier night's validation chose stand for `retune_days`
+(`reusable`), and validation then scores each model at those settings only. An earlier validation period
+ends where that night's holdout began, at or before tonight's, so reused settings never read tonight's
+holdout either.
 """
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
@@ -65,14 +71,19 @@ def without_holdout(frames: FeatureFrames) -> FeatureFrames:
 
 
 def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFrame, profile: pl.DataFrame | None,
-             config: EvaluateConfig) -> Validation:
-    """Tune the baselines' grids, then score every model of `config.models` on validation."""
+             config: EvaluateConfig, retune: bool = True) -> Validation:
+    """Tune the baselines' grids, then score every model of `config.models` on validation.
+
+    `retune=False` keeps `config`'s settings (those `reusable` returned, applied by `tuned`): each grid,
+    the factor weight and the fusion are scored at that one point, and the grid frame holds those points.
+    """
+    grids = GRIDS if retune else {name: (getattr(config, name),) for name in GRIDS}
     frames = without_holdout(frames)
     chosen = evaluation_set(frames, config, VALIDATION)
     grid_rows: list[dict[str, Any]] = []
     settings: dict[str, Any] = {}
     fitted: dict[str, tuple[Callable[[], Any], pl.DataFrame]] = {}  # each grid's best, kept rather than refitted
-    for name, grid in GRIDS.items():
+    for name, grid in grids.items():
         if name not in config.models:
             continue
         best = None
@@ -92,13 +103,15 @@ def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFram
     builders |= {name: build for name, (build, _) in fitted.items()}
     if (PRODUCTION_MODEL in config.models and config.two_tower.history_factor_rank
             and config.two_tower.history_factor_weight > 0):
+        weights = FACTOR_WEIGHTS if retune else (config.two_tower.history_factor_weight,)
         weight, recommender, scores = _tune_factor_weight(builders[PRODUCTION_MODEL](), frames, chosen, tuned,
-                                                          grid_rows)
+                                                          grid_rows, weights)
         tuned = replace(tuned, two_tower=replace(tuned.two_tower, history_factor_weight=weight))
         builders[PRODUCTION_MODEL] = lambda: recommender
         fitted[PRODUCTION_MODEL] = (builders[PRODUCTION_MODEL], scores)
     if "fusion" in config.models:
-        setting, fused, scores = _tune_fusion(builders, frames, chosen, tuned, grid_rows)
+        setting, fused, scores = _tune_fusion(builders, frames, chosen, tuned, grid_rows,
+                                              FUSION_GRID if retune else (config.fusion,))
         tuned = replace(tuned, fusion=setting)
         builders["fusion"] = lambda: fused
         fitted["fusion"] = (builders["fusion"], scores)
@@ -116,15 +129,15 @@ def validate(frames: FeatureFrames, hgnn: pl.DataFrame | None, text: pl.DataFram
 
 
 def _tune_fusion(builders: Mapping[str, Callable[[], Any]], frames: FeatureFrames, chosen: EvaluationSet,
-                 config: EvaluateConfig, grid_rows: list[dict[str, Any]],
+                 config: EvaluateConfig, grid_rows: list[dict[str, Any]], grid: Sequence[FusionConfig] = FUSION_GRID,
                  ) -> tuple[FusionConfig, FusedRecommender, pl.DataFrame]:
-    """The FUSION_GRID point with the best tuning metric over the (already fitted) `builders`' lists, with its
+    """The `grid` point with the best tuning metric over the (already fitted) `builders`' lists, with its
     recommender and scores; every point's value is appended to `grid_rows`."""
-    names = {name for setting in FUSION_GRID for name in setting.models}
-    depth = max(max(setting.depth for setting in FUSION_GRID), config.list_length)
+    names = {name for setting in grid for name in setting.models}
+    depth = max(max(setting.depth for setting in grid), config.list_length)
     ranked = {name: FixedLists(builders[name]().recommend(chosen.users, depth)) for name in names}  # once each
     best = None
-    for setting in FUSION_GRID:
+    for setting in grid:
         fused = FusedRecommender({name: ranked[name] for name in setting.models}, setting)
         scores = score({"fusion": lambda fused=fused: fused}, ("fusion",), frames, chosen, config)[0]
         value = _metric(scores, "fusion", *TUNING_METRIC)
@@ -136,12 +149,12 @@ def _tune_fusion(builders: Mapping[str, Callable[[], Any]], frames: FeatureFrame
 
 def _tune_factor_weight(fitted: VectorRecommender, frames: FeatureFrames, chosen: EvaluationSet,
                         config: EvaluateConfig, grid_rows: list[dict[str, Any]],
-                        ) -> tuple[float, VectorRecommender, pl.DataFrame]:
-    """The FACTOR_WEIGHTS point with the best tuning metric for 2T-HGNN's `fitted` lists (its user vectors
+                        weights: Sequence[float] = FACTOR_WEIGHTS) -> tuple[float, VectorRecommender, pl.DataFrame]:
+    """The `weights` point with the best tuning metric for 2T-HGNN's `fitted` lists (its user vectors
     re-weighted, the model not refitted), with its recommender and scores; each point goes to `grid_rows`."""
     two_tower = config.two_tower
     best = None
-    for weight in FACTOR_WEIGHTS:
+    for weight in weights:
         recommender = with_factor_weight(fitted, two_tower.hidden[-1], weight / two_tower.history_factor_weight)
         scores = score({PRODUCTION_MODEL: lambda r=recommender: r}, (PRODUCTION_MODEL,), frames, chosen, config)[0]
         value = _metric(scores, PRODUCTION_MODEL, *TUNING_METRIC)
@@ -170,6 +183,37 @@ def tuned(config: EvaluateConfig, registered: Mapping[str, Any]) -> EvaluateConf
                                                      for key, value in settings[name].items()})
               for name in TUNED if name in settings}
     return replace(config, **chosen)
+
+
+def reusable(registered: Mapping[str, Any] | None, as_of: dt.date, retune_days: int, config: EvaluateConfig,
+             ) -> tuple[dict[str, dict[str, Any]] | None, str]:
+    """(settings, why): the tuned settings of `registered` (the newest registry row that records `tuned_at`,
+    the as-of date of the validation whose grids chose them) when tonight may score them without its grids,
+    else None; `why` says which, for the log and the registry.
+
+    They stand while they are younger than `retune_days` (0: the grids run every night), for the same target
+    and graph types and the same tuned models. A later `tuned_at` than tonight's as-of (a backfill) retunes:
+    that night's validation period may overlap tonight's holdout.
+    """
+    if retune_days == 0:
+        return None, "grids run: retune_days is 0 (every night)"
+    if not registered or "tuned_at" not in registered.get("metrics", {}):
+        return None, "grids run: no earlier night recorded validated settings"
+    metrics, previous = registered["metrics"], registered.get("config", {}).get("two_tower", {})
+    tuned_at = dt.date.fromisoformat(metrics["tuned_at"])
+    age = (as_of - tuned_at).days
+    if age < 0:
+        return None, f"grids run: the settings were validated at a later as-of ({tuned_at}) than tonight's ({as_of})"
+    if age >= retune_days:
+        return None, f"grids run: the settings validated at {tuned_at} are {age} days old (retune_days {retune_days})"
+    if (previous.get("target_type") != config.target_type
+            or tuple(previous.get("graph_types", ())) != tuple(config.graph_types)):
+        return None, "grids run: the settings were validated for other target or graph types"
+    settings = metrics.get("tuned", {})
+    if set(settings) != set(TUNED):
+        return None, f"grids run: the recorded settings cover {sorted(settings)}, not {sorted(TUNED)}"
+    return settings, (f"settings validated at {tuned_at} ({age} days before tonight; retune_days {retune_days}) "
+                      f"from {registered['model_version']}: each model scored at them only")
 
 
 def tuned_settings(config: EvaluateConfig) -> dict[str, dict[str, Any]]:

@@ -67,6 +67,11 @@ def latest(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def latest_tuned(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The newest row whose metrics record `tuned_at` (when its settings were validated), whatever its status."""
+    return next((row for row in _rows(con, "true", {}) if "tuned_at" in row["metrics"]), None)
+
+
 def candidates(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Rows still waiting for a verdict, newest first."""
     return _rows(con, "status = 'candidate'", {})

@@ -76,6 +76,9 @@ class Settings(BaseModel):
     # The two-tower ablations eval scores beside the served models (the two-tower without HGNN, 2T-HGNN without
     # LLM features): each is a two-tower fit, the night's largest step at scale. Off: every other model only.
     eval_ablations: bool = True
+    # Days the settings a night's validation grids chose stand for (0 = the grids run every night): on the
+    # nights between, validation scores each model at those settings only (README, "Evaluation protocol").
+    retune_days: int = 7
     seed: int = 0
     executor: str = "multiprocess"  # in_process, or k8s: each step a Kubernetes Job (deploy/k8s)
     exchange_uri: str = ""  # Parquet exchange of sharded steps: a directory, file://, s3://, gs:// or az://; "" = off
@@ -100,7 +103,7 @@ class Settings(BaseModel):
             raise ValueError(f"must be a positive integer (got {value})")
         return value
 
-    @field_validator("max_quarantined_files", "llm_time_budget_s", "judge_pairwise_panel_users")
+    @field_validator("max_quarantined_files", "llm_time_budget_s", "judge_pairwise_panel_users", "retune_days")
     @classmethod
     def _not_below_zero(cls, value: float) -> float:
         if value < 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from assets import eval as evaluation
 from assets import models
@@ -180,3 +181,27 @@ def test_the_gate_refuses_a_model_worse_than_the_promoted_one(stage) -> None:
         assert registry.promoted(con)["model_version"] == "strong"
     assert newest["status"] == "rejected"
     assert "below promoted strong" in newest["reason"]
+
+
+def test_a_later_night_within_retune_days_scores_the_validated_settings_without_their_grids(stage) -> None:
+    with stage.store.read() as con:
+        before = registry.latest_tuned(con)
+    assert before["metrics"]["tuned_at"] == AS_OF.isoformat()  # the first night ran the grids
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CROSSFADE_HOME", str(stage.home))
+        result = materialise([models.models_two_tower, models.models_two_tower_promotion_gate, models.models_registry],
+                             {"ops": {"models__two_tower": {"config": {"epochs": 1}}}})
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.asset_key == dg.AssetKey(["models", "two_tower"])]
+    tuning = event.materialization.metadata["tuning"].value
+    assert tuning.startswith(f"settings validated at {AS_OF} (0 days before tonight; retune_days 7)")
+    with stage.store.read() as con:
+        row = registry.latest(con)
+    assert row["metrics"]["tuning"] == tuning and row["metrics"]["tuned_at"] == AS_OF.isoformat()
+    assert row["metrics"]["tuned"] == before["metrics"]["tuned"]
+    grid = pl.DataFrame(row["metrics"]["grid"])
+    assert sorted(grid["model"].to_list()) == sorted(set(pl.DataFrame(before["metrics"]["grid"])["model"]))
+    def figures(registered: dict) -> pl.DataFrame:  # the models no seed moves: same settings, same data
+        rows = pl.DataFrame(registered["metrics"]["validation_rows"])
+        return rows.filter(pl.col("model").is_in(["popularity", "ease", "item_knn"])).sort("model", "slice", "metric")
+    assert_frame_equal(figures(row), figures(before), check_exact=False, rel_tol=1e-9)

@@ -1,6 +1,7 @@
 """The evaluation protocol: choices read validation only, the holdout is scored after, the plan serves the best."""
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 
 import numpy as np
@@ -167,3 +168,48 @@ def test_2t_hgnns_factor_weight_is_chosen_on_validation_without_a_refit() -> Non
     registered = {"tuned": protocol.tuned_settings(validation.config)}
     assert protocol.tuned(config, registered).two_tower == replace(config.two_tower, history_factor_weight=chosen)
     assert validation.config.two_tower == replace(config.two_tower, history_factor_weight=chosen)
+
+
+def test_reused_settings_are_scored_alone_with_the_figures_of_the_night_that_chose_them() -> None:
+    config = replace(CONFIG, models=(*CHEAP, PRODUCTION_MODEL, "fusion"))
+    frames = frames_of(world())
+    text = pl.DataFrame({"item_id": frames.items["item_id"], "embedding": [[1.0, 0.0]] * frames.items.height})
+    full = protocol.validate(frames, text, text, None, config)
+    settings = protocol.tuned_settings(full.config)
+    again = protocol.validate(frames, text, text, None, protocol.tuned(config, {"tuned": settings}), retune=False)
+    assert again.config == full.config
+    assert_frame_equal(again.metrics, full.metrics, check_exact=False, rel_tol=1e-6)
+    assert protocol.serving_plan(again.metrics) == protocol.serving_plan(full.metrics)
+    # one grid row per tuned model: the chosen point, with the value the full grid gave it
+    assert sorted(again.grid["model"].to_list()) == sorted(["item_knn", "ease", PRODUCTION_MODEL, "fusion"])
+    assert_frame_equal(again.grid.sort("model"), full.grid.join(again.grid.select("model", "setting"),
+                       on=["model", "setting"], how="semi").sort("model"), check_exact=False, rel_tol=1e-6)
+
+
+def registered(tuned_at: str = "2026-11-20", **changes) -> dict:
+    config = {"two_tower": {"target_type": CONFIG.target_type, "graph_types": list(CONFIG.graph_types)}}
+    tuned = protocol.tuned_settings(CONFIG)
+    return {"model_version": "v1", "config": config | changes, "metrics": {"tuned": tuned, "tuned_at": tuned_at}}
+
+
+@pytest.mark.parametrize("row, as_of, days, reused, why", [
+    (registered(), dt.date(2026, 11, 26), 7, True, "settings validated at 2026-11-20 (6 days before tonight"),
+    (registered(), dt.date(2026, 11, 20), 7, True, "(0 days before tonight"),
+    (registered(), dt.date(2026, 11, 27), 7, False, "are 7 days old (retune_days 7)"),
+    (registered(), dt.date(2026, 11, 21), 0, False, "retune_days is 0"),
+    (registered(), dt.date(2026, 11, 19), 7, False, "a later as-of (2026-11-20) than tonight's (2026-11-19)"),
+    (None, dt.date(2026, 11, 21), 7, False, "no earlier night"),
+    ({"model_version": "v0", "metrics": {"tuned": {}}}, dt.date(2026, 11, 21), 7, False, "no earlier night"),
+    (registered(two_tower={"target_type": "podcast", "graph_types": ["podcast"]}), dt.date(2026, 11, 21), 7, False,
+     "other target or graph types"),
+    (registered() | {"metrics": {"tuned": {"ease": {}}, "tuned_at": "2026-11-20"}}, dt.date(2026, 11, 21), 7, False,
+     "cover ['ease']"),
+])
+def test_validated_settings_stand_for_retune_days_on_later_nights_of_the_same_types(row, as_of, days, reused,
+                                                                                     why) -> None:
+    settings, reason = protocol.reusable(row, as_of, days, CONFIG)
+    assert (settings is not None) == reused and why in reason
+    if reused:
+        assert settings == row["metrics"]["tuned"] and reason.startswith("settings validated")
+    else:
+        assert reason.startswith("grids run")

@@ -85,3 +85,13 @@ def test_latest_is_the_newest_row_whatever_its_status(con) -> None:
     registry.register(con, row("v2") | {"created_at": dt.datetime(2026, 11, 2)})
     registry.reject(con, "v2", "worse")
     assert registry.latest(con)["model_version"] == "v2"
+
+
+def test_latest_tuned_is_the_newest_row_that_records_when_its_settings_were_validated(con) -> None:
+    assert registry.latest_tuned(con) is None and registry.latest_tuned(duckdb.connect()) is None
+    tuned = {"cold": {"hr@10": 0.2}, "tuned": {}, "tuned_at": "2026-11-01"}
+    registry.register(con, row("v1") | {"created_at": dt.datetime(2026, 11, 1), "metrics": tuned})
+    registry.register(con, row("v2") | {"created_at": dt.datetime(2026, 11, 2), "metrics": tuned | {"tuned_at": "2026-11-02"}})
+    registry.reject(con, "v2", "worse")
+    registry.register(con, row("v3") | {"created_at": dt.datetime(2026, 11, 3)})  # no tuned_at: written by hand
+    assert registry.latest_tuned(con)["model_version"] == "v2"  # a rejected row's settings were still validated
