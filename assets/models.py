@@ -125,7 +125,8 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     """The night's serving plan and its 2T-HGNN bundle, registered as a candidate (README, "Evaluation protocol").
 
     Validation: every model (the baselines with their grids, 2T-HGNN itself) is fitted on 'train' and
-    scored on 'valid' (the grids once every `retune_days`: `protocol.reusable`); per slice (cold, warm) the plan serves the model that validated best. Then 2T-HGNN
+    scored on 'valid' (the grids once every `retune_days`: `protocol.reusable`); per slice (cold, warm) the
+    plan serves the model that validated best. Then 2T-HGNN
     is refitted on train + valid and saved as the bundle eval/offline_metrics scores on the holdout and
     serving reads (over the whole window's history). Registered metrics: the plan's own per slice
     (model 'served'), every model's on validation, the chosen settings, and the best baseline's, which
@@ -146,7 +147,8 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     eval_config = EvaluateConfig(target_type=settings.target_type, graph_types=settings.graph_types,
                                  k=settings.k, max_users=settings.eval_max_users, seed=settings.seed,
                                  models=protocol.SERVABLE, two_tower=tt_config)
-    reused, tuning = protocol.reusable(previous, as_of, settings.retune_days, eval_config)
+    splits = dict(zip(frames.splits["split"], frames.splits.select("start_at", "end_at").rows()))
+    reused, tuning = protocol.reusable(previous, as_of, splits["holdout"][0], settings.retune_days, eval_config)
     context.log.info(f"models.two_tower: {tuning}")
     if reused is not None:
         eval_config = protocol.tuned(eval_config, {"tuned": reused})
@@ -157,7 +159,6 @@ def models_two_tower(context: dg.AssetExecutionContext, config: TwoTowerRun, cro
     tt_config = factors_as_ease(replace(validation.config.two_tower, periods=HOLDOUT.fitted), validation.config.ease)
     model = two_tower.fit(frames, tt_config, text_embeddings=text, hgnn_embeddings=vectors, profile_embeddings=profile)
     version = f"2t-hgnn-{as_of:%Y%m%d}-{context.run_id[:8]}"
-    splits = dict(zip(frames.splits["split"], frames.splits.select("start_at", "end_at").rows()))
     manifest = {"model_version": version, "model_name": BUNDLED_MODEL, "as_of": as_of.isoformat(),
                 "target_type": settings.target_type, "graph_types": list(settings.graph_types),
                 "text_model": text_source, "hgnn_version": hgnn_version, "uses_profiles": profile is not None,

@@ -43,7 +43,8 @@ def main() -> None:
     started = time.perf_counter()
     full = protocol.validate(frames, hgnn, text, profile, config)
     grids = time.perf_counter() - started
-    print(f"with the grids: {grids:.1f} s, {full.grid.height} grid points; chose {protocol.tuned_settings(full.config)}")
+    print(f"with the grids: {grids:.1f} s, {full.grid.height} grid points; "
+          f"chose {protocol.tuned_settings(full.config)}")
     reused_config = protocol.tuned(config, {"tuned": protocol.tuned_settings(full.config)})
     started = time.perf_counter()
     again = protocol.validate(frames, hgnn, text, profile, reused_config, retune=False)

@@ -185,15 +185,16 @@ def tuned(config: EvaluateConfig, registered: Mapping[str, Any]) -> EvaluateConf
     return replace(config, **chosen)
 
 
-def reusable(registered: Mapping[str, Any] | None, as_of: dt.date, retune_days: int, config: EvaluateConfig,
-             ) -> tuple[dict[str, dict[str, Any]] | None, str]:
+def reusable(registered: Mapping[str, Any] | None, as_of: dt.date, holdout_start: dt.datetime, retune_days: int,
+             config: EvaluateConfig) -> tuple[dict[str, dict[str, Any]] | None, str]:
     """(settings, why): the tuned settings of `registered` (the newest registry row that records `tuned_at`,
     the as-of date of the validation whose grids chose them) when tonight may score them without its grids,
     else None; `why` says which, for the log and the registry.
 
     They stand while they are younger than `retune_days` (0: the grids run every night), for the same target
-    and graph types and the same tuned models. A later `tuned_at` than tonight's as-of (a backfill) retunes:
-    that night's validation period may overlap tonight's holdout.
+    and graph types and the same tuned models, and only when the data they were chosen on ended (the row's
+    `train_end`, where its holdout began) at or before tonight's `holdout_start`. A later `tuned_at` than
+    tonight's as-of (a backfill), or a longer holdout tonight, retunes: tonight's holdout was read then.
     """
     if retune_days == 0:
         return None, "grids run: retune_days is 0 (every night)"
@@ -206,6 +207,10 @@ def reusable(registered: Mapping[str, Any] | None, as_of: dt.date, retune_days: 
         return None, f"grids run: the settings were validated at a later as-of ({tuned_at}) than tonight's ({as_of})"
     if age >= retune_days:
         return None, f"grids run: the settings validated at {tuned_at} are {age} days old (retune_days {retune_days})"
+    ended = registered.get("train_end")
+    if ended is None or ended > holdout_start:
+        return None, (f"grids run: the settings were validated on data up to {ended}, after tonight's holdout "
+                      f"begins ({holdout_start})")
     if (previous.get("target_type") != config.target_type
             or tuple(previous.get("graph_types", ())) != tuple(config.graph_types)):
         return None, "grids run: the settings were validated for other target or graph types"

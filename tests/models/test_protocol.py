@@ -189,7 +189,12 @@ def test_reused_settings_are_scored_alone_with_the_figures_of_the_night_that_cho
 def registered(tuned_at: str = "2026-11-20", **changes) -> dict:
     config = {"two_tower": {"target_type": CONFIG.target_type, "graph_types": list(CONFIG.graph_types)}}
     tuned = protocol.tuned_settings(CONFIG)
-    return {"model_version": "v1", "config": config | changes, "metrics": {"tuned": tuned, "tuned_at": tuned_at}}
+    return {"model_version": "v1", "config": config | changes, "metrics": {"tuned": tuned, "tuned_at": tuned_at},
+            "train_end": dt.datetime.fromisoformat(tuned_at) - dt.timedelta(days=14)}  # its holdout's start
+
+
+def holdout_start(as_of: dt.date, days: int = 14) -> dt.datetime:
+    return dt.datetime.combine(as_of, dt.time()) - dt.timedelta(days=days)
 
 
 @pytest.mark.parametrize("row, as_of, days, reused, why", [
@@ -198,6 +203,7 @@ def registered(tuned_at: str = "2026-11-20", **changes) -> dict:
     (registered(), dt.date(2026, 11, 27), 7, False, "are 7 days old (retune_days 7)"),
     (registered(), dt.date(2026, 11, 21), 0, False, "retune_days is 0"),
     (registered(), dt.date(2026, 11, 19), 7, False, "a later as-of (2026-11-20) than tonight's (2026-11-19)"),
+    (registered(), dt.date(2026, 11, 21), 7, False, "on data up to 2026-11-06 00:00:00, after tonight's holdout"),
     (None, dt.date(2026, 11, 21), 7, False, "no earlier night"),
     ({"model_version": "v0", "metrics": {"tuned": {}}}, dt.date(2026, 11, 21), 7, False, "no earlier night"),
     (registered(two_tower={"target_type": "podcast", "graph_types": ["podcast"]}), dt.date(2026, 11, 21), 7, False,
@@ -207,7 +213,8 @@ def registered(tuned_at: str = "2026-11-20", **changes) -> dict:
 ])
 def test_validated_settings_stand_for_retune_days_on_later_nights_of_the_same_types(row, as_of, days, reused,
                                                                                      why) -> None:
-    settings, reason = protocol.reusable(row, as_of, days, CONFIG)
+    longer = "on data up to" in why  # tonight's holdout 28 days: it begins before that row's validation ended
+    settings, reason = protocol.reusable(row, as_of, holdout_start(as_of, 28 if longer else 14), days, CONFIG)
     assert (settings is not None) == reused and why in reason
     if reused:
         assert settings == row["metrics"]["tuned"] and reason.startswith("settings validated")

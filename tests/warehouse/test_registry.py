@@ -91,7 +91,8 @@ def test_latest_tuned_is_the_newest_row_that_records_when_its_settings_were_vali
     assert registry.latest_tuned(con) is None and registry.latest_tuned(duckdb.connect()) is None
     tuned = {"cold": {"hr@10": 0.2}, "tuned": {}, "tuned_at": "2026-11-01"}
     registry.register(con, row("v1") | {"created_at": dt.datetime(2026, 11, 1), "metrics": tuned})
-    registry.register(con, row("v2") | {"created_at": dt.datetime(2026, 11, 2), "metrics": tuned | {"tuned_at": "2026-11-02"}})
+    later = tuned | {"tuned_at": "2026-11-02"}
+    registry.register(con, row("v2") | {"created_at": dt.datetime(2026, 11, 2), "metrics": later})
     registry.reject(con, "v2", "worse")
     registry.register(con, row("v3") | {"created_at": dt.datetime(2026, 11, 3)})  # no tuned_at: written by hand
     assert registry.latest_tuned(con)["model_version"] == "v2"  # a rejected row's settings were still validated
