@@ -217,7 +217,8 @@ def reusable(registered: Mapping[str, Any] | None, as_of: dt.date, holdout_start
     settings = metrics.get("tuned", {})
     if set(settings) != set(TUNED):
         return None, f"grids run: the recorded settings cover {sorted(settings)}, not {sorted(TUNED)}"
-    return settings, (f"settings validated at {tuned_at} ({age} days before tonight; retune_days {retune_days}) "
+    days = f"{age} day" if age == 1 else f"{age} days"
+    return settings, (f"settings validated at {tuned_at} ({days} before tonight; retune_days {retune_days}) "
                       f"from {registered['model_version']}: each model scored at them only")
 
 

@@ -200,6 +200,7 @@ def holdout_start(as_of: dt.date, days: int = 14) -> dt.datetime:
 @pytest.mark.parametrize("row, as_of, days, reused, why", [
     (registered(), dt.date(2026, 11, 26), 7, True, "settings validated at 2026-11-20 (6 days before tonight"),
     (registered(), dt.date(2026, 11, 20), 7, True, "(0 days before tonight"),
+    (registered(), dt.date(2026, 11, 21), 7, True, "(1 day before tonight"),
     (registered(), dt.date(2026, 11, 27), 7, False, "are 7 days old (retune_days 7)"),
     (registered(), dt.date(2026, 11, 21), 0, False, "retune_days is 0"),
     (registered(), dt.date(2026, 11, 19), 7, False, "a later as-of (2026-11-20) than tonight's (2026-11-19)"),
