@@ -9,8 +9,8 @@ validation (`models.protocol.validate`) twice on its data, as `models/two_tower`
 2. at the settings (1) chose (`protocol.tuned`, `retune=False`), as on the nights between.
 
 An untimed warm-up pass runs first, so that neither timed run pays the process's one-time costs.
-Prints each run's seconds and grid points, whether the two agree on the settings, the plan and every
-validation figure, and the time of the refit the stage does after either (not run here).
+Prints each run's seconds and grid points, and whether the two agree on the settings, the plan and every
+validation figure. The refit on train + valid that follows either in the stage is not run here.
 
 Run from the repository root (about 6 minutes on the 2,000-user demo world):
     python bench/retune.py --home /path/to/crossfade_home

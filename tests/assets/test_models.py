@@ -201,6 +201,7 @@ def test_a_later_night_within_retune_days_scores_the_validated_settings_without_
     assert row["metrics"]["tuned"] == before["metrics"]["tuned"]
     grid = pl.DataFrame(row["metrics"]["grid"])
     assert sorted(grid["model"].to_list()) == sorted(set(pl.DataFrame(before["metrics"]["grid"])["model"]))
+
     def figures(registered: dict) -> pl.DataFrame:  # the models no seed moves: same settings, same data
         rows = pl.DataFrame(registered["metrics"]["validation_rows"])
         return rows.filter(pl.col("model").is_in(["popularity", "ease", "item_knn"])).sort("model", "slice", "metric")
