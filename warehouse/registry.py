@@ -63,13 +63,14 @@ def promoted(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
 
 def latest(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     """The newest registered row, whatever its status (the version the last training run produced)."""
-    rows = _rows(con, "true", {})
+    rows = _rows(con, "true", {}, limit=1)
     return rows[0] if rows else None
 
 
 def latest_tuned(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     """The newest row whose metrics record `tuned_at` (when its settings were validated), whatever its status."""
-    return next((row for row in _rows(con, "true", {}) if "tuned_at" in row["metrics"]), None)
+    rows = _rows(con, "json_exists(metrics, '$.tuned_at')", {}, limit=1)
+    return rows[0] if rows else None
 
 
 def candidates(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -105,11 +106,13 @@ def reject(con: duckdb.DuckDBPyConnection, model_version: str, reason: str) -> N
                 {"reason": reason, "version": model_version})
 
 
-def _rows(con: duckdb.DuckDBPyConnection, where: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(con: duckdb.DuckDBPyConnection, where: str, params: dict[str, Any], limit: int | None = None,
+          ) -> list[dict[str, Any]]:
+    """Rows matching `where`, newest first, their JSON parsed: only the first `limit` (default all) are read."""
     if not exists(con):
         return []
     cursor = con.execute(f"select {', '.join(COLUMNS)} from {TABLE} where {where} order by created_at desc, "
-                         "model_version desc", params)
+                         f"model_version desc{'' if limit is None else f' limit {int(limit)}'}", params)
     rows = [dict(zip(COLUMNS, values)) for values in cursor.fetchall()]
     for row in rows:
         for column in JSON_COLUMNS:
